@@ -82,7 +82,18 @@ for c in "${components[@]}"; do
   case $c in
     kube) build_kube ;;
     etcd) build_etcd ;;
-    kwok) go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok ;;
+    kwok) go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
+          # kwok's own stage definitions (node/pod lifecycles) ship in its module, not its binary.
+          stages="$cache/kwok-$KWOK_VERSION/stages"
+          if [ ! -d "$stages" ]; then
+            src="$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage"
+            [ -d "$src" ] || (cd "$cache" && GOFLAGS= go mod download "sigs.k8s.io/kwok@$KWOK_VERSION")
+            mkdir -p "$stages"
+            for f in node/fast/node-initialize node/heartbeat/node-heartbeat pod/fast/pod-ready \
+                     pod/fast/pod-complete pod/fast/pod-delete; do
+              cp "$src/$f.yaml" "$stages/"
+            done
+          fi ;;
     coredns) go_install coredns "$COREDNS_VERSION" github.com/coredns/coredns ;;
     helm) go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm ;;
     *) echo "unknown component $c" >&2; exit 2 ;;

@@ -1,0 +1,62 @@
+# svcaudit entry points. `make demo` shows the product; `make test` proves it.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+CLUSTER := $(VPY) e2e/cluster/cluster.py
+NODE ?=
+NODES ?= 2
+
+.PHONY: help venv deps build cluster-up cluster-down cluster-status lint typecheck unit test e2e demo bench clean
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed ## create .venv with svcaudit and dev tools
+
+deps: ## install system packages (apt) the cluster needs; root
+	bash e2e/cluster/install-deps.sh
+
+build: ## build (or reuse) the pinned cluster binaries in ~/.cache/svcaudit
+	bash e2e/cluster/build.sh
+
+cluster-up: venv build ## start the local cluster (NODE=real adds a kubelet+containerd node)
+	$(CLUSTER) up --nodes $(NODES) $(if $(filter real,$(NODE)),--real-node,)
+
+cluster-down: ## stop everything cluster-up started
+	$(CLUSTER) down
+
+cluster-status: ## show the local cluster's components
+	$(CLUSTER) status
+
+lint: venv ## ruff
+	$(VENV)/bin/ruff check operator tests e2e
+	$(VENV)/bin/ruff format --check operator tests
+
+typecheck: venv ## mypy (strict on the core)
+	$(VENV)/bin/mypy
+
+unit: venv ## unit + property tests of the pure core (no cluster)
+	$(VENV)/bin/pytest tests/unit -q
+
+test: venv build ## everything: lint, types, unit, integration and e2e on the local cluster
+	$(MAKE) lint typecheck
+	$(VENV)/bin/pytest tests e2e/tests -q $(PYTEST_ARGS)
+
+e2e: venv build ## the tutorial end to end (E2E_CLUSTER=local|kind|existing)
+	$(VENV)/bin/pytest e2e/tests -q $(PYTEST_ARGS)
+
+demo: venv build ## local cluster + operator + the tutorial + one mistake, before and after the fix
+	$(VPY) e2e/demo.py
+
+bench: venv build ## benchmarks at scale (not part of the tests)
+	$(VPY) bench/run.py $(BENCH_ARGS)
+
+clean: cluster-down
+	rm -rf $(VENV) .cluster

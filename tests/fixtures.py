@@ -1,0 +1,123 @@
+"""Shared fixtures: a real cluster, brought up once per session, and a namespace per test.
+
+`cluster` uses the cluster KUBECONFIG points to when it answers (E2E_CLUSTER=existing, or any
+live KUBECONFIG); otherwise it starts the project's local cluster (e2e/cluster/cluster.py up),
+reusing it when it is already running, and leaves it running for the next session unless it
+started it itself with SVCAUDIT_CLUSTER_TEARDOWN=1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CLUSTER_PY = REPO / "e2e" / "cluster" / "cluster.py"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """How tests reach the cluster under test."""
+
+    kubeconfig: str
+    dns_host: str
+    dns_port: int
+    state_dir: Path | None
+    real_node: bool
+    kubectl: str
+    provider: str
+
+    def run_kubectl(self, *args: str, check: bool = True, input: str | None = None,
+                    timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [self.kubectl, f"--kubeconfig={self.kubeconfig}", *args],
+            check=check, capture_output=True, text=True, input=input, timeout=timeout,
+        )
+
+    def api_client(self):  # type: ignore[no-untyped-def]
+        from kubernetes import config
+
+        return config.new_client_from_config(config_file=self.kubeconfig)
+
+
+def _state_dir() -> Path:
+    return Path(os.environ.get("SVCAUDIT_CLUSTER_DIR", REPO / ".cluster")).resolve()
+
+
+def _local_cluster(real_node: bool) -> Cluster:
+    args = [sys.executable, str(CLUSTER_PY), "up"]
+    if real_node:
+        args.append("--real-node")
+    proc = subprocess.run(args, capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"local cluster failed to start:\n{proc.stdout}\n{proc.stderr}", pytrace=False)
+    info = json.loads((_state_dir() / "cluster.json").read_text())
+    versions = info["versions"]
+    kubectl = (Path(os.environ.get("SVCAUDIT_CACHE", Path.home() / ".cache" / "svcaudit"))
+               / f"kubernetes-{versions['KUBE_VERSION']}" / "kubectl")
+    return Cluster(
+        kubeconfig=info["kubeconfig"], dns_host=info["dns"]["host"], dns_port=info["dns"]["port"],
+        state_dir=_state_dir(), real_node=bool(info["realNode"]), kubectl=str(kubectl),
+        provider="local",
+    )
+
+
+def _existing_cluster() -> Cluster | None:
+    kubeconfig = os.environ.get("KUBECONFIG")
+    if not kubeconfig or not Path(kubeconfig).exists():
+        return None
+    kubectl = os.environ.get("KUBECTL", "kubectl")
+    probe = subprocess.run([kubectl, f"--kubeconfig={kubeconfig}", "get", "--raw", "/readyz"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        return None
+    host, _, port = os.environ.get("SVCAUDIT_DNS_SERVER", "").partition(":")
+    return Cluster(kubeconfig=kubeconfig, dns_host=host, dns_port=int(port or 53),
+                   state_dir=None, real_node=os.environ.get("NODE") == "real", kubectl=kubectl,
+                   provider="existing")
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    provider = os.environ.get("E2E_CLUSTER", "local")
+    if provider == "existing":
+        found = _existing_cluster()
+        if found is None:
+            pytest.fail("E2E_CLUSTER=existing but KUBECONFIG does not reach a cluster")
+        yield found
+        return
+    real_node = os.environ.get("NODE", "") == "real"
+    yield _local_cluster(real_node)
+    if os.environ.get("SVCAUDIT_CLUSTER_TEARDOWN") == "1":
+        subprocess.run([sys.executable, str(CLUSTER_PY), "down"], check=False)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test, deleted (without waiting) afterwards."""
+    base = request.node.name.lower().replace("_", "-")
+    base = "".join(c for c in base if c.isalnum() or c == "-")[:40].strip("-")
+    name = f"{base}-{uuid.uuid4().hex[:6]}"
+    cluster.run_kubectl("create", "namespace", name)
+    deadline = time.monotonic() + 30
+    while cluster.run_kubectl("get", "serviceaccount", "default", "-n", name,
+                              check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            pytest.fail(f"default ServiceAccount never appeared in {name}")
+        time.sleep(0.2)
+    yield name
+    cluster.run_kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `lifecycle` stop and restart the cluster: run them after everything else."""
+    items.sort(key=lambda item: item.get_closest_marker("lifecycle") is not None)

@@ -1,0 +1,219 @@
+"""The local cluster is a real cluster: versions, nodes, the EndpointSlice controller, CoreDNS."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import pytest
+
+from tests.fixtures import REPO, Cluster
+
+pytestmark = pytest.mark.cluster
+
+
+def read_versions() -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in
+             (REPO / "e2e/cluster/versions.env").read_text().splitlines()
+             if "=" in line and not line.startswith("#"))
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def get_json(cluster: Cluster, *args: str) -> Any:
+    return json.loads(cluster.run_kubectl("get", *args, "-o", "json").stdout)
+
+
+def eventually(check: Callable[[], Any], timeout: float = 60, what: str = "") -> Any:
+    """Poll until `check` returns a truthy value; fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.25)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+TUTORIAL_RC = """
+apiVersion: v1
+kind: ReplicationController
+metadata: {name: rcsise}
+spec:
+  replicas: 2
+  selector: {app: sise}
+  template:
+    metadata: {name: somename, labels: {app: sise}}
+    spec:
+      nodeSelector: {type: kwok}
+      containers:
+      - name: sise
+        image: quay.io/openshiftlabs/simpleservice:0.5.0
+        ports: [{containerPort: 9876}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: simpleservice}
+spec:
+  ports: [{port: 80, targetPort: 9876}]
+  selector: {app: sise}
+"""
+
+
+def test_server_reports_pinned_version(cluster: Cluster) -> None:
+    if cluster.provider != "local":
+        pytest.skip("the pinned version is a property of the local cluster only")
+    version = json.loads(cluster.run_kubectl("version", "-o", "json").stdout)
+    assert version["serverVersion"]["gitVersion"] == read_versions()["KUBE_VERSION"]
+    assert version["clientVersion"]["gitVersion"] == read_versions()["KUBE_VERSION"]
+
+
+def test_fake_nodes_are_ready_with_distinct_ips_and_zones(cluster: Cluster) -> None:
+    nodes = [n for n in get_json(cluster, "nodes")["items"]
+             if n["metadata"]["labels"].get("type") == "kwok"]
+    assert len(nodes) >= 2
+    ips, zones = set(), set()
+    for node in nodes:
+        conditions = {c["type"]: c["status"] for c in node["status"]["conditions"]}
+        assert conditions["Ready"] == "True", node["metadata"]["name"]
+        assert not node["spec"].get("taints")
+        ips |= {a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP"}
+        zones.add(node["metadata"]["labels"]["topology.kubernetes.io/zone"])
+        assert node["spec"]["podCIDR"]
+    assert len(ips) == len(nodes)
+    assert len(zones) >= 2
+
+
+def slice_endpoints(cluster: Cluster, namespace: str) -> tuple[set[str], set[int]]:
+    """Ready endpoint addresses and ports of simpleservice's controller-managed slices."""
+    slices = get_json(cluster, "endpointslices", "-n", namespace,
+                      "-l", "kubernetes.io/service-name=simpleservice")["items"]
+    addresses: set[str] = set()
+    ports: set[int] = set()
+    for s in slices:
+        labels = s["metadata"]["labels"]
+        assert labels["endpointslice.kubernetes.io/managed-by"] == \
+            "endpointslice-controller.k8s.io"
+        for ep in s.get("endpoints") or []:
+            if ep["conditions"].get("ready"):
+                addresses.update(ep["addresses"])
+        ports.update(p["port"] for p in s.get("ports") or [])
+    return addresses, ports
+
+
+def running_pod_ips(cluster: Cluster, namespace: str) -> list[str]:
+    pods = get_json(cluster, "pods", "-n", namespace, "-l", "app=sise")["items"]
+    return [p["status"]["podIP"] for p in pods
+            if p["status"].get("phase") == "Running" and p["status"].get("podIP")
+            and not p["metadata"].get("deletionTimestamp")]
+
+
+def test_tutorial_service_gets_endpoints_from_the_real_controller(
+        cluster: Cluster, namespace: str) -> None:
+    cluster.run_kubectl("apply", "-n", namespace, "-f", "-", input=TUTORIAL_RC)
+
+    def settled(n: int) -> Callable[[], Any]:
+        def check() -> Any:
+            ips = running_pod_ips(cluster, namespace)
+            if len(ips) != n:
+                return None
+            addresses, ports = slice_endpoints(cluster, namespace)
+            return (ips, addresses, ports) if addresses == set(ips) else None
+        return check
+
+    ips, addresses, ports = eventually(settled(2), what="2 running pods in the slice")
+    assert len(set(ips)) == 2
+    assert ports == {9876}
+    for replicas in (3, 1):
+        cluster.run_kubectl("scale", "-n", namespace, f"--replicas={replicas}", "rc/rcsise")
+        ips, addresses, _ = eventually(settled(replicas), what=f"{replicas} pods in the slice")
+        assert addresses == set(ips)
+
+
+def dns_query(cluster: Cluster, name: str, rdtype: str) -> dns.message.Message:
+    query = dns.message.make_query(name, rdtype)
+    return dns.query.udp(query, cluster.dns_host, port=cluster.dns_port, timeout=3)
+
+
+def test_coredns_answers_service_names(cluster: Cluster, namespace: str) -> None:
+    cluster.run_kubectl("apply", "-n", namespace, "-f", "-", input=TUTORIAL_RC)
+    cluster_ip = get_json(cluster, "svc", "simpleservice", "-n", namespace)["spec"]["clusterIP"]
+    name = f"simpleservice.{namespace}.svc.cluster.local."
+
+    def answer() -> Any:
+        reply = dns_query(cluster, name, "A")
+        return {rr.address for rrset in reply.answer for rr in rrset} or None
+
+    assert eventually(answer, 30, f"A record for {name}") == {cluster_ip}
+    missing = dns_query(cluster, f"nosuchservice.{namespace}.svc.cluster.local.", "A")
+    assert missing.rcode() == dns.rcode.NXDOMAIN
+
+
+def test_up_twice_is_harmless(cluster: Cluster) -> None:
+    if cluster.state_dir is None:
+        pytest.skip("only the local cluster is started by this project")
+    pids_before = {p.name: p.read_text() for p in (cluster.state_dir / "pids").glob("*.pid")}
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(REPO / "e2e/cluster/cluster.py"), "up"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "already running" in proc.stdout
+    pids_after = {p.name: p.read_text() for p in (cluster.state_dir / "pids").glob("*.pid")}
+    assert pids_after == pids_before
+
+
+def listening_ports() -> set[int]:
+    """TCP and UDP ports with a listening socket on this machine (from /proc/net)."""
+    ports: set[int] = set()
+    for table, listen_state in (("tcp", "0A"), ("tcp6", "0A"), ("udp", "07"), ("udp6", "07")):
+        path = Path("/proc/net") / table
+        for line in path.read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == listen_state:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+@pytest.mark.lifecycle
+def test_down_leaves_no_process_and_no_port(cluster: Cluster) -> None:
+    """Runs last (see tests/fixtures.py): stops the cluster, checks, and starts it again."""
+    if cluster.state_dir is None:
+        pytest.skip("only the local cluster is started by this project")
+    import subprocess
+    import sys
+
+    sys.path.insert(0, str(REPO / "e2e/cluster"))
+    import cluster as local  # type: ignore[import-not-found]
+
+    pids = {}
+    for path in (cluster.state_dir / "pids").glob("*.pid"):
+        pid_text = path.read_text().split("\n", 1)[0]
+        pids[path.stem] = int(pid_text)
+    assert {"etcd", "apiserver", "controller-manager", "scheduler", "kwok", "coredns"} <= set(pids)
+    ports = set(local.PORTS.values())
+    assert ports & listening_ports(), "the running cluster should be listening"
+    script = str(REPO / "e2e/cluster/cluster.py")
+    try:
+        down = subprocess.run([sys.executable, script, "down"], capture_output=True, text=True,
+                              timeout=180)
+        assert down.returncode == 0, down.stderr
+        alive = [name for name, pid in pids.items() if Path(f"/proc/{pid}").exists()]
+        assert alive == []
+        assert ports & listening_ports() == set()
+        assert not list((cluster.state_dir / "pids").glob("*.pid"))
+        links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+        assert local.HOST_IFACE not in links
+        routes = subprocess.run(["ip", "route"], capture_output=True, text=True).stdout
+        assert "blackhole" not in routes
+    finally:
+        args = [sys.executable, script, "up"] + (["--real-node"] if cluster.real_node else [])
+        subprocess.run(args, capture_output=True, text=True, timeout=600)
