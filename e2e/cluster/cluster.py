@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import fcntl
 import ipaddress
 import json
 import os
@@ -33,7 +34,7 @@ REPO = HERE.parent.parent
 
 SERVICE_CIDR = "10.96.0.0/16"
 CLUSTER_CIDR = "10.244.0.0/16"
-# The apiserver must advertise a non-loopback address; it lives on a dummy interface of this
+# The apiserver must advertise a non-loopback address; it lives on a local interface of this
 # machine so that nothing addressed to it can ever leave the host.
 ADVERTISE_IP = "10.201.0.1"
 HOST_IFACE = "svcaudit0"
@@ -265,7 +266,9 @@ def run_ip(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
 
 def network_up() -> None:
     if run_ip("link", "show", HOST_IFACE).returncode != 0:
-        run_ip("link", "add", HOST_IFACE, "type", "dummy", check=True)
+        # a bridge with no ports: this kernel has no dummy interfaces, and a bridge holds a
+        # local address just as well
+        run_ip("link", "add", HOST_IFACE, "type", "bridge", check=True)
     run_ip("addr", "replace", f"{ADVERTISE_IP}/32", "dev", HOST_IFACE, check=True)
     run_ip("link", "set", HOST_IFACE, "up", check=True)
     for cidr in BLACKHOLES:
@@ -509,6 +512,10 @@ def start_kwok(state: State) -> None:
     docs = ["apiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\noptions:\n"
             f"  cidr: 10.244.255.0/24\n  nodeIP: {NODE_IP_BASE}9\n"
             "  manageAllNodes: false\n"
+            # kwok applies no defaults to a configuration read from a file
+            "  podPlayStageParallelism: 8\n  nodePlayStageParallelism: 4\n"
+            "  nodeLeaseParallelism: 4\n  podsOnNodeSyncParallelism: 1\n"
+            "  enablePodsOnNodeSyncListPager: true\n  enablePodsOnNodeSyncStreamWatch: false\n"
             "  manageNodesWithAnnotationSelector: kwok.x-k8s.io/node=fake\n"
             f"  serverAddress: 127.0.0.1:{PORTS['kwok']}\n"]
     docs += [p.read_text() for p in sorted(stages.glob("*.yaml"))]
@@ -602,9 +609,27 @@ def check_binaries(state: State) -> None:
         subprocess.run([str(HERE / "build.sh")], check=True)
 
 
-def up(args: argparse.Namespace) -> int:
-    folder = state_dir()
+@contextlib.contextmanager
+def exclusive(folder: Path):  # type: ignore[no-untyped-def]
+    """Serialize up/down: two callers (a test session and a developer) must not interleave."""
     folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def up(args: argparse.Namespace) -> int:
+    with exclusive(state_dir()):
+        return _up(args)
+
+
+def down(args: argparse.Namespace) -> int:
+    with exclusive(state_dir()):
+        return _down(args)
+
+
+def _up(args: argparse.Namespace) -> int:
+    folder = state_dir()
     state = State.load(folder) or State(dir=folder)
     if all(running_pid(state, c) for c in COMPONENT_ORDER) and (
             not args.real_node or state.real_node):
@@ -655,7 +680,7 @@ def up(args: argparse.Namespace) -> int:
     return 0
 
 
-def down(args: argparse.Namespace) -> int:
+def _down(args: argparse.Namespace) -> int:
     folder = state_dir()
     state = State.load(folder)
     if state is None:
