@@ -1,0 +1,345 @@
+"""One Service's audit: expectations, comparisons and the per-aspect verdicts.
+
+A verdict is True when nothing reportable was found, False when something was, and
+Unknown when an input it needs is missing (never a False guessed from missing data).
+settle() adds flap suppression: a discrepancy counts only once it has lasted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Literal
+
+from svcaudit.core.codes import Aspect, Discrepancy, Severity, discrepancy
+from svcaudit.core.compare import DnsObservation, compare_dns, compare_env, compare_slices
+from svcaudit.core.dns import DEFAULT_ZONE, DnsRecord, ExpectedDns, expected_dns
+from svcaudit.core.endpoints import (
+    DEFAULT_MAX_ENDPOINTS_PER_SLICE,
+    ExpectedEndpoints,
+    ExpectedSlice,
+    expected_endpoints,
+)
+from svcaudit.core.envvars import service_env
+from svcaudit.core.findings import (
+    endpoint_findings,
+    env_findings,
+    pod_ref,
+    sees,
+    with_service,
+)
+from svcaudit.core.model import EndpointSlice, Node, Pod, Service
+
+__all__ = [
+    "Aspect",
+    "AuditSettings",
+    "Discrepancy",
+    "DnsObservation",
+    "ServiceAudit",
+    "SettleState",
+    "Verdict",
+    "audit_service",
+    "settle",
+    "verdicts_for",
+]
+
+Status = Literal["True", "False", "Unknown"]
+ASPECTS = (Aspect.ENDPOINTS, Aspect.ENVIRONMENT, Aspect.DNS)
+ObservedEnv = Mapping[tuple[str, str], Mapping[str, str]]  # (pod, container) -> env
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSettings:
+    zone: str = DEFAULT_ZONE
+    max_endpoints_per_slice: int = DEFAULT_MAX_ENDPOINTS_PER_SLICE
+    # Container starts this close to a service's creation are not judged (clock skew,
+    # kubelet informer lag): reported as SVA-ENV-002 (info) instead of SVA-ENV-001.
+    env_start_grace_seconds: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    status: Status
+    reason: str  # CamelCase
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceAudit:
+    namespace: str
+    name: str
+    verdicts: Mapping[Aspect, Verdict]
+    discrepancies: tuple[Discrepancy, ...]
+    expected_slices: tuple[ExpectedSlice, ...]
+    expected_dns: ExpectedDns
+    env_findings: tuple[Discrepancy, ...]
+    unknown: Mapping[Aspect, str] = field(default_factory=dict)  # aspect -> missing input
+    pending: tuple[Discrepancy, ...] = ()  # reportable, but not yet settled (see settle)
+
+    def to_status_detail(self) -> dict[str, object]:
+        """JSON-ready detail for the ServiceAudit status (sorted, deterministic)."""
+        return {
+            "verdicts": {
+                str(a): {"status": v.status, "reason": v.reason, "message": v.message}
+                for a, v in self.verdicts.items()
+            },
+            "discrepancies": [d.to_dict() for d in self.discrepancies],
+            "pending": [d.to_dict() for d in self.pending],
+            "expectedEndpointSlices": [slice_to_dict(s) for s in self.expected_slices],
+            "expectedDns": [record_to_dict(r) for r in sorted(self.expected_dns.records)],
+            "expectedNxdomain": [
+                {"name": q.name, "type": q.type} for q in sorted(self.expected_dns.nxdomain)
+            ],
+        }
+
+
+def slice_to_dict(s: ExpectedSlice) -> dict[str, object]:
+    return {
+        "addressType": s.address_type,
+        "ports": [{"name": p.name, "port": p.port, "protocol": p.protocol} for p in s.ports],
+        "endpoints": [
+            {
+                "addresses": list(ep.addresses),
+                "conditions": {
+                    "ready": ep.conditions.ready,
+                    "serving": ep.conditions.serving,
+                    "terminating": ep.conditions.terminating,
+                },
+                "hostname": ep.hostname,
+                "nodeName": ep.node_name,
+                "zone": ep.zone,
+                "targetRef": (
+                    {
+                        "kind": ep.target_ref.kind,
+                        "namespace": ep.target_ref.namespace,
+                        "name": ep.target_ref.name,
+                    }
+                    if ep.target_ref
+                    else None
+                ),
+            }
+            for ep in s.endpoints
+        ],
+    }
+
+
+def record_to_dict(r: DnsRecord) -> dict[str, str]:
+    return {"name": r.name, "type": r.type, "data": r.data}
+
+
+def _dedupe(items: Sequence[Discrepancy]) -> tuple[Discrepancy, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+def verdicts_for(
+    discrepancies: Sequence[Discrepancy],
+    unknown: Mapping[Aspect, str],
+    pending: Sequence[Discrepancy] = (),
+) -> dict[Aspect, Verdict]:
+    """Per aspect: False on any reportable discrepancy, else Unknown on a missing input (or
+    an unsettled discrepancy), else True; HEALTHY summarises the three."""
+    order = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
+    out: dict[Aspect, Verdict] = {}
+    for aspect in ASPECTS:
+        bad = sorted(
+            (d for d in discrepancies if d.aspect is aspect and d.severity.reportable),
+            key=lambda d: (order[d.severity], d.code),
+        )
+        waiting = [d for d in pending if d.aspect is aspect]
+        if bad:
+            counts: dict[str, int] = {}
+            for d in bad:
+                counts[d.reason] = counts.get(d.reason, 0) + 1
+            summary = ", ".join(f"{r} x{n}" for r, n in counts.items())
+            out[aspect] = Verdict(
+                "False",
+                bad[0].reason,
+                f"{bad[0].subject}: {bad[0].observed} (expected {bad[0].expected}); all: {summary}",
+            )
+        elif aspect in unknown:
+            out[aspect] = Verdict("Unknown", _unknown_reason(aspect), unknown[aspect])
+        elif waiting:
+            out[aspect] = Verdict(
+                "Unknown",
+                "Settling",
+                f"{len(waiting)} discrepancy(ies) not yet lasting: "
+                + ", ".join(sorted({d.reason for d in waiting})),
+            )
+        else:
+            out[aspect] = Verdict("True", "Consistent", "matches the Kubernetes rules")
+    statuses = [v.status for v in out.values()]
+    if "False" in statuses:
+        failing = [str(a) for a, v in out.items() if v.status == "False"]
+        out[Aspect.HEALTHY] = Verdict(
+            "False", "DiscrepanciesFound", "failing: " + ", ".join(failing)
+        )
+    elif "Unknown" in statuses:
+        missing = [str(a) for a, v in out.items() if v.status == "Unknown"]
+        out[Aspect.HEALTHY] = Verdict(
+            "Unknown", "IncompleteAudit", "unknown: " + ", ".join(missing)
+        )
+    else:
+        out[Aspect.HEALTHY] = Verdict("True", "Healthy", "endpoints, environment and DNS agree")
+    return out
+
+
+def _unknown_reason(aspect: Aspect) -> str:
+    return {
+        Aspect.ENDPOINTS: "EndpointSlicesNotObserved",
+        Aspect.ENVIRONMENT: "ContainerStartUnknown",
+        Aspect.DNS: "DnsNotObserved",
+    }.get(aspect, "InputMissing")
+
+
+def audit_service(
+    service: Service,
+    pods: Sequence[Pod],
+    slices: Sequence[EndpointSlice] | None,
+    nodes: Mapping[str, Node] | None,
+    env_services: Sequence[Service],
+    dns: DnsObservation | None,
+    now: datetime,
+    settings: AuditSettings = AuditSettings(),
+    observed_env: ObservedEnv | None = None,
+) -> ServiceAudit:
+    """Audit one Service. `pods`: every pod of its namespace; `slices`: its EndpointSlices
+    (None = not observed); `nodes` None = unknown (zones not checked, no pod dropped);
+    `observed_env` optional real container environments keyed (pod name, container name).
+    `now` is accepted for the contract (and future time rules); the rules use object times.
+    """
+    del now
+    unknown: dict[Aspect, str] = {}
+    ns_pods = [p for p in pods if p.namespace == service.namespace]
+    exp = expected_endpoints(service, ns_pods, nodes, settings.max_endpoints_per_slice)
+    found: list[Discrepancy] = endpoint_findings(service, ns_pods, exp)
+    if slices is None:
+        if exp.managed or not service.is_external_name:
+            unknown[Aspect.ENDPOINTS] = "EndpointSlices of the service were not provided"
+    else:
+        mine = [
+            s for s in slices if s.namespace == service.namespace and s.service_name == service.name
+        ]
+        found += compare_slices(
+            service, exp, mine, settings.max_endpoints_per_slice, zones_known=nodes is not None
+        )
+        if not exp.managed and not service.is_external_name and not mine:
+            found.append(_selectorless(service))
+    dns_slices = _dns_slices(exp, service, slices)
+    exp_dns = expected_dns(service, dns_slices if dns_slices is not None else (), settings.zone)
+    if service.is_headless and dns_slices is not None and exp_dns.nxdomain:
+        found.append(discrepancy("SVA-DNS-101", _svc(service), "a ready endpoint", "none"))
+    if dns_slices is None:
+        unknown[Aspect.DNS] = "headless selectorless service: its EndpointSlices were not provided"
+    elif dns is None:
+        unknown[Aspect.DNS] = "DNS was not queried"
+    elif dns.error:
+        unknown[Aspect.DNS] = f"DNS query failed: {dns.error}"
+    else:
+        found += compare_dns(service, exp_dns, dns)
+    observed_keys = frozenset(observed_env or {})
+    env_found, env_unknown = env_findings(
+        service,
+        ns_pods,
+        env_services,
+        timedelta(seconds=settings.env_start_grace_seconds),
+        observed_keys,
+    )
+    found += env_found
+    if observed_env:
+        found += _observed_env(service, ns_pods, env_services, observed_env)
+    if env_unknown:
+        unknown[Aspect.ENVIRONMENT] = "; ".join(env_unknown)
+    all_found = _dedupe(found)
+    return ServiceAudit(
+        namespace=service.namespace,
+        name=service.name,
+        verdicts=verdicts_for(all_found, unknown),
+        discrepancies=all_found,
+        expected_slices=exp.slices,
+        expected_dns=exp_dns,
+        env_findings=tuple(d for d in all_found if d.aspect is Aspect.ENVIRONMENT),
+        unknown=unknown,
+    )
+
+
+def _svc(service: Service) -> str:
+    return f"Service {service.namespace}/{service.name}"
+
+
+def _selectorless(service: Service) -> Discrepancy:
+    return discrepancy(
+        "SVA-EP-108",
+        _svc(service),
+        f"an EndpointSlice labelled kubernetes.io/service-name={service.name}",
+        "none",
+    )
+
+
+def _dns_slices(
+    exp: ExpectedEndpoints, service: Service, slices: Sequence[EndpointSlice] | None
+) -> Sequence[ExpectedSlice] | Sequence[EndpointSlice] | None:
+    """Endpoints DNS is derived from: expected ones when the controller manages the service,
+    the observed ones otherwise (someone else writes them); None when needed but missing."""
+    if exp.managed:
+        return exp.slices
+    if not service.is_headless:
+        return ()
+    if slices is None:
+        return None
+    return [
+        s for s in slices if s.namespace == service.namespace and s.service_name == service.name
+    ]
+
+
+def _observed_env(
+    service: Service, pods: Sequence[Pod], env_services: Sequence[Service], observed: ObservedEnv
+) -> list[Discrepancy]:
+    services = with_service(env_services, service)
+    out: list[Discrepancy] = []
+    for pod in sorted(pods, key=lambda p: p.key):
+        if not sees(pod, service, services):
+            continue
+        senv = service_env(pod.namespace, pod.enable_service_links, services)
+        for container in pod.all_containers:
+            env = observed.get((pod.name, container.name))
+            if env is not None:
+                out += compare_env(service, pod_ref(pod), container, senv, env)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class SettleState:
+    """When each (code, subject) discrepancy was first seen, carried between audits."""
+
+    first_seen: Mapping[tuple[str, str], datetime] = field(default_factory=dict)
+
+
+def settle(
+    result: ServiceAudit,
+    previous: SettleState | None,
+    now: datetime,
+    settle_seconds: float,
+) -> tuple[ServiceAudit, SettleState]:
+    """Keep only reportable discrepancies that have lasted `settle_seconds`; younger ones go to
+    `pending` and make their aspect Unknown ("Settling") rather than False. Info findings pass
+    through at once. Discrepancies that vanished are forgotten (their clock restarts)."""
+    before = previous.first_seen if previous is not None else {}
+    first_seen: dict[tuple[str, str], datetime] = {}
+    kept: list[Discrepancy] = []
+    pending: list[Discrepancy] = []
+    for d in result.discrepancies:
+        seen = before.get(d.key, now)
+        first_seen[d.key] = min(seen, first_seen.get(d.key, seen))
+        if not d.severity.reportable or now - seen >= timedelta(seconds=settle_seconds):
+            kept.append(d)
+        else:
+            pending.append(d)
+    reported = replace(
+        result,
+        discrepancies=tuple(kept),
+        env_findings=tuple(d for d in kept if d.aspect is Aspect.ENVIRONMENT),
+        verdicts=verdicts_for(kept, result.unknown, pending),
+        pending=tuple(pending),
+    )
+    return reported, SettleState(first_seen)

@@ -1,0 +1,163 @@
+"""Expected cluster DNS records: kubernetes/dns specification 1.1.0 as CoreDNS serves it.
+
+Records are value objects in one canonical text form so that expected and observed
+answers compare as sets: names lower-case and fully qualified (trailing dot); A/AAAA data
+the compressed address; SRV data "<port> <target>" (priority and weight are CoreDNS's
+load-spreading arithmetic, not part of the spec, and are ignored).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from svcaudit.core.model import IPV6, Endpoint, EndpointPort, Service
+
+DEFAULT_ZONE = "cluster.local"
+RECORD_TYPES = ("A", "AAAA", "CNAME", "PTR", "SRV")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class DnsQuestion:
+    name: str
+    type: str
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class DnsRecord:
+    name: str
+    type: str
+    data: str
+
+    @property
+    def question(self) -> DnsQuestion:
+        return DnsQuestion(self.name, self.type)
+
+
+class SliceLike(Protocol):
+    """What DNS reads of a slice; both ExpectedSlice and model.EndpointSlice qualify."""
+
+    @property
+    def address_type(self) -> str: ...
+    @property
+    def ports(self) -> tuple[EndpointPort, ...]: ...
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectedDns:
+    records: frozenset[DnsRecord]
+    nxdomain: frozenset[DnsQuestion]  # questions that must answer NXDOMAIN
+
+    @property
+    def questions(self) -> tuple[DnsQuestion, ...]:
+        """Every question the shell must ask to observe these records (sorted)."""
+        return tuple(sorted({r.question for r in self.records} | self.nxdomain))
+
+
+def fqdn(name: str) -> str:
+    """Canonical DNS name: lower-case with the trailing dot."""
+    name = name.lower()
+    return name if name.endswith(".") else name + "."
+
+
+def service_fqdn(service: Service, zone: str = DEFAULT_ZONE) -> str:
+    return fqdn(f"{service.name}.{service.namespace}.svc.{zone}")
+
+
+def canonical_ip(address: str) -> str:
+    return str(ipaddress.ip_address(address))
+
+
+def address_record_type(address: str) -> str:
+    return "AAAA" if ipaddress.ip_address(address).version == 6 else "A"
+
+
+def reverse_name(address: str) -> str:
+    """in-addr.arpa / ip6.arpa (32 nibbles) name of an address, with trailing dot."""
+    return ipaddress.ip_address(address).reverse_pointer + "."
+
+
+def endpoint_label(endpoint_hostname: str | None, address: str) -> str:
+    """CoreDNS endpointHostname: the hostname, else the IP as written with '.'/':' -> '-'."""
+    if endpoint_hostname:
+        return endpoint_hostname.lower()
+    return address.replace(".", "-").replace(":", "-").lower()
+
+
+def srv_name(port: EndpointPort, base: str) -> str:
+    return fqdn(f"_{port.name}._{port.protocol.lower()}.{base}")
+
+
+def srv_data(port: int, target: str) -> str:
+    return f"{port} {fqdn(target)}"
+
+
+def ready_endpoints(slices: Iterable[SliceLike]) -> list[tuple[SliceLike, Endpoint]]:
+    """CoreDNS counts only conditions.ready (nil already reads as ready in the model)."""
+    return [(s, ep) for s in slices for ep in s.endpoints if ep.conditions.ready]
+
+
+def expected_dns(
+    service: Service, slices: Sequence[SliceLike], zone: str = DEFAULT_ZONE
+) -> ExpectedDns:
+    """Records for one service. `slices` are its endpoints (expected ones for a managed
+    service, observed ones for a selectorless service); only headless services read them."""
+    base = service_fqdn(service, zone)
+    records: set[DnsRecord] = set()
+    nxdomain: set[DnsQuestion] = set()
+    if service.is_external_name:
+        records.add(DnsRecord(base, "CNAME", fqdn(service.external_name)))
+    elif service.has_cluster_ip:
+        for ip in service.cluster_ips:
+            records.add(DnsRecord(base, address_record_type(ip), canonical_ip(ip)))
+            records.add(DnsRecord(reverse_name(ip), "PTR", base))
+        for sp in service.ports:
+            if sp.name:
+                port = EndpointPort(sp.name, sp.port, sp.protocol)
+                records.add(DnsRecord(srv_name(port, base), "SRV", srv_data(sp.port, base)))
+    elif service.is_headless:
+        ready = ready_endpoints(slices)
+        for slice_, ep in ready:
+            for address in ep.addresses:
+                rtype = address_record_type(address)
+                target = fqdn(f"{endpoint_label(ep.hostname, address)}.{base}")
+                records.add(DnsRecord(base, rtype, canonical_ip(address)))
+                records.add(DnsRecord(target, rtype, canonical_ip(address)))
+                for port in slice_.ports:
+                    if port.name and port.port is not None:
+                        records.add(
+                            DnsRecord(srv_name(port, base), "SRV", srv_data(port.port, target))
+                        )
+        if not ready:
+            families = {s.address_type for s in slices} or set(service.ip_families)
+            nxdomain.add(DnsQuestion(base, "A"))
+            if IPV6 in families:
+                nxdomain.add(DnsQuestion(base, "AAAA"))
+    return ExpectedDns(frozenset(records), frozenset(nxdomain))
+
+
+def expected_dns_questions(
+    service: Service, slices: Sequence[SliceLike], zone: str = DEFAULT_ZONE
+) -> tuple[DnsQuestion, ...]:
+    """The (name, type) questions the shell asks to observe `expected_dns` (incl. NXDOMAIN)."""
+    return expected_dns(service, slices, zone).questions
+
+
+def record_from_answer(name: str, rtype: str, text: str) -> DnsRecord:
+    """Canonical record from a resolver's presentation text (e.g. dnspython `rdata.to_text()`):
+    SRV "prio weight port target" becomes "port target"."""
+    rtype = rtype.upper()
+    if rtype in ("A", "AAAA"):
+        data = canonical_ip(text.strip())
+    elif rtype == "SRV":
+        parts = text.split()
+        if len(parts) != 4:
+            raise ValueError(f"not an SRV rdata: {text!r}")
+        data = srv_data(int(parts[2]), parts[3])
+    else:
+        data = fqdn(text.strip())
+    return DnsRecord(fqdn(name), rtype, data)

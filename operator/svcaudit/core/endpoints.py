@@ -1,0 +1,234 @@
+"""Expected EndpointSlices: the EndpointSlice controller's rules, applied to typed views.
+
+Follows staging/src/k8s.io/endpointslice (reconciler.go, utils.go) and
+pkg/api/v1/pod.FindPort. Slices are grouped by resolved port set and chunked at
+max_endpoints_per_slice; the controller's packing of existing slices is not reproduced
+because comparison ignores slice names, counts and order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from svcaudit.core.model import (
+    IPV4,
+    IPV6,
+    Container,
+    Endpoint,
+    EndpointConditions,
+    EndpointPort,
+    Node,
+    Pod,
+    Service,
+    ServicePort,
+    TargetRef,
+    ip_family,
+)
+
+DEFAULT_MAX_ENDPOINTS_PER_SLICE = 100
+CONTROLLER_NAME = "endpointslice-controller.k8s.io"
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectedSlice:
+    """One slice the controller should write (ports in service order)."""
+
+    address_type: str
+    ports: tuple[EndpointPort, ...]
+    endpoints: tuple[Endpoint, ...]
+
+    @property
+    def port_set(self) -> frozenset[EndpointPort]:
+        return frozenset(self.ports)
+
+
+@dataclass(frozen=True, slots=True)
+class DroppedPort:
+    """A service port left out of a pod's endpoint because its named targetPort is unresolved."""
+
+    pod: str
+    service_port: ServicePort
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectedEndpoints:
+    """The controller's output for one service, plus why pods or ports were left out."""
+
+    managed: bool
+    slices: tuple[ExpectedSlice, ...] = ()
+    selected_pods: tuple[str, ...] = ()  # label-matched, before phase/IP filtering
+    candidate_pods: tuple[str, ...] = ()
+    pods_without_ip: tuple[str, ...] = ()
+    pods_node_missing: tuple[str, ...] = ()
+    dropped_ports: tuple[DroppedPort, ...] = ()
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        return tuple(ep for s in self.slices for ep in s.endpoints)
+
+    def port_set_of(self, endpoint: Endpoint) -> frozenset[EndpointPort] | None:
+        for s in self.slices:
+            if endpoint in s.endpoints:
+                return s.port_set
+        return None
+
+
+def is_managed(service: Service) -> bool:
+    """The controller ignores ExternalName and selectorless (or empty-selector) services."""
+    return not service.is_external_name and service.has_selector
+
+
+def address_types(service: Service) -> tuple[str, ...]:
+    """One slice family per spec.ipFamilies; legacy fallbacks as getAddressTypesForService."""
+    if service.ip_families:
+        return tuple(sorted(set(service.ip_families)))
+    if service.has_cluster_ip:
+        return (ip_family(service.cluster_ip),)
+    return (IPV4, IPV6)
+
+
+def selects(service: Service, pod: Pod) -> bool:
+    """Equality-based selector over the same namespace; an empty selector selects nothing."""
+    return (
+        service.has_selector
+        and pod.namespace == service.namespace
+        and all(pod.labels.get(k) == v for k, v in service.selector.items())
+    )
+
+
+def is_candidate(pod: Pod) -> bool:
+    """ShouldPodBeInEndpoints(includeTerminating=true): not terminal and has an IP."""
+    return is_candidate_phase(pod) and bool(pod.pod_ips)
+
+
+def port_containers(pod: Pod) -> tuple[Container, ...]:
+    """Where named targetPorts are looked up: containers, then sidecar init containers."""
+    return pod.containers + tuple(c for c in pod.init_containers if c.is_sidecar)
+
+
+def resolve_target_port(pod: Pod, port: ServicePort) -> int | None:
+    """FindPort: a number as is; a name by name AND protocol in containers, then sidecars."""
+    if isinstance(port.target_port, int):
+        return port.target_port
+    for container in port_containers(pod):
+        for cp in container.ports:
+            if cp.name == port.target_port and cp.protocol == port.protocol:
+                return cp.container_port
+    return None
+
+
+def endpoint_ports(service: Service, pod: Pod) -> tuple[EndpointPort, ...]:
+    """The pod's resolved ports in service order; unresolved named ports are dropped."""
+    out: list[EndpointPort] = []
+    for sp in service.ports:
+        number = resolve_target_port(pod, sp)
+        if number is not None:
+            out.append(EndpointPort(sp.name, number, sp.protocol, sp.app_protocol))
+    return tuple(out)
+
+
+def should_set_hostname(pod: Pod, service: Service) -> bool:
+    return (
+        bool(pod.hostname) and pod.subdomain == service.name and pod.namespace == service.namespace
+    )
+
+
+def endpoint_conditions(pod: Pod, service: Service) -> EndpointConditions:
+    serving = pod.ready
+    terminating = pod.terminating
+    ready = service.publish_not_ready_addresses or (serving and not terminating)
+    return EndpointConditions(ready=ready, serving=serving, terminating=terminating)
+
+
+def pod_endpoint(pod: Pod, node: Node | None, service: Service, address_type: str) -> Endpoint:
+    """podToEndpoint: the endpoint for one pod in one family (addresses may be empty)."""
+    return Endpoint(
+        addresses=tuple(ip for ip in pod.pod_ips if ip_family(ip) == address_type),
+        conditions=endpoint_conditions(pod, service),
+        hostname=pod.hostname if should_set_hostname(pod, service) else None,
+        node_name=pod.node_name or None,
+        zone=node.zone if node is not None else None,
+        target_ref=TargetRef("Pod", pod.namespace, pod.name),
+    )
+
+
+def _sort_key(ep: Endpoint) -> tuple[str, tuple[str, ...]]:
+    return (ep.target_ref.name if ep.target_ref else "", ep.addresses)
+
+
+def expected_endpoints(
+    service: Service,
+    pods: Sequence[Pod],
+    nodes: Mapping[str, Node] | None,
+    max_endpoints_per_slice: int = DEFAULT_MAX_ENDPOINTS_PER_SLICE,
+) -> ExpectedEndpoints:
+    """What the controller should publish for `service`.
+
+    `nodes` None means "node list unknown": pods are not dropped for a missing node and
+    zones are left out. With a mapping, a pod whose node is absent is skipped unless
+    publishNotReadyAddresses, as the controller does.
+    """
+    if max_endpoints_per_slice < 1:
+        raise ValueError("max_endpoints_per_slice must be >= 1")
+    if not is_managed(service):
+        return ExpectedEndpoints(managed=False)
+    selected = sorted((p for p in pods if selects(service, p)), key=lambda p: p.name)
+    candidates = [p for p in selected if is_candidate(p)]
+    no_ip = tuple(p.name for p in selected if not p.pod_ips and is_candidate_phase(p))
+    node_missing: list[str] = []
+    dropped: list[DroppedPort] = []
+    groups: dict[
+        tuple[str, frozenset[EndpointPort]], tuple[tuple[EndpointPort, ...], list[Endpoint]]
+    ] = {}
+    for pod in candidates:
+        node = nodes.get(pod.node_name) if nodes is not None else None
+        if nodes is not None and node is None and not service.publish_not_ready_addresses:
+            node_missing.append(pod.name)
+            continue
+        ports = endpoint_ports(service, pod)
+        if not (service.is_headless and not service.ports):
+            resolved = {(p.name, p.protocol) for p in ports}
+            dropped.extend(
+                DroppedPort(pod.name, sp)
+                for sp in service.ports
+                if (sp.name, sp.protocol) not in resolved
+            )
+        for family in address_types(service):
+            ep = pod_endpoint(pod, node, service, family)
+            if ep.addresses:
+                group = groups.setdefault((family, frozenset(ports)), (ports, []))
+                group[1].append(ep)
+    slices: list[ExpectedSlice] = []
+    for (family, _), (ports, eps) in groups.items():
+        eps.sort(key=_sort_key)
+        for start in range(0, len(eps), max_endpoints_per_slice):
+            chunk = tuple(eps[start : start + max_endpoints_per_slice])
+            slices.append(ExpectedSlice(family, ports, chunk))
+    for family in address_types(service):
+        if not any(s.address_type == family for s in slices):
+            slices.append(ExpectedSlice(family, (), ()))  # the placeholder
+    slices.sort(key=lambda s: (s.address_type, port_set_key(s.ports), _first_key(s)))
+    return ExpectedEndpoints(
+        managed=True,
+        slices=tuple(slices),
+        selected_pods=tuple(p.name for p in selected),
+        candidate_pods=tuple(p.name for p in candidates),
+        pods_without_ip=no_ip,
+        pods_node_missing=tuple(node_missing),
+        dropped_ports=tuple(dropped),
+    )
+
+
+def is_candidate_phase(pod: Pod) -> bool:
+    """Terminal pods (Succeeded/Failed) never back a service."""
+    return pod.phase not in ("Succeeded", "Failed")
+
+
+def _first_key(s: ExpectedSlice) -> tuple[str, tuple[str, ...]]:
+    return _sort_key(s.endpoints[0]) if s.endpoints else ("", ())
+
+
+def port_set_key(ports: Sequence[EndpointPort]) -> tuple[tuple[str, int, str], ...]:
+    """A sortable, order-free key of a port set (the controller hashes sorted ports too)."""
+    return tuple(sorted((p.name, p.port or 0, p.protocol) for p in ports))
