@@ -49,7 +49,7 @@ build_kube() {
   (cd "$w" && go mod download k8s.io/kubernetes >/dev/null 2>&1 || true
    cd "$w" && go build -trimpath -ldflags "$ld" -o "$w/bin/" \
      $(for b in "${bins[@]}"; do printf 'k8s.io/kubernetes/cmd/%s ' "$b"; done))
-  mkdir -p "$out"; cp "$w"/bin/* "$out/"
+  mkdir -p "$out"; cp "$w"/bin/* "$out/"; rm -rf "$w/bin"
   log "kubernetes $v: built in $(( $(date +%s) - t ))s"
 }
 
