@@ -58,6 +58,9 @@ class AuditSettings:
     env_start_grace_seconds: float = 5.0
 
 
+DEFAULT_SETTINGS = AuditSettings()
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     status: Status
