@@ -86,9 +86,31 @@ def _existing_cluster() -> Cluster | None:
                    provider="existing")
 
 
+def _kind_cluster() -> Iterator[Cluster]:
+    """A kind cluster (needs Docker and `pip install -e .[kind]`), operator image loaded."""
+    from pytest_kind import KindCluster  # type: ignore[import-not-found]
+
+    from e2e.providers import KIND_CONFIG
+
+    kind = KindCluster("svcaudit-e2e")
+    kind.create(config_file=KIND_CONFIG)
+    image = os.environ.get("SVCAUDIT_IMAGE", "svcaudit:dev")
+    subprocess.run(["docker", "build", "-t", image, str(REPO)], check=True)
+    kind.load_docker_image(image)
+    yield Cluster(kubeconfig=str(kind.kubeconfig_path), dns_host="", dns_port=53, state_dir=None,
+                  real_node=True, kubectl=str(kind.kubectl_path), provider="kind")
+    if os.environ.get("SVCAUDIT_CLUSTER_TEARDOWN") == "1":
+        kind.delete()
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
-    provider = os.environ.get("E2E_CLUSTER", "local")
+    from e2e.providers import select_provider
+
+    provider = select_provider()
+    if provider == "kind":
+        yield from _kind_cluster()
+        return
     if provider == "existing":
         found = _existing_cluster()
         if found is None:

@@ -1,0 +1,59 @@
+"""E2E provider selection and the kind configuration (the parts testable without Docker)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from e2e import providers
+
+
+def test_explicit_choice_wins() -> None:
+    for name in providers.PROVIDERS:
+        assert providers.select_provider({"E2E_CLUSTER": name}) == name
+
+
+def test_unknown_provider_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="E2E_CLUSTER='kinder'"):
+        providers.select_provider({"E2E_CLUSTER": "kinder"})
+
+
+def test_default_follows_docker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(providers, "docker_available", lambda: True)
+    assert providers.select_provider({}) == "kind"
+    monkeypatch.setattr(providers, "docker_available", lambda: False)
+    assert providers.select_provider({}) == "local"
+
+
+def test_docker_client_without_engine_is_not_docker() -> None:
+    # This machine has the docker client but no engine: kind must not be chosen here.
+    assert providers.docker_available() is False
+    assert providers.select_provider({}) == "local"
+
+
+def test_real_node_per_provider() -> None:
+    assert providers.has_real_node("kind", {})
+    assert not providers.has_real_node("local", {})
+    assert providers.has_real_node("local", {"NODE": "real"})
+
+
+def test_kind_config_matches_local_cluster_ranges() -> None:
+    import importlib.util
+    import sys
+
+    from tests.fixtures import REPO
+
+    config = yaml.safe_load(providers.KIND_CONFIG.read_text())
+    assert config["kind"] == "Cluster"
+    assert config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    spec = importlib.util.spec_from_file_location("local_cluster", REPO / "e2e/cluster/cluster.py")
+    assert spec and spec.loader
+    local = importlib.util.module_from_spec(spec)
+    sys.modules["local_cluster"] = local
+    spec.loader.exec_module(local)
+    assert config["networking"]["serviceSubnet"] == local.SERVICE_CIDR
+    assert config["networking"]["podSubnet"] == local.CLUSTER_CIDR
+    roles = [n["role"] for n in config["nodes"]]
+    assert roles.count("control-plane") == 1 and roles.count("worker") >= 1
+    kube_minor = local.VERSIONS["KUBE_VERSION"].rsplit(".", 1)[0]  # v1.34
+    assert all(n["image"].startswith(f"kindest/node:{kube_minor}") for n in config["nodes"])
