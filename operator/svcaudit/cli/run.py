@@ -1,0 +1,196 @@
+"""`svcaudit run`: the operator. Every flag has an SVCAUDIT_* environment variable."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+from typing import Any
+
+from svcaudit.controller.settings import DEFAULT_SETTLE_SECONDS, ControllerSettings
+
+REPORTS = ("conditions", "serviceaudits", "events")
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"SVCAUDIT_{name}", default)
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = _env(name)
+    return float(raw) if raw else default
+
+
+def _split(raw: str | None) -> list[str]:
+    return [p.strip() for p in (raw or "").split(",") if p.strip()]
+
+
+def add_parser(subparsers: Any) -> None:
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "run", help="run the operator (watch the cluster, publish verdicts)",
+        description="Audit every Service of the cluster (or of the chosen namespaces) and "
+                    "publish conditions, ServiceAudits and Events. See docs/operator.md.")
+    p.add_argument("-n", "--namespace", dest="namespaces", action="append", default=None,
+                   metavar="NS", help="audit only this namespace (repeatable; default: all; "
+                   "env SVCAUDIT_NAMESPACES=a,b)")
+    p.add_argument("--settle-seconds", type=float,
+                   default=_env_float("SETTLE_SECONDS", DEFAULT_SETTLE_SECONDS),
+                   help="report a discrepancy only once it has lasted this long "
+                   f"(default {DEFAULT_SETTLE_SECONDS:g}; env SVCAUDIT_SETTLE_SECONDS)")
+    p.add_argument("--debounce-seconds", type=float, default=_env_float("DEBOUNCE_SECONDS", 0.5),
+                   help="coalesce changes to one audit per service per window (default 0.5)")
+    p.add_argument("--resync-seconds", type=float, default=_env_float("RESYNC_SECONDS", 60.0),
+                   help="re-audit every service this often, for DNS (default 60)")
+    p.add_argument("--dns-server", default=_env("DNS_SERVER"), metavar="HOST[:PORT]",
+                   help="cluster DNS to query (default: kube-system/kube-dns ClusterIP; "
+                   "env SVCAUDIT_DNS_SERVER)")
+    p.add_argument("--dns-port", type=int, default=int(_env("DNS_PORT") or 53),
+                   help="DNS port when --dns-server has none (default 53)")
+    p.add_argument("--dns-timeout", type=float, default=_env_float("DNS_TIMEOUT", 2.0),
+                   help="seconds per DNS query (default 2)")
+    p.add_argument("--dns-concurrency", type=int, default=int(_env("DNS_CONCURRENCY") or 16),
+                   help="DNS queries in flight at most (default 16)")
+    p.add_argument("--no-dns", action="store_true",
+                   default=(_env("DNS_CHECK", "true") or "").lower() in ("0", "false", "no"),
+                   help="do not query DNS (DNSConsistent stays Unknown; env SVCAUDIT_DNS_CHECK)")
+    p.add_argument("--cluster-domain", default=_env("CLUSTER_DOMAIN", "cluster.local"),
+                   help="DNS zone of the cluster (default cluster.local)")
+    p.add_argument("--reports", default=_env("REPORTS", ",".join(REPORTS)),
+                   help=f"what to write, comma-separated subset of {','.join(REPORTS)} "
+                   "(default all; env SVCAUDIT_REPORTS)")
+    p.add_argument("--liveness", default=_env("LIVENESS"), metavar="URL",
+                   help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    p.add_argument("--kubeconfig", default=_env("KUBECONFIG"),
+                   help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
+    p.add_argument("--warmup-seconds", type=float, default=_env_float("WARMUP_SECONDS", 2.0),
+                   help="wait this long for the initial listings before the first audit")
+    p.add_argument("--log-level", default=_env("LOG_LEVEL", "info"),
+                   choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=run)
+
+
+def settings_from_args(args: argparse.Namespace) -> ControllerSettings:
+    namespaces = args.namespaces if args.namespaces else _split(_env("NAMESPACES"))
+    reports = set(_split(args.reports))
+    unknown = reports - set(REPORTS)
+    if unknown:
+        raise SystemExit(f"svcaudit run: unknown --reports {sorted(unknown)}; use {REPORTS}")
+    host, port = args.dns_server, args.dns_port
+    if host and host.count(":") == 1:  # host:port (a bare IPv6 address has several colons)
+        host, _, raw_port = host.partition(":")
+        port = int(raw_port)
+    elif host and host.startswith("[") and "]:" in host:
+        host, _, raw_port = host[1:].partition("]:")
+        port = int(raw_port)
+    if args.settle_seconds < 0 or args.debounce_seconds < 0 or args.resync_seconds <= 0:
+        raise SystemExit("svcaudit run: times must be non-negative (resync positive)")
+    return ControllerSettings(
+        namespaces=tuple(namespaces),
+        settle_seconds=args.settle_seconds,
+        debounce_seconds=args.debounce_seconds,
+        resync_seconds=args.resync_seconds,
+        warmup_seconds=args.warmup_seconds,
+        dns_check=not args.no_dns,
+        dns_server=host or None,
+        dns_port=port,
+        dns_timeout_seconds=args.dns_timeout,
+        dns_concurrency=args.dns_concurrency,
+        cluster_domain=args.cluster_domain.strip("."),
+        write_service_conditions="conditions" in reports,
+        write_serviceaudits="serviceaudits" in reports,
+        write_events="events" in reports,
+        liveness_endpoint=args.liveness,
+        kubeconfig=args.kubeconfig,
+    )
+
+
+def configure_logging(level: str) -> None:
+    """One JSON object per line, for our structlog loggers and kopf's stdlib ones alike."""
+    import structlog
+
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info,
+                    structlog.processors.JSONRenderer()]))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # kopf is chatty at INFO about every watch; keep its warnings and errors.
+    logging.getLogger("kopf").setLevel(max(logging.WARNING, root.level))
+    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # liveness probes
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    configure_logging(args.log_level)
+
+    import kopf
+    import structlog
+
+    from svcaudit.controller.dns_probe import DnsProber
+    from svcaudit.controller.handlers import build_registry
+    from svcaudit.controller.indexes import Store
+    from svcaudit.controller.kube import Kube, load_client
+    from svcaudit.controller.reconcile import Reconciler
+
+    log = structlog.get_logger("svcaudit.run")
+    if settings.kubeconfig:
+        os.environ["KUBECONFIG"] = settings.kubeconfig  # kopf's own login reads it
+    kube = Kube(load_client(settings.kubeconfig), settings.field_manager)
+    store = Store()
+    prober = DnsProber(_dns_server(settings, kube), timeout=settings.dns_timeout_seconds,
+                       concurrency=settings.dns_concurrency) if settings.dns_check else None
+    instance = os.environ.get("POD_NAME") or socket.gethostname()
+    reconciler = Reconciler(settings, store, kube, prober, instance)
+    registry = build_registry(settings, store, reconciler)
+    log.info("starting", namespaces=list(settings.namespaces) or "all",
+             settle_seconds=settings.settle_seconds, dns_server=settings.dns_server,
+             dns_port=settings.dns_port, reports=sorted(_split(args.reports)))
+    kopf.run(
+        registry=registry,
+        standalone=True,
+        clusterwide=settings.clusterwide,
+        namespaces=list(settings.namespaces),
+        liveness_endpoint=settings.liveness_endpoint,
+    )
+    return 0
+
+
+def _dns_server(settings: ControllerSettings, kube: Any) -> Any:
+    """The DNS server: the flag, else kube-system/kube-dns's ClusterIP (re-read each minute)."""
+    import time
+
+    cache: dict[str, Any] = {"until": 0.0, "host": None}
+
+    async def server() -> tuple[str | None, int]:
+        if settings.dns_server:
+            return settings.dns_server, settings.dns_port
+        if time.monotonic() >= cache["until"]:
+            try:
+                svc = await kube.get_service("kube-system", "kube-dns")
+            except Exception:
+                svc = None
+            ip = ((svc or {}).get("spec") or {}).get("clusterIP")
+            cache["host"] = ip if ip and ip != "None" else None
+            cache["until"] = time.monotonic() + 60
+        return cache["host"], settings.dns_port
+
+    return server

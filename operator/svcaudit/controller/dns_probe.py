@@ -1,0 +1,104 @@
+"""Asking the cluster DNS (dnspython, asyncio): bounded concurrency, timeouts, no retries storm.
+
+The prober answers a list of questions (name, type) with the raw records it got back. It
+decides nothing: NXDOMAIN and NODATA are simply "no records"; a server that does not answer
+(timeout, refused, SERVFAIL) makes the whole observation an error, which the core turns into
+DNSConsistent=Unknown (never False).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable, Iterable
+
+import dns.asyncquery
+import dns.exception
+import dns.message
+import dns.rcode
+import dns.rdatatype
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    name: str  # lower-case, no trailing dot
+    rtype: str  # "A", "AAAA", "SRV", "PTR", "CNAME"
+    text: str  # the rdata's presentation text (dnspython `to_text()`), canonicalised by the core
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeResult:
+    answers: frozenset[Answer]
+    error: str | None
+    server: str
+    nxdomain: frozenset[tuple[str, str]] = frozenset()  # questions answered NXDOMAIN
+
+
+def _strip(name: str) -> str:
+    return name.rstrip(".").lower()
+
+
+class DnsProber:
+    """Queries one server over UDP (TCP on truncation)."""
+
+    def __init__(
+        self,
+        server: Callable[[], Awaitable[tuple[str | None, int]]],
+        timeout: float = 2.0,
+        concurrency: int = 16,
+    ) -> None:
+        self._server = server
+        self._timeout = timeout
+        self._sem = asyncio.Semaphore(concurrency)
+
+    async def probe(self, questions: Iterable[tuple[str, str]]) -> ProbeResult:
+        host, port = await self._server()
+        where = f"{host}:{port}" if host else ""
+        if not host:
+            return ProbeResult(frozenset(), "no cluster DNS server known "
+                               "(kube-system/kube-dns not found and --dns-server not set)", where)
+        unique = sorted(set(questions))
+        results = await asyncio.gather(
+            *(self._ask(host, port, name, rtype) for name, rtype in unique),
+            return_exceptions=True,
+        )
+        answers: set[Answer] = set()
+        nxdomain: set[tuple[str, str]] = set()
+        errors: list[str] = []
+        for (name, rtype), res in zip(unique, results, strict=True):
+            if isinstance(res, BaseException):
+                errors.append(f"{name} {rtype}: {_describe(res)}")
+            elif res is None:
+                nxdomain.add((name, rtype))
+            else:
+                answers |= res
+        if errors:
+            return ProbeResult(frozenset(answers), f"DNS server {where} unreachable or failing: "
+                               + "; ".join(errors[:3]), where, frozenset(nxdomain))
+        return ProbeResult(frozenset(answers), None, where, frozenset(nxdomain))
+
+    async def _ask(self, host: str, port: int, name: str, rtype: str) -> set[Answer] | None:
+        """The answers, or None for NXDOMAIN."""
+        query = dns.message.make_query(name if name.endswith(".") else name + ".", rtype)
+        async with self._sem:
+            response, _ = await dns.asyncquery.udp_with_fallback(
+                query, host, port=port, timeout=self._timeout)
+        rcode = response.rcode()
+        if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+            raise RuntimeError(f"rcode {dns.rcode.to_text(rcode)}")
+        if rcode == dns.rcode.NXDOMAIN:
+            return None
+        out: set[Answer] = set()
+        for rrset in response.answer:
+            for rdata in rrset:
+                out.add(Answer(_strip(rrset.name.to_text()),
+                               dns.rdatatype.to_text(rrset.rdtype), rdata.to_text()))
+        return out
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, dns.exception.Timeout):
+        return "timeout"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    return f"{type(exc).__name__}: {exc}".rstrip(": ")

@@ -1,0 +1,289 @@
+"""In-memory indexes of the watched objects, fed by kopf events.
+
+The store keeps the raw API bodies (the core builds its typed views from them) and the
+reverse indexes that route one change to the services it can affect:
+
+- pod -> services whose selector matched it at the last event (so a pod that stops matching
+  still re-audits the service it left);
+- node -> pods on it (a node's zone/addresses change re-audits the services of those pods);
+- EndpointSlice -> its service (label kubernetes.io/service-name);
+- namespace -> services (env vars: every pod of a namespace sees every service of it).
+
+Each `apply_*` returns the set of service keys to re-audit; it never lists anything.
+Events that change nothing the audit reads (heartbeats, our own status writes) return
+an empty set: the body is stored, but nothing is re-audited.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import structlog
+
+from svcaudit.core.endpoints import selects
+from svcaudit.core.model import EndpointSlice, MalformedObjectError, Node, Pod, Service
+
+log = structlog.get_logger("svcaudit.indexes")
+
+Body = Mapping[str, Any]
+Key = tuple[str, str]  # (namespace, name)
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+
+
+def key_of(body: Body) -> Key:
+    meta = body.get("metadata") or {}
+    return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+
+
+def _fingerprint(*parts: Any) -> str:
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
+def selector_of(service: Body) -> Mapping[str, str]:
+    spec = service.get("spec") or {}
+    selector = spec.get("selector") or {}
+    return selector if isinstance(selector, Mapping) else {}
+
+
+def labels_of(body: Body) -> Mapping[str, str]:
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    return labels if isinstance(labels, Mapping) else {}
+
+
+def _view(cls: Any, body: Body) -> Any:
+    """The core's typed view of a body, or None (logged) when the object is malformed."""
+    try:
+        return cls.from_api(body)
+    except MalformedObjectError as exc:
+        log.warning("malformed object ignored", kind=exc.kind, namespace=exc.namespace,
+                    name=exc.name, field=exc.field, reason=exc.reason)
+        return None
+
+
+def _routes_to(service: Service | None, pod: Pod | None) -> bool:
+    """Which audits to re-run is routing, membership is the core's rule (`selects`)."""
+    return service is not None and pod is not None and selects(service, pod)
+
+
+def service_fingerprint(body: Body) -> str:
+    meta = body.get("metadata") or {}
+    return _fingerprint(
+        meta.get("uid"),
+        meta.get("generation"),
+        meta.get("creationTimestamp"),
+        meta.get("deletionTimestamp"),
+        body.get("spec"),
+    )
+
+
+def service_env_fingerprint(body: Body) -> str:
+    """What other services' env audits read of this service (name, IP, ports, existence)."""
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    return _fingerprint(
+        meta.get("uid"), meta.get("creationTimestamp"), spec.get("clusterIP"),
+        spec.get("clusterIPs"), spec.get("ports"), spec.get("type"),
+    )
+
+
+def pod_fingerprint(body: Body) -> str:
+    """Everything of a pod an audit reads, minus noise (managedFields, resourceVersion)."""
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    return _fingerprint(
+        meta.get("uid"), meta.get("labels"), meta.get("deletionTimestamp"),
+        body.get("spec"),
+        status.get("phase"), status.get("podIPs"), status.get("podIP"),
+        [(c.get("type"), c.get("status")) for c in status.get("conditions") or []],
+        status.get("containerStatuses"), status.get("initContainerStatuses"),
+    )
+
+
+def pod_env_fingerprint(body: Body) -> str:
+    """What env audits of *every* service of the namespace read: containers and start times."""
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    starts = [
+        (c.get("name"), (c.get("state") or {}).get("running", {}).get("startedAt"))
+        for c in status.get("containerStatuses") or []
+    ]
+    return _fingerprint(
+        meta.get("uid"), meta.get("deletionTimestamp"), spec.get("enableServiceLinks"),
+        [(c.get("name"), c.get("env"), c.get("envFrom")) for c in spec.get("containers") or []],
+        starts, status.get("phase"),
+    )
+
+
+def node_fingerprint(body: Body) -> str:
+    status = body.get("status") or {}
+    return _fingerprint(labels_of(body).get(ZONE_LABEL), status.get("addresses"))
+
+
+@dataclasses.dataclass
+class Store:
+    """Raw bodies and the core's views by key, plus reverse indexes. Event-loop only."""
+
+    services: dict[Key, Body] = dataclasses.field(default_factory=dict)
+    service_views: dict[Key, Service | None] = dataclasses.field(default_factory=dict)
+    pods: dict[str, dict[str, Body]] = dataclasses.field(default_factory=lambda: defaultdict(dict))
+    pod_views: dict[str, dict[str, Pod | None]] = dataclasses.field(
+        default_factory=lambda: defaultdict(dict))
+    slices: dict[Key, dict[str, EndpointSlice | None]] = dataclasses.field(
+        default_factory=lambda: defaultdict(dict))
+    nodes: dict[str, Body] = dataclasses.field(default_factory=dict)
+    node_views: dict[str, Node | None] = dataclasses.field(default_factory=dict)
+    audits: dict[Key, Body] = dataclasses.field(default_factory=dict)
+
+    services_by_ns: dict[str, set[str]] = dataclasses.field(
+        default_factory=lambda: defaultdict(set))
+    pod_routes: dict[Key, set[str]] = dataclasses.field(default_factory=dict)
+    pods_by_node: dict[str, set[Key]] = dataclasses.field(default_factory=lambda: defaultdict(set))
+    pod_node: dict[Key, str] = dataclasses.field(default_factory=dict)
+    slice_owner: dict[Key, str] = dataclasses.field(default_factory=dict)  # (ns, slice) -> svc
+
+    # ---- services ------------------------------------------------------------------------
+    def apply_service(self, event_type: str | None, body: Body) -> set[Key]:
+        key = key_of(body)
+        ns, name = key
+        old = self.services.get(key)
+        if event_type == "DELETED":
+            self.services.pop(key, None)
+            self.service_views.pop(key, None)
+            self.services_by_ns[ns].discard(name)
+            self._drop_service_routes(key)
+            return self.services_in(ns) | {key}
+        self.services[key] = body
+        self.services_by_ns[ns].add(name)
+        if old is None or service_fingerprint(old) != service_fingerprint(body):
+            self.service_views[key] = _view(Service, body)
+            self._route_service_to_pods(key)
+        if old is None or service_env_fingerprint(old) != service_env_fingerprint(body):
+            return self.services_in(ns) | {key}  # env vars of the namespace changed
+        if service_fingerprint(old) != service_fingerprint(body):
+            return {key}
+        return set()  # status/metadata only (e.g. our own condition writes)
+
+    def services_in(self, namespace: str) -> set[Key]:
+        return {(namespace, n) for n in self.services_by_ns.get(namespace, ())}
+
+    def service_views_in(self, namespace: str) -> list[Service]:
+        views = (self.service_views.get((namespace, n)) for n in self.services_by_ns.get(
+            namespace, ()))
+        return [v for v in views if v is not None]
+
+    def _drop_service_routes(self, key: Key) -> None:
+        for pod_name in self.pods.get(key[0], {}):
+            self.pod_routes.get((key[0], pod_name), set()).discard(key[1])
+
+    def _route_service_to_pods(self, key: Key) -> None:
+        ns, name = key
+        service = self.service_views.get(key)
+        for pod_name, pod in self.pod_views.get(ns, {}).items():
+            routes = self.pod_routes.setdefault((ns, pod_name), set())
+            if _routes_to(service, pod):
+                routes.add(name)
+            else:
+                routes.discard(name)
+
+    # ---- pods ----------------------------------------------------------------------------
+    def apply_pod(self, event_type: str | None, body: Body) -> set[Key]:
+        key = key_of(body)
+        ns, name = key
+        old = self.pods[ns].get(name)
+        before = self.pod_routes.get(key, set())
+        if event_type == "DELETED":
+            self.pods[ns].pop(name, None)
+            self.pod_views[ns].pop(name, None)
+            self.pod_routes.pop(key, None)
+            node = self.pod_node.pop(key, None)
+            if node is not None:
+                self.pods_by_node[node].discard(key)
+            return {(ns, s) for s in before} | self.services_in(ns)
+        self.pods[ns][name] = body
+        changed = old is None or pod_fingerprint(old) != pod_fingerprint(body)
+        if not changed:
+            return set()  # resourceVersion/managedFields only
+        view = _view(Pod, body)
+        self.pod_views[ns][name] = view
+        after = {s for s in self.services_by_ns.get(ns, ())
+                 if _routes_to(self.service_views.get((ns, s)), view)}
+        self.pod_routes[key] = after
+        node = (body.get("spec") or {}).get("nodeName")
+        old_node = self.pod_node.get(key)
+        if old_node != node:
+            if old_node is not None:
+                self.pods_by_node[old_node].discard(key)
+            if node:
+                self.pods_by_node[node].add(key)
+                self.pod_node[key] = node
+            else:
+                self.pod_node.pop(key, None)
+        if old is None or pod_env_fingerprint(old) != pod_env_fingerprint(body):
+            return {(ns, s) for s in before | after} | self.services_in(ns)
+        return {(ns, s) for s in before | after}
+
+    def pod_views_in(self, namespace: str) -> list[Pod]:
+        return [v for v in self.pod_views.get(namespace, {}).values() if v is not None]
+
+    # ---- endpoint slices -----------------------------------------------------------------
+    def apply_slice(self, event_type: str | None, body: Body) -> set[Key]:
+        ns, slice_name = key_of(body)
+        old_owner = self.slice_owner.get((ns, slice_name))
+        owner = labels_of(body).get(SERVICE_NAME_LABEL)
+        affected: set[Key] = set()
+        if old_owner is not None:
+            self.slices[(ns, old_owner)].pop(slice_name, None)
+            self.slice_owner.pop((ns, slice_name), None)
+            affected.add((ns, old_owner))
+        if event_type != "DELETED" and owner:
+            self.slices[(ns, owner)][slice_name] = _view(EndpointSlice, body)
+            self.slice_owner[(ns, slice_name)] = owner
+            affected.add((ns, owner))
+        return affected
+
+    def slice_views_of(self, key: Key) -> list[EndpointSlice]:
+        return [v for v in self.slices.get(key, {}).values() if v is not None]
+
+    # ---- nodes ---------------------------------------------------------------------------
+    def apply_node(self, event_type: str | None, body: Body) -> set[Key]:
+        name = str((body.get("metadata") or {}).get("name") or "")
+        old = self.nodes.get(name)
+        if event_type == "DELETED":
+            self.nodes.pop(name, None)
+            self.node_views.pop(name, None)
+        else:
+            self.nodes[name] = body
+            if old is not None and node_fingerprint(old) == node_fingerprint(body):
+                return set()  # heartbeats and conditions: nothing an audit reads
+            self.node_views[name] = _view(Node, body)
+        affected: set[Key] = set()
+        for pod_key in self.pods_by_node.get(name, ()):
+            affected |= {(pod_key[0], s) for s in self.pod_routes.get(pod_key, ())}
+        return affected
+
+    def node_views_by_name(self) -> dict[str, Node]:
+        return {n: v for n, v in self.node_views.items() if v is not None}
+
+    # ---- ServiceAudits (ours) ------------------------------------------------------------
+    def apply_audit(self, event_type: str | None, body: Body) -> set[Key]:
+        key = key_of(body)
+        if event_type == "DELETED":
+            current = self.audits.get(key)
+            if current is not None and (current.get("metadata") or {}).get("uid") != (
+                    body.get("metadata") or {}).get("uid"):
+                return set()  # an older incarnation went away; ours is already stored
+            self.audits.pop(key, None)
+            # Deleted by hand (or by the GC of a previous incarnation): re-create if needed.
+            return {key} if key in self.services else set()
+        self.audits[key] = body
+        return set()
+
+    def all_service_keys(self) -> Iterable[Key]:
+        return list(self.services)

@@ -1,0 +1,114 @@
+"""The few Kubernetes API calls the shell makes itself (kopf does the watching).
+
+All writes are server-side apply with our own field manager, or Event creation. The
+synchronous kubernetes client runs in worker threads; writes are rare (only on change).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from svcaudit.controller.settings import CRD_GROUP, CRD_KIND, CRD_PLURAL, CRD_VERSION
+
+APPLY = "application/apply-patch+yaml"
+log = logging.getLogger(__name__)
+
+
+def load_client(kubeconfig: str | None) -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG)."""
+    if kubeconfig is None:
+        try:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+            return client.ApiClient()
+        except config.ConfigException:
+            pass
+    api: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=kubeconfig)
+    return api
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient, field_manager: str) -> None:
+        self._core = client.CoreV1Api(api)
+        self._custom = client.CustomObjectsApi(api)
+        self.field_manager = field_manager
+        self.writes: dict[str, int] = {}
+
+    def _count(self, what: str) -> None:
+        self.writes[what] = self.writes.get(what, 0) + 1
+
+    async def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        def call() -> dict[str, Any] | None:
+            try:
+                resp = self._core.read_namespaced_service(name, namespace,
+                                                          _preload_content=False)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            return _json(resp)
+        return await asyncio.to_thread(call)
+
+    async def apply_service_status(self, namespace: str, name: str,
+                                   conditions: list[dict[str, Any]]) -> dict[str, Any] | None:
+        body = {"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": name, "namespace": namespace},
+                "status": {"conditions": conditions}}
+        resp = await asyncio.to_thread(
+            self._core.patch_namespaced_service_status, name, namespace, body,
+            field_manager=self.field_manager, force=True, _content_type=APPLY,
+            _preload_content=False)
+        self._count("service-status")
+        return _json(resp)
+
+    async def apply_audit(self, namespace: str, name: str, owner_uid: str,
+                          labels: Mapping[str, str]) -> dict[str, Any] | None:
+        body = {
+            "apiVersion": f"{CRD_GROUP}/{CRD_VERSION}", "kind": CRD_KIND,
+            "metadata": {
+                "name": name, "namespace": namespace, "labels": dict(labels),
+                "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": name,
+                                     "uid": owner_uid, "controller": True}],
+            },
+            "spec": {},
+        }
+        resp = await asyncio.to_thread(
+            self._custom.patch_namespaced_custom_object, CRD_GROUP, CRD_VERSION, namespace,
+            CRD_PLURAL, name, body, field_manager=self.field_manager, force=True,
+            _content_type=APPLY, _preload_content=False)
+        self._count("serviceaudit")
+        return _json(resp)
+
+    async def apply_audit_status(self, namespace: str, name: str,
+                                 status: Mapping[str, Any]) -> dict[str, Any] | None:
+        body = {"apiVersion": f"{CRD_GROUP}/{CRD_VERSION}", "kind": CRD_KIND,
+                "metadata": {"name": name, "namespace": namespace}, "status": dict(status)}
+        resp = await asyncio.to_thread(
+            self._custom.patch_namespaced_custom_object_status, CRD_GROUP, CRD_VERSION,
+            namespace, CRD_PLURAL, name, body, field_manager=self.field_manager, force=True,
+            _content_type=APPLY, _preload_content=False)
+        self._count("serviceaudit-status")
+        return _json(resp)
+
+    async def create_event(self, event: Mapping[str, Any]) -> None:
+        namespace = event["metadata"]["namespace"]
+        body = client.CoreV1Event.from_dict(dict(event))
+        assert body is not None
+        await asyncio.to_thread(self._core.create_namespaced_event, namespace, body,
+                                _preload_content=False)
+        self._count("event")
+
+
+def _json(resp: Any) -> dict[str, Any] | None:
+    try:
+        data = json.loads(resp.data)
+    except (AttributeError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

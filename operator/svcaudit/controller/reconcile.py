@@ -1,0 +1,279 @@
+"""One Service at a time: debounce, audit (core), settle (core), publish (status/events).
+
+The reconciler owns the clock and the per-service settle state; the core owns every rule.
+Changes arrive as keys from the indexes (`mark`); a key marked several times before its
+due time is audited once. A periodic resync re-audits everything (DNS has no watch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from svcaudit.controller import translate
+from svcaudit.controller.conditions import (
+    CONDITION_TYPES,
+    by_type,
+    ours_differ,
+    render_conditions,
+    statuses,
+)
+from svcaudit.controller.dns_probe import DnsProber
+from svcaudit.controller.events import build_event, event_kind
+from svcaudit.controller.indexes import Key, Store
+from svcaudit.controller.kube import Kube
+from svcaudit.controller.settings import ControllerSettings
+from svcaudit.core.audit import DnsObservation, ServiceAudit
+
+log = structlog.get_logger("svcaudit.reconcile")
+
+ASPECT_OF_TYPE = {v: k for k, v in CONDITION_TYPES.items()}
+RETRY_SECONDS = 5.0
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        settings: ControllerSettings,
+        store: Store,
+        kube: Kube,
+        prober: DnsProber | None,
+        instance: str,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.kube = kube
+        self.prober = prober
+        self.instance = instance
+        self.clock = clock
+        self._due: dict[Key, float] = {}
+        self._wake = asyncio.Event()
+        self._settle: dict[Key, tuple[str, Any]] = {}  # key -> (service uid, SettleState)
+        self._reported: dict[Key, tuple[str, dict[str, str]]] = {}  # key -> (uid, statuses)
+        self._written: dict[tuple[str, Key], tuple[str, Any]] = {}  # (what,key)->(rv, body)
+        self.started = time.monotonic()
+        self.last_listing = 0.0
+        self.ready = False
+        self.audits = 0
+        self.default_kubernetes: Mapping[str, Any] | None = None
+
+    # ---- scheduling ------------------------------------------------------------------------
+    def mark(self, keys: Iterable[Key], delay: float | None = None) -> None:
+        due = time.monotonic() + (self.settings.debounce_seconds if delay is None else delay)
+        for key in keys:
+            if key[0] == "default" and key[1] == "kubernetes" and not self._watched("default"):
+                continue
+            current = self._due.get(key)
+            if current is None or due < current:
+                self._due[key] = due
+        self._wake.set()
+
+    def _watched(self, namespace: str) -> bool:
+        return not self.settings.namespaces or namespace in self.settings.namespaces
+
+    def listing_event(self) -> None:
+        self.last_listing = time.monotonic()
+
+    async def _warmup(self) -> None:
+        """Wait for kopf's initial listings to fill the store before judging anything."""
+        while True:
+            now = time.monotonic()
+            if (now - self.started >= self.settings.warmup_seconds
+                    and now - self.last_listing >= 1.0):
+                break
+            await asyncio.sleep(0.2)
+        await self._refresh_cluster_singletons()
+        self.ready = True
+        log.info("audits starting", services=len(self.store.services), pods=sum(
+            len(p) for p in self.store.pods.values()), nodes=len(self.store.nodes))
+
+    async def _refresh_cluster_singletons(self) -> None:
+        if not self._watched("default"):
+            try:
+                self.default_kubernetes = await self.kube.get_service("default", "kubernetes")
+            except Exception as exc:  # keep the last one; env audit degrades gracefully
+                log.warning("cannot read default/kubernetes", error=str(exc))
+
+    async def run(self) -> None:
+        await self._warmup()
+        resync_at = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now >= resync_at:
+                self.mark(self.store.all_service_keys(), delay=0)
+                resync_at = now + self.settings.resync_seconds
+                await self._refresh_cluster_singletons()
+                continue
+            due = sorted((t, k) for k, t in self._due.items() if t <= now)
+            if not due:
+                nxt = min([*self._due.values(), resync_at])
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, nxt - now))
+                continue
+            for _, key in due:
+                if self._due.get(key, math.inf) > time.monotonic():
+                    continue
+                self._due.pop(key, None)
+                try:
+                    await self.audit(key)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.exception("audit failed", namespace=key[0], service=key[1],
+                                  error=str(exc))
+                    self.mark([key], delay=RETRY_SECONDS)
+
+    # ---- one audit -------------------------------------------------------------------------
+    async def audit(self, key: Key) -> None:
+        body = self.store.services.get(key)
+        if body is None:
+            self._forget(key)
+            return
+        meta = body.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            return
+        uid = str(meta.get("uid") or "")
+        now = self.clock()
+        self.audits += 1
+
+        prepared = translate.prepare(self.store, key, self.default_kubernetes)
+        if prepared is None:
+            return
+        dns_obs = None
+        dns_server = ""
+        if self.settings.dns_check and self.prober is not None:
+            questions = translate.dns_questions(prepared, self.settings)
+            probe = await self.prober.probe(questions)
+            dns_server = probe.server
+            dns_obs = translate.dns_observation(probe)
+        result = translate.audit(prepared, dns_obs, now, self.settings)
+
+        previous = self._settle.get(key)
+        prev_state = previous[1] if previous and previous[0] == uid else None
+        published = {ASPECT_OF_TYPE[t]: s for t, s in self._published(key, body).items()}
+        reported, state, pending_until = translate.settle_result(
+            result, prev_state, now, self.settings.settle_seconds, published)
+        self._settle[key] = (uid, state)
+        if pending_until is not None:
+            wait = max(0.2, (pending_until - now).total_seconds() + 0.05)
+            self.mark([key], delay=wait)
+
+        await self._publish(key, body, prepared, result, reported, dns_obs, dns_server, now)
+
+    def _published(self, key: Key, body: Mapping[str, Any]) -> dict[str, str]:
+        """Statuses (by condition type) last published for this incarnation of the service.
+
+        Remembered from our own writes; after a restart, read back from the cluster, so that
+        restarts neither flap conditions nor repeat events.
+        """
+        uid = str((body.get("metadata") or {}).get("uid") or "")
+        remembered = self._reported.get(key)
+        if remembered is not None and remembered[0] == uid:
+            return remembered[1]
+        if self.settings.write_service_conditions:
+            basis = (body.get("status") or {}).get("conditions")
+        else:
+            audit_body = self.store.audits.get(key) or {}
+            basis = (audit_body.get("status") or {}).get("conditions") if translate.owned_by(
+                audit_body, uid) else None
+        found = statuses(basis)
+        self._reported[key] = (uid, found)
+        return found
+
+    def _forget(self, key: Key) -> None:
+        self._settle.pop(key, None)
+        self._reported.pop(key, None)
+        for what in ("service", "audit"):
+            self._written.pop((what, key), None)
+
+    # ---- publishing ------------------------------------------------------------------------
+    def _unchanged(self, what: str, key: Key, rv: str, rendered: Any, existing: Any) -> bool:
+        if rendered == existing:
+            return True
+        written = self._written.get((what, key))
+        # We wrote exactly this and the watch has not delivered it yet.
+        return written is not None and written[0] == rv and written[1] == rendered
+
+    async def _publish(self, key: Key, body: Mapping[str, Any], prepared: translate.Prepared,
+                       result: ServiceAudit, reported: ServiceAudit,
+                       dns_obs: DnsObservation | None, dns_server: str, now: datetime) -> None:
+        ns, name = key
+        meta = body.get("metadata") or {}
+        uid = str(meta.get("uid") or "")
+        generation = meta.get("generation")
+        svc_conditions = list((body.get("status") or {}).get("conditions") or [])
+        audit_body = self.store.audits.get(key)
+        audit_owned = audit_body is not None and translate.owned_by(audit_body, uid)
+        audit_status = dict((audit_body or {}).get("status") or {}) if audit_owned else {}
+        audit_conditions = list(audit_status.get("conditions") or [])
+
+        basis = svc_conditions if self.settings.write_service_conditions else audit_conditions
+        conditions = render_conditions(reported.verdicts, generation, basis, now)
+
+        if self.settings.write_service_conditions:
+            ours = [c for c in svc_conditions if c.get("type") in ASPECT_OF_TYPE]
+            rv = str(meta.get("resourceVersion"))
+            if ours_differ(conditions, svc_conditions) and not self._unchanged(
+                    "service", key, rv, conditions, ours):
+                new = await self.kube.apply_service_status(ns, name, conditions)
+                self._written[("service", key)] = (rv, conditions)
+                if new is not None and key in self.store.services:
+                    self.store.services[key] = new
+
+        if self.settings.write_serviceaudits:
+            if not audit_owned:
+                new_audit = await self.kube.apply_audit(ns, name, uid, translate.AUDIT_LABELS)
+                if new_audit is not None:
+                    self.store.audits[key] = new_audit
+                    audit_body = new_audit
+            status = translate.audit_status(prepared, result, reported, dns_obs, dns_server,
+                                            conditions, generation, self._settle[key][1])
+            rv = str(((audit_body or {}).get("metadata") or {}).get("resourceVersion"))
+            if not self._unchanged("audit", key, rv, status, audit_status):
+                new_audit = await self.kube.apply_audit_status(ns, name, status)
+                self._written[("audit", key)] = (rv, status)
+                if new_audit is not None:
+                    self.store.audits[key] = new_audit
+
+        await self._announce(key, body, conditions, reported, now)
+
+    async def _announce(self, key: Key, body: Mapping[str, Any],
+                        conditions: list[dict[str, Any]], reported: ServiceAudit,
+                        now: datetime) -> None:
+        """structlog line + Event per verdict change (per aspect, not the summary's event)."""
+        uid = str((body.get("metadata") or {}).get("uid") or "")
+        old = self._published(key, body)
+        new = statuses(conditions)
+        self._reported[key] = (uid, new)
+        by = by_type(conditions)
+        for ctype, status in new.items():
+            before = old.get(ctype)
+            if before == status:
+                continue
+            cond = by[ctype]
+            codes = translate.codes_for(reported, ASPECT_OF_TYPE[ctype])
+            log.info("verdict changed", namespace=key[0], service=key[1], condition=ctype,
+                     status=status, previous=before, reason=cond["reason"], code=codes,
+                     message=cond["message"])
+            kind = event_kind(ctype, before, status)
+            if kind is not None and self.settings.write_events:
+                event = build_event(body, ctype, kind, str(cond["reason"]),
+                                    str(cond["message"]), now, self.instance)
+                try:
+                    await self.kube.create_event(event)
+                except Exception as exc:  # an event is best effort; the condition is the record
+                    log.warning("event not recorded", namespace=key[0], service=key[1],
+                                error=str(exc))

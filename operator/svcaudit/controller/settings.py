@@ -1,0 +1,45 @@
+"""Settings of the operator shell (`svcaudit run`); defaults are documented in docs/operator.md."""
+
+from __future__ import annotations
+
+import dataclasses
+
+FIELD_MANAGER = "svcaudit"
+CONDITION_PREFIX = "svcaudit.dev/"
+CRD_GROUP = "svcaudit.dev"
+CRD_VERSION = "v1alpha1"
+CRD_PLURAL = "serviceaudits"
+CRD_KIND = "ServiceAudit"
+EVENT_COMPONENT = "svcaudit"
+
+# Why 45 s: the EndpointSlice controller publishes within a second or two, but CoreDNS
+# answers from its `cache` plugin for up to 30 s (and the kubernetes plugin's TTL is 5 s),
+# so a DNS answer can legitimately lag a Service change by ~35 s.
+DEFAULT_SETTLE_SECONDS = 45.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ControllerSettings:
+    """Everything the shell needs to know; built by `svcaudit run` from flags and SVCAUDIT_*."""
+
+    namespaces: tuple[str, ...] = ()  # empty: all namespaces
+    settle_seconds: float = DEFAULT_SETTLE_SECONDS
+    debounce_seconds: float = 0.5
+    resync_seconds: float = 60.0
+    warmup_seconds: float = 2.0
+    dns_check: bool = True
+    dns_server: str | None = None  # None: discover kube-system/kube-dns's ClusterIP
+    dns_port: int = 53
+    dns_timeout_seconds: float = 2.0
+    dns_concurrency: int = 16
+    cluster_domain: str = "cluster.local"
+    write_service_conditions: bool = True
+    write_serviceaudits: bool = True
+    write_events: bool = True
+    field_manager: str = FIELD_MANAGER
+    liveness_endpoint: str | None = None
+    kubeconfig: str | None = None
+
+    @property
+    def clusterwide(self) -> bool:
+        return not self.namespaces

@@ -1,0 +1,245 @@
+"""The seam between the shell and the core: store contents -> core inputs, core results ->
+the ServiceAudit status document. It reshapes; every judgement is the core's."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from svcaudit.controller.conditions import aspect_name, rfc3339
+from svcaudit.controller.dns_probe import ProbeResult
+from svcaudit.controller.indexes import Body, Key, Store
+from svcaudit.controller.settings import ControllerSettings
+from svcaudit.core.audit import (
+    AuditSettings,
+    Discrepancy,
+    DnsObservation,
+    ServiceAudit,
+    SettleState,
+    Verdict,
+    audit_service,
+    settle,
+    verdicts_for,
+)
+from svcaudit.core.codes import Aspect
+from svcaudit.core.dns import DnsQuestion, expected_dns_questions, record_from_answer
+from svcaudit.core.endpoints import is_managed
+from svcaudit.core.model import Endpoint, EndpointSlice, MalformedObjectError, Node, Pod, Service
+
+AUDIT_LABELS = {"app.kubernetes.io/managed-by": "svcaudit"}
+_POD_SUBJECT = re.compile(r"^Pod (?P<ns>[^/\s]+)/(?P<pod>\S+)(?: container (?P<c>\S+))?")
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    key: Key
+    body: Body
+    service: Service
+    pods: Sequence[Pod]
+    slices: Sequence[EndpointSlice]
+    nodes: Mapping[str, Node]
+    env_services: Sequence[Service]
+
+
+def prepare(store: Store, key: Key, default_kubernetes: Body | None) -> Prepared | None:
+    service = store.service_views.get(key)
+    if service is None:
+        return None  # malformed (logged when stored)
+    env_services = list(store.service_views_in(key[0]))
+    if key[0] != "default":
+        master = store.service_views.get(("default", "kubernetes"))
+        if master is None and default_kubernetes is not None:
+            try:
+                master = Service.from_api(default_kubernetes)
+            except MalformedObjectError:
+                master = None
+        if master is not None:
+            env_services.append(master)
+    return Prepared(
+        key=key, body=store.services[key], service=service,
+        pods=store.pod_views_in(key[0]), slices=store.slice_views_of(key),
+        nodes=store.node_views_by_name(), env_services=env_services,
+    )
+
+
+def dns_questions(prepared: Prepared, settings: ControllerSettings) -> list[tuple[str, str]]:
+    questions = expected_dns_questions(prepared.service, prepared.slices,
+                                       settings.cluster_domain)
+    return [(q.name, q.type) for q in questions]
+
+
+def dns_observation(probe: ProbeResult) -> DnsObservation:
+    records = frozenset(record_from_answer(a.name, a.rtype, a.text) for a in probe.answers)
+    nxdomain = frozenset(DnsQuestion(n, t) for n, t in probe.nxdomain)
+    return DnsObservation(queried=records, error=probe.error, nxdomain=nxdomain)
+
+
+def audit(prepared: Prepared, dns: DnsObservation | None, now: datetime,
+          settings: ControllerSettings) -> ServiceAudit:
+    return audit_service(
+        service=prepared.service, pods=prepared.pods, slices=prepared.slices,
+        nodes=prepared.nodes, env_services=prepared.env_services, dns=dns, now=now,
+        settings=AuditSettings(zone=settings.cluster_domain),
+    )
+
+
+def settle_result(result: ServiceAudit, previous: SettleState | None, now: datetime,
+                  settle_seconds: float, published: Mapping[str, str]
+                  ) -> tuple[ServiceAudit, SettleState, datetime | None]:
+    """(reported, new state, when the earliest pending discrepancy becomes reportable).
+
+    `published` is the status last published per aspect name ("ENDPOINTS"...). Hysteresis
+    (see docs/architecture.md "Requests to the core"): a discrepancy that has not lasted yet
+    does not turn a published True into Unknown("Settling"); only the core's verdicts_for is
+    used to recompute the verdicts, with those pending findings left out.
+    """
+    reported, state = settle(result, previous, now, settle_seconds)
+    pending_until: datetime | None = None
+    for d in reported.pending:
+        since = state.first_seen.get(d.key)
+        if since is not None:
+            due = since + timedelta(seconds=settle_seconds)
+            pending_until = due if pending_until is None or due < pending_until else pending_until
+    if reported.pending:
+        waiting = tuple(d for d in reported.pending
+                        if published.get(aspect_name(d.aspect)) != "True")
+        if len(waiting) != len(reported.pending):
+            reported = dataclasses.replace(
+                reported, verdicts=verdicts_for(reported.discrepancies, result.unknown, waiting))
+    return reported, state, pending_until
+
+
+def codes_for(reported: ServiceAudit, aspect: str) -> list[str]:
+    return sorted({d.code for d in reported.discrepancies if aspect_name(d.aspect) == aspect})
+
+
+def owned_by(audit_body: Body, uid: str) -> bool:
+    refs = (audit_body.get("metadata") or {}).get("ownerReferences") or []
+    return any(r.get("uid") == uid for r in refs if isinstance(r, Mapping))
+
+
+# ---- the ServiceAudit status document (schema: deploy/crd-serviceaudits.yaml) -----------------
+
+def _prune(d: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop None/empty-string fields: the API server would not echo them back the same way."""
+    return {k: v for k, v in d.items() if v is not None and v != ""}
+
+
+def _endpoint(ep: Endpoint, address_type: str, ports: Sequence[dict[str, Any]],
+              slice_name: str | None) -> dict[str, Any]:
+    ref = ep.target_ref
+    return _prune({
+        "slice": slice_name,
+        "addressType": address_type,
+        "addresses": list(ep.addresses),
+        "ready": ep.conditions.ready,
+        "serving": ep.conditions.serving,
+        "terminating": ep.conditions.terminating,
+        "nodeName": ep.node_name,
+        "zone": ep.zone,
+        "hostname": ep.hostname,
+        "targetRef": _prune({"kind": ref.kind, "namespace": ref.namespace, "name": ref.name})
+        if ref else None,
+        "ports": list(ports),
+    })
+
+
+def _ports(ports: Sequence[Any]) -> list[dict[str, Any]]:
+    return [_prune({"name": p.name, "port": p.port, "protocol": p.protocol,
+                    "appProtocol": getattr(p, "app_protocol", None)}) for p in ports]
+
+
+def _sort_endpoints(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(items, key=lambda e: (e.get("addressType", ""), e.get("addresses", []),
+                                        e.get("slice", "")))
+
+
+def _discrepancy(d: Discrepancy, since: datetime | None) -> dict[str, Any]:
+    return _prune({
+        "code": d.code, "aspect": str(d.aspect), "severity": str(d.severity),
+        "subject": d.subject, "expected": d.expected, "observed": d.observed, "hint": d.hint,
+        "since": rfc3339(since) if since else None,
+    })
+
+
+def _env_pods(prepared: Prepared, findings: Sequence[Discrepancy]) -> list[dict[str, Any]]:
+    pods = {p.name: p for p in prepared.pods}
+    out: list[dict[str, Any]] = []
+    for d in findings:
+        m = _POD_SUBJECT.match(d.subject)
+        if not m:
+            continue
+        pod = pods.get(m["pod"])
+        container = m["c"]
+        state = pod.container_states.get(container) if pod and container else None
+        out.append(_prune({
+            "pod": m["pod"], "container": container,
+            "startedAt": rfc3339(state.started_at) if state and state.started_at else None,
+            "problem": d.reason, "message": f"{d.observed} (expected {d.expected})",
+        }))
+    return sorted(out, key=lambda e: (e["pod"], e.get("container", ""), e.get("problem", "")))
+
+
+def audit_status(prepared: Prepared, result: ServiceAudit, reported: ServiceAudit,
+                 dns: DnsObservation | None, dns_server: str,
+                 conditions: list[dict[str, Any]], generation: int | None,
+                 state: SettleState) -> dict[str, Any]:
+    named = {aspect_name(a): v.status for a, v in reported.verdicts.items()}
+    expected = _sort_endpoints([
+        _endpoint(ep, s.address_type, _ports(s.ports), None)
+        for s in result.expected_slices for ep in s.endpoints])
+    observed = _sort_endpoints([
+        _endpoint(ep, s.address_type, _ports(s.ports), s.name)
+        for s in prepared.slices for ep in s.endpoints])
+    healthy = next((c for c in conditions if aspect_name_of_type(c["type"]) == "HEALTHY"), None)
+    discrepancies = [_discrepancy(d, state.first_seen.get(d.key))
+                     for d in reported.discrepancies]
+    status: dict[str, Any] = {
+        "serviceUID": prepared.service.uid,
+        "clusterIP": prepared.service.cluster_ip,
+        "summary": _prune({
+            "endpointsExpected": len(expected),
+            "endpointsObserved": len(observed),
+            "endpoints": named.get("ENDPOINTS", "Unknown"),
+            "environment": named.get("ENVIRONMENT", "Unknown"),
+            "dns": named.get("DNS", "Unknown"),
+            "healthy": named.get("HEALTHY", "Unknown"),
+            "discrepancies": len(discrepancies),
+            "reason": healthy["reason"] if healthy else None,
+        }),
+        "conditions": conditions,
+        "endpoints": {"managed": is_managed(prepared.service),
+                      "expected": expected, "observed": observed},
+        "dns": _prune({
+            "server": dns_server or None,
+            "error": (dns.error if dns is not None else "DNS not checked (--no-dns)") or None,
+            "expected": [{"name": r.name, "type": r.type, "value": r.data}
+                         for r in sorted(result.expected_dns.records)],
+            "observed": [{"name": r.name, "type": r.type, "value": r.data}
+                         for r in sorted(dns.queried)] if dns is not None else [],
+            "absent": sorted({q.name for q in result.expected_dns.nxdomain}),
+        }),
+        "environment": _prune({
+            "serviceCreated": rfc3339(prepared.service.creation_timestamp)
+            if prepared.service.creation_timestamp else None,
+            "pods": _env_pods(prepared, reported.env_findings),
+        }),
+        "discrepancies": discrepancies,
+    }
+    if generation is not None:
+        status["observedGeneration"] = int(generation)
+    return status
+
+
+def aspect_name_of_type(ctype: str) -> str:
+    from svcaudit.controller.conditions import CONDITION_TYPES
+    for aspect, t in CONDITION_TYPES.items():
+        if t == ctype:
+            return aspect
+    return ""
+
+
+__all__ = ["Aspect", "Prepared", "Verdict"]
