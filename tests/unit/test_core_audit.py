@@ -1,0 +1,364 @@
+"""audit_service: comparisons, user-mistake findings, verdicts and flap suppression."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from k8sobjs import BEFORE, container, cport, endpoint, eslice, node, pod, port, service
+
+from svcaudit.core.audit import (
+    AuditSettings,
+    DnsObservation,
+    ServiceAudit,
+    audit_service,
+    settle,
+)
+from svcaudit.core.codes import Aspect
+from svcaudit.core.dns import DnsQuestion, DnsRecord
+from svcaudit.core.model import EndpointSlice, Node, Pod, Service
+
+NOW = datetime(2025, 1, 2, tzinfo=UTC)
+SEL = {"app": "web"}
+BASE = "web.default.svc.cluster.local."
+KUBE = service(
+    "kubernetes",
+    cluster_ip="10.96.0.1",
+    ports=[port(443, "https", target=6443)],
+    created="2024-01-01T00:00:00Z",
+)
+
+
+def good_dns() -> DnsObservation:
+    return DnsObservation(
+        frozenset(
+            {
+                DnsRecord(BASE, "A", "10.96.0.10"),
+                DnsRecord("10.0.96.10.in-addr.arpa.", "PTR", BASE),
+            }
+        )
+    )
+
+
+def audit(
+    svc: dict[str, Any] | None = None,
+    pods: list[dict[str, Any]] | None = None,
+    slices: list[dict[str, Any]] | None = None,
+    *,
+    dns: DnsObservation | None = None,
+    nodes: list[dict[str, Any]] | None = None,
+    no_slices: bool = False,
+    services: list[dict[str, Any]] | None = None,
+    **kw: Any,
+) -> ServiceAudit:
+    s = Service.from_api(svc or service("web", selector=SEL))
+    pods = [pod("a")] if pods is None else pods
+    slices = [eslice("web-x", "web", [endpoint("10.244.0.5", "a")])] if slices is None else slices
+    nodes = [node()] if nodes is None else nodes
+    return audit_service(
+        service=s,
+        pods=[Pod.from_api(p) for p in pods],
+        slices=None if no_slices else [EndpointSlice.from_api(x) for x in slices],
+        nodes={n.name: n for n in (Node.from_api(x) for x in nodes)},
+        env_services=[Service.from_api(x) for x in (services or [KUBE])] + [s],
+        dns=dns if dns is not None else good_dns(),
+        now=NOW,
+        **kw,
+    )
+
+
+def codes(result: ServiceAudit) -> set[str]:
+    return {d.code for d in result.discrepancies}
+
+
+def status(result: ServiceAudit) -> dict[str, str]:
+    return {str(a): v.status for a, v in result.verdicts.items()}
+
+
+def test_consistent_service_is_healthy() -> None:
+    r = audit()
+    assert r.discrepancies == ()
+    assert status(r) == {
+        "Endpoints": "True",
+        "Environment": "True",
+        "DNS": "True",
+        "Healthy": "True",
+    }
+    detail = r.to_status_detail()
+    assert detail["expectedEndpointSlices"][0]["endpoints"][0]["addresses"] == ["10.244.0.5"]  # type: ignore[index]
+
+
+def test_slices_compared_as_sets_names_counts_order_ignored() -> None:
+    pods = [pod("a", ips=["10.244.0.1"]), pod("b", ips=["10.244.0.2"])]
+    slices = [
+        eslice("s2", "web", [endpoint("10.244.0.2", "b")]),
+        eslice("s1", "web", [endpoint("10.244.0.1", "a")]),
+    ]
+    assert audit(pods=pods, slices=slices).discrepancies == ()
+
+
+def test_missing_and_unexpected_endpoint() -> None:
+    r = audit(slices=[eslice("s", "web", [endpoint("10.244.0.9", "gone")])])
+    assert codes(r) == {"SVA-EP-001", "SVA-EP-002"}
+    assert r.verdicts[Aspect.ENDPOINTS].status == "False"
+    assert r.verdicts[Aspect.HEALTHY].status == "False"
+
+
+def test_readiness_and_other_condition_mismatch() -> None:
+    r = audit(slices=[eslice("s", "web", [endpoint("10.244.0.5", "a", ready=False)])])
+    assert codes(r) == {"SVA-EP-003"}
+    r2 = audit(slices=[eslice("s", "web", [endpoint("10.244.0.5", "a", serving=False)])])
+    assert codes(r2) == {"SVA-EP-004"}
+
+
+def test_port_set_grouping_checked() -> None:
+    r = audit(
+        slices=[
+            eslice(
+                "s",
+                "web",
+                [endpoint("10.244.0.5", "a")],
+                ports=[{"name": "", "port": 9999, "protocol": "TCP"}],
+            )
+        ]
+    )
+    assert codes(r) == {"SVA-EP-005"}
+
+
+def test_hostname_node_zone_mismatch() -> None:
+    r = audit(
+        slices=[
+            eslice("s", "web", [endpoint("10.244.0.5", "a", hostname="h", node="n9", zone="z9")])
+        ]
+    )
+    assert codes(r) == {"SVA-EP-006", "SVA-EP-007", "SVA-EP-008"}
+
+
+def test_duplicate_endpoint_and_over_capacity() -> None:
+    ep = endpoint("10.244.0.5", "a")
+    r = audit(slices=[eslice("s1", "web", [ep]), eslice("s2", "web", [ep])])
+    assert codes(r) == {"SVA-EP-009"}
+    r2 = audit(
+        slices=[eslice("s1", "web", [endpoint("10.244.0.5", "a")])],
+        settings=AuditSettings(max_endpoints_per_slice=0 + 1),
+    )
+    assert "SVA-EP-010" not in codes(r2)
+
+
+def test_missing_placeholder_is_info_only() -> None:
+    r = audit(pods=[], slices=[])
+    assert "SVA-EP-012" in codes(r) and "SVA-EP-101" in codes(r)
+    assert r.verdicts[Aspect.ENDPOINTS].reason == "SelectorMatchesNoPod"
+
+
+def test_selector_matches_no_pod() -> None:
+    r = audit(svc=service("web", selector={"app": "wbe"}), slices=[eslice("s", "web", [], [])])
+    assert codes(r) == {"SVA-EP-101"}
+    assert r.verdicts[Aspect.ENDPOINTS].status == "False"
+
+
+def test_no_ready_endpoint() -> None:
+    r = audit(
+        pods=[pod("a", ready=False)],
+        slices=[eslice("s", "web", [endpoint("10.244.0.5", "a", ready=False)])],
+    )
+    assert codes(r) == {"SVA-EP-107"}
+
+
+def test_named_target_port_declared_by_no_pod_or_wrong_protocol_or_some_pods() -> None:
+    svc = service("web", selector=SEL, ports=[port(80, target="http")])
+    empty = eslice("s", "web", [endpoint("10.244.0.5", "a")], ports=[])
+    r = audit(
+        svc=svc, pods=[pod("a", containers=[container(ports=[cport(8080, "htp")])])], slices=[empty]
+    )
+    assert codes(r) == {"SVA-EP-102"}
+    r2 = audit(
+        svc=svc,
+        pods=[pod("a", containers=[container(ports=[cport(8080, "http", "UDP")])])],
+        slices=[empty],
+    )
+    assert codes(r2) == {"SVA-EP-103"}
+    good = [container(ports=[cport(8080, "http")])]
+    r3 = audit(
+        svc=svc,
+        pods=[pod("a", containers=good), pod("b", ips=["10.244.0.6"], containers=[container()])],
+        slices=[
+            eslice("s", "web", [endpoint("10.244.0.5", "a")]),
+            eslice("t", "web", [endpoint("10.244.0.6", "b")], ports=[]),
+        ],
+    )
+    assert codes(r3) == {"SVA-EP-104"}
+
+
+def test_numeric_target_port_not_declared() -> None:
+    svc = service("web", selector=SEL, ports=[port(80, target=9876)])
+    sl = [
+        eslice(
+            "s",
+            "web",
+            [endpoint("10.244.0.5", "a")],
+            [{"name": "", "port": 9876, "protocol": "TCP"}],
+        )
+    ]
+    r = audit(svc=svc, slices=sl)  # pod declares 8080
+    assert codes(r) == {"SVA-EP-105"}
+    r2 = audit(svc=svc, slices=sl, pods=[pod("a", containers=[container()])])
+    assert codes(r2) == {"SVA-EP-106"}
+    assert r2.verdicts[Aspect.ENDPOINTS].status == "True"  # info only
+
+
+def test_selectorless_service() -> None:
+    svc = service("web")
+    assert codes(audit(svc=svc, slices=[])) == {"SVA-EP-108"}
+    manual = eslice("web-1", "web", [endpoint("10.0.0.1", "x")], managed_by="me")
+    assert audit(svc=svc, slices=[manual]).discrepancies == ()
+    stale = eslice("web-1", "web", [endpoint("10.0.0.1", "x")])
+    assert codes(audit(svc=svc, slices=[stale])) == {"SVA-EP-013"}
+
+
+def test_external_name_service() -> None:
+    svc = service(
+        "web", type_="ExternalName", external_name="db.example.com", cluster_ip=None, ports=[]
+    )
+    dns = DnsObservation(frozenset({DnsRecord(BASE, "CNAME", "db.example.com.")}))
+    r = audit(svc=svc, slices=[], dns=dns)
+    assert r.discrepancies == () and r.verdicts[Aspect.HEALTHY].status == "True"
+
+
+def test_slices_not_observed_is_unknown() -> None:
+    r = audit(no_slices=True)
+    assert r.verdicts[Aspect.ENDPOINTS].status == "Unknown"
+    assert r.verdicts[Aspect.HEALTHY].status == "Unknown"
+
+
+def test_dns_missing_unexpected_and_unknown() -> None:
+    wrong = DnsObservation(
+        frozenset(
+            {DnsRecord(BASE, "A", "10.96.0.99"), DnsRecord("10.0.96.10.in-addr.arpa.", "PTR", BASE)}
+        )
+    )
+    r = audit(dns=wrong)
+    assert codes(r) == {"SVA-DNS-001", "SVA-DNS-002"}
+    assert r.verdicts[Aspect.DNS].status == "False"
+    none = audit_service(Service.from_api(service("web", selector=SEL)), [], [], {}, [], None, NOW)
+    assert none.verdicts[Aspect.DNS].status == "Unknown"
+    failed = audit(dns=DnsObservation(frozenset(), error="timeout"))
+    assert failed.verdicts[Aspect.DNS].status == "Unknown"
+    assert "timeout" in failed.verdicts[Aspect.DNS].message
+
+
+def test_headless_nxdomain_expected() -> None:
+    svc = service("web", selector=SEL, cluster_ip="None", families=["IPv4"])
+    sl = [eslice("s", "web", [endpoint("10.244.0.5", "a", ready=False)])]
+    ok = DnsObservation(frozenset(), nxdomain=frozenset({DnsQuestion(BASE, "A")}))
+    r = audit(svc=svc, pods=[pod("a", ready=False)], slices=sl, dns=ok)
+    assert codes(r) == {"SVA-EP-107", "SVA-DNS-101"}
+    assert r.verdicts[Aspect.DNS].status == "True"
+    bad = DnsObservation(frozenset({DnsRecord(BASE, "A", "10.244.0.5")}))
+    r2 = audit(svc=svc, pods=[pod("a", ready=False)], slices=sl, dns=bad)
+    assert "SVA-DNS-003" in codes(r2) and r2.verdicts[Aspect.DNS].status == "False"
+
+
+def test_stale_environment_of_pod_started_before_service() -> None:
+    r = audit(pods=[pod("a", started=BEFORE)])
+    assert codes(r) == {"SVA-ENV-001"}
+    assert r.verdicts[Aspect.ENVIRONMENT].status == "False"
+    assert r.env_findings[0].subject == "Pod default/a container app"
+
+
+def test_every_pod_of_the_namespace_is_checked_not_only_selected_ones() -> None:
+    client = pod("client", labels={"app": "other"}, ips=["10.244.0.7"], started=BEFORE)
+    r = audit(pods=[pod("a"), client])
+    assert {d.subject for d in r.discrepancies} == {"Pod default/client container app"}
+
+
+def test_enable_service_links_false_pod_not_judged() -> None:
+    r = audit(
+        pods=[pod("a"), pod("x", labels={"app": "x"}, started=BEFORE, enable_service_links=False)]
+    )
+    assert r.discrepancies == ()
+
+
+def test_shadowing_explicit_variable() -> None:
+    c = container(ports=[cport(8080)], env=[{"name": "WEB_SERVICE_HOST", "value": "1.2.3.4"}])
+    r = audit(pods=[pod("a", containers=[c])])
+    assert codes(r) == {"SVA-ENV-004"}
+    same = container(ports=[cport(8080)], env=[{"name": "WEB_SERVICE_HOST", "value": "10.96.0.10"}])
+    r2 = audit(pods=[pod("a", containers=[same])])
+    assert codes(r2) == {"SVA-ENV-005"} and r2.verdicts[Aspect.ENVIRONMENT].status == "True"
+
+
+def test_collision_reported() -> None:
+    svc = service("foo", selector=SEL, cluster_ip="10.96.0.10", ports=[port(8080)])
+    other = service("foo-port-8080-tcp", cluster_ip="10.96.0.11", ports=[port(80)])
+    sl = [eslice("s", "foo", [endpoint("10.244.0.5", "a")])]
+    r = audit(svc=svc, slices=sl, services=[KUBE, other], dns=DnsObservation(frozenset()))
+    assert "SVA-ENV-003" in codes(r)
+
+
+def test_observed_env_compared_exactly() -> None:
+    full = {
+        "WEB_SERVICE_HOST": "10.96.0.10",
+        "WEB_SERVICE_PORT": "80",
+        "WEB_PORT": "tcp://10.96.0.10:80",
+        "WEB_PORT_80_TCP": "tcp://10.96.0.10:80",
+        "WEB_PORT_80_TCP_PROTO": "tcp",
+        "WEB_PORT_80_TCP_PORT": "80",
+        "WEB_PORT_80_TCP_ADDR": "10.96.0.10",
+    }
+    assert audit(observed_env={("a", "app"): full}).discrepancies == ()
+    stale = {**full, "WEB_SERVICE_HOST": "10.96.0.99"}
+    assert codes(audit(observed_env={("a", "app"): stale})) == {"SVA-ENV-011"}
+    missing = {k: v for k, v in full.items() if k != "WEB_PORT"}
+    assert codes(audit(observed_env={("a", "app"): missing})) == {"SVA-ENV-010"}
+    # observation wins over the start-time prediction
+    r = audit(pods=[pod("a", started=BEFORE)], observed_env={("a", "app"): full})
+    assert r.discrepancies == ()
+
+
+def test_observed_mismatch_with_env_from_is_not_a_failure() -> None:
+    c = container(ports=[cport(8080)], env_from=[{"configMapRef": {"name": "cfg"}}])
+    r = audit(
+        pods=[pod("a", containers=[c])],
+        observed_env={
+            ("a", "app"): {
+                "WEB_SERVICE_HOST": "1.1.1.1",
+                "WEB_SERVICE_PORT": "80",
+                "WEB_PORT": "tcp://10.96.0.10:80",
+                "WEB_PORT_80_TCP": "tcp://10.96.0.10:80",
+                "WEB_PORT_80_TCP_PROTO": "tcp",
+                "WEB_PORT_80_TCP_PORT": "80",
+                "WEB_PORT_80_TCP_ADDR": "10.96.0.10",
+            }
+        },
+    )
+    assert codes(r) == {"SVA-ENV-006"}
+    assert r.verdicts[Aspect.ENVIRONMENT].status == "True"
+
+
+def test_running_container_without_start_time_makes_env_unknown() -> None:
+    p = pod("a")
+    p["status"]["containerStatuses"][0]["state"] = {"running": {}}
+    r = audit(pods=[p])
+    assert r.verdicts[Aspect.ENVIRONMENT].status == "Unknown"
+    assert r.verdicts[Aspect.HEALTHY].status == "Unknown"
+
+
+def test_false_wins_over_unknown_in_healthy() -> None:
+    r = audit(pods=[pod("a", started=BEFORE)], dns=DnsObservation(frozenset(), error="x"))
+    assert r.verdicts[Aspect.HEALTHY].status == "False"
+
+
+def test_settle_suppresses_young_discrepancies() -> None:
+    r = audit(slices=[])  # EndpointMissing
+    first, state = settle(r, None, NOW, 30)
+    assert first.discrepancies == () or all(not d.severity.reportable for d in first.discrepancies)
+    assert first.verdicts[Aspect.ENDPOINTS].status == "Unknown"
+    assert first.verdicts[Aspect.ENDPOINTS].reason == "Settling"
+    later, state2 = settle(r, state, NOW + timedelta(seconds=31), 30)
+    assert "SVA-EP-001" in {d.code for d in later.discrepancies}
+    assert later.verdicts[Aspect.ENDPOINTS].status == "False"
+    healed, state3 = settle(audit(), state2, NOW + timedelta(seconds=40), 30)
+    assert healed.verdicts[Aspect.HEALTHY].status == "True" and not state3.first_seen
+    again, _ = settle(r, state3, NOW + timedelta(seconds=50), 30)  # the clock restarted
+    assert again.verdicts[Aspect.ENDPOINTS].status == "Unknown"

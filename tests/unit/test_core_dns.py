@@ -1,0 +1,154 @@
+"""Expected DNS records: the kubernetes/dns spec as CoreDNS serves it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from k8sobjs import container, cport, node, pod, port, service
+
+from svcaudit.core.dns import (
+    DnsQuestion,
+    DnsRecord,
+    endpoint_label,
+    expected_dns,
+    record_from_answer,
+    reverse_name,
+)
+from svcaudit.core.endpoints import expected_endpoints
+from svcaudit.core.model import Node, Pod, Service
+
+SEL = {"app": "web"}
+BASE = "web.default.svc.cluster.local."
+
+
+def dns_for(svc_obj: dict[str, Any], pods: list[dict[str, Any]] = (), zone: str = "cluster.local"):  # type: ignore[assignment,no-untyped-def]
+    s = Service.from_api(svc_obj)
+    exp = expected_endpoints(s, [Pod.from_api(p) for p in pods], {"node-1": Node.from_api(node())})
+    return expected_dns(s, exp.slices, zone)
+
+
+def recs(result) -> set[tuple[str, str, str]]:  # type: ignore[no-untyped-def]
+    return {(r.name, r.type, r.data) for r in result.records}
+
+
+def test_cluster_ip_service_a_ptr_srv_for_named_ports_only() -> None:
+    r = dns_for(service("web", selector=SEL, ports=[port(80, "http"), port(81)]))
+    assert recs(r) == {
+        (BASE, "A", "10.96.0.10"),
+        ("10.0.96.10.in-addr.arpa.", "PTR", BASE),
+        ("_http._tcp." + BASE, "SRV", "80 " + BASE),
+    }
+    assert r.nxdomain == frozenset()
+
+
+def test_cluster_ip_answers_even_without_endpoints_and_without_selector() -> None:
+    assert (BASE, "A", "10.96.0.10") in recs(dns_for(service("web")))
+
+
+def test_udp_sctp_srv_and_zone_parameter() -> None:
+    r = dns_for(
+        service("web", ports=[port(53, "dns", protocol="UDP"), port(9, "s", protocol="SCTP")]),
+        zone="corp.example",
+    )
+    base = "web.default.svc.corp.example."
+    assert ("_dns._udp." + base, "SRV", "53 " + base) in recs(r)
+    assert ("_s._sctp." + base, "SRV", "9 " + base) in recs(r)
+
+
+def test_dual_stack_a_aaaa_and_two_ptrs() -> None:
+    r = dns_for(service("web", cluster_ips=["10.96.0.10", "fd00::a"], families=["IPv4", "IPv6"]))
+    assert (BASE, "AAAA", "fd00::a") in recs(r) and (BASE, "A", "10.96.0.10") in recs(r)
+    v6ptr = "a.0.0.0." + "0." * 24 + "0.0.d.f.ip6.arpa."
+    assert (v6ptr, "PTR", BASE) in recs(r)
+    assert len(v6ptr.split(".")) == 32 + 3
+
+
+def test_reverse_names() -> None:
+    assert reverse_name("1.2.3.4") == "4.3.2.1.in-addr.arpa."
+    assert reverse_name("fd00::1").count(".") == 34
+
+
+def test_headless_ready_endpoints_only_hostnames_and_srv_targets() -> None:
+    svc = service(
+        "web",
+        selector=SEL,
+        cluster_ip="None",
+        families=["IPv4"],
+        ports=[port(80, "http", target="http")],
+    )
+    c = [container(ports=[cport(8080, "http")])]
+    r = dns_for(
+        svc,
+        [
+            pod("a", ips=["10.244.0.1"], containers=c, hostname="web-0", subdomain="web"),
+            pod("b", ips=["10.244.0.2"], containers=c),
+            pod("c", ips=["10.244.0.3"], containers=c, ready=False),
+        ],
+    )
+    assert recs(r) == {
+        (BASE, "A", "10.244.0.1"),
+        (BASE, "A", "10.244.0.2"),
+        ("web-0." + BASE, "A", "10.244.0.1"),
+        ("10-244-0-2." + BASE, "A", "10.244.0.2"),
+        ("_http._tcp." + BASE, "SRV", "8080 web-0." + BASE),
+        ("_http._tcp." + BASE, "SRV", "8080 10-244-0-2." + BASE),
+    }
+
+
+def test_headless_publish_not_ready_publishes_unready_pods() -> None:
+    svc = service("web", selector=SEL, cluster_ip="None", families=["IPv4"], publish_not_ready=True)
+    r = dns_for(svc, [pod("c", ips=["10.244.0.3"], ready=False)])
+    assert (BASE, "A", "10.244.0.3") in recs(r)
+
+
+def test_headless_no_ready_endpoint_expects_nxdomain() -> None:
+    svc = service("web", selector=SEL, cluster_ip="None", families=["IPv4", "IPv6"])
+    r = dns_for(svc, [pod("a", ready=False)])
+    assert r.records == frozenset()
+    assert r.nxdomain == {DnsQuestion(BASE, "A"), DnsQuestion(BASE, "AAAA")}
+    assert set(r.questions) == set(r.nxdomain)
+
+
+def test_headless_ipv6_aaaa_and_dashed_label() -> None:
+    svc = service(
+        "web", selector=SEL, cluster_ip="None", families=["IPv6"], ports=[port(80, "http")]
+    )
+    r = dns_for(svc, [pod("a", ips=["fd00:244::1"])])
+    assert ("fd00-244--1." + BASE, "AAAA", "fd00:244::1") in recs(r)
+    assert ("_http._tcp." + BASE, "SRV", "80 fd00-244--1." + BASE) in recs(r)
+
+
+def test_endpoint_label_rules() -> None:
+    assert endpoint_label("Web-0", "10.0.0.1") == "web-0"
+    assert endpoint_label(None, "10.0.0.1") == "10-0-0-1"
+    assert endpoint_label(None, "fd00::1") == "fd00--1"
+    assert endpoint_label(None, "fd00:244::") == "fd00-244--0"  # CoreDNS >= 1.12: no trailing '-'
+
+
+def test_headless_without_ports_still_has_a_records() -> None:
+    svc = service("web", selector=SEL, cluster_ip="None", families=["IPv4"], ports=[])
+    assert (BASE, "A", "10.244.0.5") in recs(dns_for(svc, [pod("a")]))
+
+
+def test_external_name_cname_only() -> None:
+    svc = service(
+        "web",
+        type_="ExternalName",
+        external_name="DB.Example.com",
+        cluster_ip=None,
+        ports=[port(5432, "pg")],
+    )
+    r = dns_for(svc)
+    assert recs(r) == {(BASE, "CNAME", "db.example.com.")}
+
+
+def test_questions_cover_every_record_name_and_type() -> None:
+    r = dns_for(service("web", ports=[port(80, "http")]))
+    assert {(q.name, q.type) for q in r.questions} == {(x.name, x.type) for x in r.records}
+
+
+def test_record_from_answer_canonicalises() -> None:
+    assert record_from_answer(
+        "Web.Default.svc.cluster.local", "srv", "0 50 80 web.default.svc.cluster.local."
+    ) == DnsRecord(BASE, "SRV", "80 " + BASE)
+    assert record_from_answer(BASE, "AAAA", "FD00:0::A").data == "fd00::a"
