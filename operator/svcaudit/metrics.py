@@ -1,0 +1,165 @@
+"""Prometheus metrics of svcaudit (documented in docs/metrics.md).
+
+One `Metrics` object owns its collectors in its own registry, so the operator, `svcaudit
+check --metrics-file` and tests never collide. The operator shell calls:
+
+    m = Metrics()
+    m.serve(port)                                   # /metrics on 0.0.0.0:port
+    m.service_audited(ns, name, reported, seconds)  # after each audit (reported = settled)
+    m.service_forgotten(ns, name)                   # when a Service is deleted
+    m.dns_query(seconds, outcome)                   # per DNS question (see DNS_OUTCOMES)
+    m.api_error(resource, verb, status)             # per failed Kubernetes API call
+
+`service_audited` reads only what the core's ServiceAudit exposes (verdicts, discrepancies),
+so the numbers are exactly what the conditions and ServiceAudits say.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+    write_to_textfile,
+)
+
+NAMESPACE = "svcaudit"
+AUDIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+DNS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5)
+DNS_OUTCOMES = ("answer", "nxdomain", "timeout", "error")
+VERDICTS = ("True", "False", "Unknown")
+
+
+class DiscrepancyLike(Protocol):
+    @property
+    def code(self) -> str: ...
+    @property
+    def aspect(self) -> Any: ...
+    @property
+    def severity(self) -> Any: ...
+
+
+class AuditLike(Protocol):
+    """What of the core's ServiceAudit the metrics read."""
+
+    @property
+    def verdicts(self) -> Mapping[Any, Any]: ...
+    @property
+    def discrepancies(self) -> tuple[Any, ...]: ...
+
+
+def _healthy(audit: AuditLike) -> str:
+    for aspect, verdict in audit.verdicts.items():
+        if str(aspect).lower() == "healthy" or getattr(aspect, "name", "") == "HEALTHY":
+            return str(verdict.status)
+    return "Unknown"
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.discrepancies = Gauge(
+            "discrepancies", "Reported (settled) discrepancies, by code.",
+            ["namespace", "code", "aspect", "severity"], namespace=NAMESPACE, registry=r)
+        self.services = Gauge(
+            "services", "Audited services, by DiscoveryHealthy verdict.",
+            ["namespace", "healthy"], namespace=NAMESPACE, registry=r)
+        self.audits = Counter(
+            "audits", "Service audits performed, by DiscoveryHealthy verdict.",
+            ["healthy"], namespace=NAMESPACE, registry=r)
+        self.audit_duration = Histogram(
+            "audit_duration_seconds",
+            "Time to audit one service (DNS queries included).",
+            namespace=NAMESPACE, registry=r, buckets=AUDIT_BUCKETS)
+        self.dns_duration = Histogram(
+            "dns_query_duration_seconds", "Latency of one cluster DNS question, by outcome.",
+            ["outcome"], namespace=NAMESPACE, registry=r, buckets=DNS_BUCKETS)
+        self.dns_failures = Counter(
+            "dns_query_failures", "DNS questions that got no usable answer (timeout, "
+            "refused, SERVFAIL...); NXDOMAIN is an answer, not a failure.",
+            ["reason"], namespace=NAMESPACE, registry=r)
+        self.api_errors = Counter(
+            "api_errors", "Failed Kubernetes API calls.",
+            ["resource", "verb", "code"], namespace=NAMESPACE, registry=r)
+        # (ns, name) -> (healthy verdict, Tally of (code, aspect, severity))
+        self._last: dict[tuple[str, str], tuple[str, Tally[tuple[str, str, str]]]] = {}
+
+    # ---- audits ----------------------------------------------------------------------------
+    def service_audited(self, namespace: str, name: str, reported: AuditLike,
+                        duration_seconds: float | None = None) -> None:
+        """Record one audit of a service; `reported` is what was published (settled)."""
+        healthy = _healthy(reported)
+        tally: Tally[tuple[str, str, str]] = Tally(
+            (d.code, str(d.aspect), str(d.severity)) for d in reported.discrepancies)
+        self._replace((namespace, name), (healthy, tally))
+        self.audits.labels(healthy).inc()
+        if duration_seconds is not None:
+            self.audit_duration.observe(duration_seconds)
+
+    def service_forgotten(self, namespace: str, name: str) -> None:
+        """The service is gone: drop its contribution to the gauges."""
+        self._replace((namespace, name), None)
+
+    def _replace(self, key: tuple[str, str],
+                 new: tuple[str, Tally[tuple[str, str, str]]] | None) -> None:
+        ns = key[0]
+        old = self._last.pop(key, None)
+        if old is not None:
+            self.services.labels(ns, old[0]).dec()
+            for labels, n in old[1].items():
+                self.discrepancies.labels(ns, *labels).dec(n)
+        if new is not None:
+            self._last[key] = new
+            self.services.labels(ns, new[0]).inc()
+            for labels, n in new[1].items():
+                self.discrepancies.labels(ns, *labels).inc(n)
+        self._prune(ns)
+
+    def _prune(self, namespace: str) -> None:
+        """Remove label sets that dropped to zero, so a fixed problem leaves no 0-valued series
+        behind forever (dashboards then show only what is wrong)."""
+        live = {labels for (ns, _), (_, tally) in self._last.items() if ns == namespace
+                for labels in tally}
+        for sample in [s for m in self.discrepancies.collect() for s in m.samples]:
+            lab = sample.labels
+            if lab.get("namespace") == namespace and (
+                    lab["code"], lab["aspect"], lab["severity"]) not in live:
+                self.discrepancies.remove(namespace, lab["code"], lab["aspect"],
+                                          lab["severity"])
+
+    # ---- DNS and API -----------------------------------------------------------------------
+    def dns_query(self, duration_seconds: float, outcome: str) -> None:
+        """One DNS question: outcome "answer", "nxdomain", "timeout" or "error"."""
+        if outcome not in DNS_OUTCOMES:
+            outcome = "error"
+        self.dns_duration.labels(outcome).observe(duration_seconds)
+        if outcome in ("timeout", "error"):
+            self.dns_failures.labels(outcome).inc()
+
+    def dns_failed(self, reason: str, count: int = 1) -> None:
+        """DNS failures known only in aggregate (e.g. a whole probe failing)."""
+        self.dns_failures.labels(reason).inc(count)
+
+    def api_error(self, resource: str, verb: str, status: int | str) -> None:
+        """A failed API call; status is the HTTP code, 0 when no response was received."""
+        self.api_errors.labels(resource, verb, str(status)).inc()
+
+    # ---- exposition ------------------------------------------------------------------------
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
+        start_http_server(port, addr=addr, registry=self.registry)
+
+    def write_textfile(self, path: str) -> None:
+        """Prometheus text format, atomically (node_exporter textfile collector style)."""
+        write_to_textfile(path, self.registry)
+
+    def samples(self) -> Iterable[tuple[str, dict[str, str], float]]:
+        for family in self.registry.collect():
+            for s in family.samples:
+                yield s.name, dict(s.labels), s.value
