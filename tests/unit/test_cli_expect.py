@@ -1,0 +1,105 @@
+"""`svcaudit expect`: document shape, formats, and clean failures on bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from k8sobjs import container, cport, endpoint, eslice, node, pod, port, service
+
+from svcaudit.cli import build_parser
+
+KUBE = service("kubernetes", cluster_ip="10.96.0.1", ports=[port(443, "https", target=6443)])
+
+
+def objects() -> list[dict[str, Any]]:
+    web = service(
+        "web", selector={"app": "web"}, cluster_ip="10.96.0.20", ports=[port(80, "http", 9876)]
+    )
+    p = pod("web-1", containers=[container("sise", ports=[cport(9876)])], ips=["10.244.0.5"])
+    return [KUBE, web, {"kind": "List", "items": [p, node()]}, {"kind": "Namespace"}]
+
+
+def run(tmp_path: Path, docs: list[Any] | str, *args: str) -> tuple[int, str, str]:
+    f = tmp_path / "objects.yaml"
+    f.write_text(docs if isinstance(docs, str) else yaml.safe_dump_all(docs))
+    ns = build_parser().parse_args(["expect", "-f", str(f), *args])
+    out, err = io.StringIO(), io.StringIO()
+    code = ns.func(ns, out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_json_shape(tmp_path: Path) -> None:
+    code, out, err = run(tmp_path, objects(), "-o", "json")
+    assert code == 0, err
+    doc = json.loads(out)
+    web = next(s for s in doc["services"] if s["name"] == "web")
+    assert set(web) >= {"namespace", "name", "endpointSlices", "dns", "findings"}
+    (sl,) = web["endpointSlices"]
+    assert sl["ports"] == [{"name": "http", "port": 9876, "protocol": "TCP"}]
+    ep = sl["endpoints"][0]
+    assert ep["addresses"] == ["10.244.0.5"]
+    assert ep["conditions"] == {"ready": True, "serving": True, "terminating": False}
+    assert ep["targetRef"] == {"kind": "Pod", "namespace": "default", "name": "web-1"}
+    assert (ep["nodeName"], ep["zone"], ep["hostname"]) == ("node-1", "zone-a", None)
+    assert {"name": "web.default.svc.cluster.local.", "type": "A", "data": "10.96.0.20"} in web[
+        "dns"
+    ]
+    assert web["dns"] == sorted(web["dns"], key=lambda r: (r["name"], r["type"], r["data"]))
+    (p,) = doc["pods"]
+    env = p["containers"][0]["env"]
+    assert env["WEB_SERVICE_PORT_HTTP"] == "80" and env["KUBERNETES_SERVICE_HOST"] == "10.96.0.1"
+    assert list(env) == sorted(env)
+    assert any("Namespace" in n for n in doc["notes"])
+
+
+def test_yaml_and_table_outputs(tmp_path: Path) -> None:
+    code, out, _ = run(tmp_path, objects(), "-o", "yaml")
+    assert code == 0 and yaml.safe_load(out)["services"][1]["name"] == "web"
+    code, out, _ = run(tmp_path, objects())
+    assert code == 0
+    assert "SERVICE default/web (ClusterIP)" in out and "WEB_SERVICE_HOST=10.96.0.20" in out
+
+
+def test_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(yaml.safe_dump_all(objects())))
+    ns = build_parser().parse_args(["expect", "-f", "-", "-o", "json"])
+    out = io.StringIO()
+    assert ns.func(ns, out=out, err=io.StringIO()) == 0
+    assert json.loads(out.getvalue())["pods"][0]["name"] == "web-1"
+
+
+def test_slices_in_input_are_compared(tmp_path: Path) -> None:
+    docs = [*objects(), eslice("web-abc", "web", [endpoint("10.244.0.99", "ghost")])]
+    code, out, _ = run(tmp_path, docs, "-o", "json")
+    assert code == 0
+    web = next(s for s in json.loads(out)["services"] if s["name"] == "web")
+    assert {f["code"] for f in web["findings"]} >= {"SVA-EP-001", "SVA-EP-002"}
+
+
+def test_bad_yaml_exit_2(tmp_path: Path) -> None:
+    code, out, err = run(tmp_path, "kind: Service\nmetadata: [unclosed\n")
+    assert code == 2 and out == "" and "invalid YAML" in err
+
+
+def test_malformed_objects_all_reported_exit_2(tmp_path: Path) -> None:
+    bad_svc = service("web")
+    bad_svc["spec"]["ports"][0]["port"] = "eighty"
+    bad_pod = pod("p1")
+    bad_pod["status"]["podIPs"] = [{"ip": "x"}]
+    code, out, err = run(tmp_path, [KUBE, bad_svc, {"kind": "List", "items": [bad_pod]}, [1]])
+    assert code == 2 and out == ""
+    assert "document 2: Service default/web: spec.ports[0].port" in err
+    assert "document 3 item 1: Pod default/p1: status.podIPs[0].ip" in err
+    assert "document 4: not a Kubernetes object" in err
+
+
+def test_missing_file_exit_2(tmp_path: Path) -> None:
+    ns = build_parser().parse_args(["expect", "-f", str(tmp_path / "nope.yaml")])
+    err = io.StringIO()
+    assert ns.func(ns, out=io.StringIO(), err=err) == 2
+    assert "cannot read" in err.getvalue()
