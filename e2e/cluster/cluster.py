@@ -316,6 +316,11 @@ def start_process(state: State, name: str, argv: list[str], env: dict[str, str] 
                             cwd=state.dir)
     log.close()
     pid_file(state, name).write_text(f"{proc.pid}\n{argv[0]}\n")
+    # Popen returns once exec has closed the child's CLOEXEC pipe, a moment before the kernel
+    # publishes the new command line: until then running_pid() would say "exited".
+    deadline = time.monotonic() + 5
+    while running_pid(state, name) is None and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def stop_process(state: State, name: str, timeout: float = 15.0) -> bool:
