@@ -103,3 +103,15 @@ def test_missing_file_exit_2(tmp_path: Path) -> None:
     err = io.StringIO()
     assert ns.func(ns, out=io.StringIO(), err=err) == 2
     assert "cannot read" in err.getvalue()
+
+
+def test_documented_example_runs() -> None:
+    example = Path(__file__).parent / "data" / "expect-example.yaml"
+    ns = build_parser().parse_args(["expect", "-f", str(example), "-o", "json"])
+    out = io.StringIO()
+    assert ns.func(ns, out=out, err=io.StringIO()) == 0
+    doc = json.loads(out.getvalue())
+    peers = next(s for s in doc["services"] if s["name"] == "sise-peers")
+    assert [f["code"] for f in peers["findings"]] == ["SVA-EP-102"]
+    stale = doc["pods"][0]["containers"][0]["findings"]
+    assert [f["code"] for f in stale] == ["SVA-ENV-001"]

@@ -84,16 +84,20 @@ def render_table(doc: dict[str, Any]) -> str:
     """A person-readable rendering of the expect document."""
     lines: list[str] = []
     for svc in doc["services"]:
-        lines.append(f"SERVICE {svc['namespace']}/{svc['name']} ({svc['type']})")
+        kind = svc["type"] + (", headless" if svc["clusterIPs"] == ["None"] else "")
+        lines.append(f"SERVICE {svc['namespace']}/{svc['name']} ({kind})")
         rows = []
-        for s in svc["endpointSlices"]:
+        for n, s in enumerate(svc["endpointSlices"], 1):
             ports = ",".join(f"{p['name'] or '-'}:{p['port']}/{p['protocol']}" for p in s["ports"])
             if not s["endpoints"]:
-                rows.append([s["addressType"], ports or "-", "(placeholder)", "", "", "", ""])
+                rows.append(
+                    [str(n), s["addressType"], ports or "-", "(placeholder)", "", "", "", ""]
+                )
             for ep in s["endpoints"]:
                 c = ep["conditions"]
                 rows.append(
                     [
+                        str(n),
                         s["addressType"],
                         ports or "-",
                         ",".join(ep["addresses"]),
@@ -109,7 +113,7 @@ def render_table(doc: dict[str, Any]) -> str:
         if rows:
             lines.append(" endpoint slices (R/S/T = ready/serving/terminating):")
             lines += _rows(
-                ["FAMILY", "PORTS", "ADDRESSES", "R/S/T", "POD", "NODE", "HOSTNAME"], rows
+                ["SLICE", "FAMILY", "PORTS", "ADDRESSES", "R/S/T", "POD", "NODE", "HOSTNAME"], rows
             )
         else:
             lines.append(" endpoint slices: not managed by the EndpointSlice controller")

@@ -147,6 +147,7 @@ def expect_document(inv: Inventory, settings: AuditSettings = DEFAULT_SETTINGS) 
                 "namespace": svc.namespace,
                 "name": svc.name,
                 "type": svc.type,
+                "clusterIPs": list(svc.cluster_ips),
                 "managedByController": exp.managed,
                 "endpointSlices": [slice_to_dict(s) for s in exp.slices],
                 "dns": [record_to_dict(r) for r in sorted(dns.records)],
