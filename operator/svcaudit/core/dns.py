@@ -82,10 +82,12 @@ def reverse_name(address: str) -> str:
 
 
 def endpoint_label(endpoint_hostname: str | None, address: str) -> str:
-    """CoreDNS endpointHostname: the hostname, else the IP as written with '.'/':' -> '-'."""
+    """CoreDNS endpointHostname: the hostname, else the IP as written with '.'/':' -> '-'
+    (an IPv6 label ending in '-', from a trailing '::', gets a '0' appended)."""
     if endpoint_hostname:
         return endpoint_hostname.lower()
-    return address.replace(".", "-").replace(":", "-").lower()
+    label = address.replace(".", "-").replace(":", "-").lower()
+    return label + "0" if label.endswith("-") else label
 
 
 def srv_name(port: EndpointPort, base: str) -> str:
