@@ -635,11 +635,18 @@ def down(args: argparse.Namespace) -> int:
         return _down(args)
 
 
+def _real_node_running(state: State) -> bool:
+    from node import realnode
+
+    return realnode.running(state)
+
+
 def _up(args: argparse.Namespace) -> int:
     folder = state_dir()
     state = State.load(folder) or State(dir=folder)
     if all(running_pid(state, c) for c in COMPONENT_ORDER) and (
-            not args.real_node or state.real_node):
+            not args.real_node or state.real_node) and (
+            not state.real_node or _real_node_running(state)):
         say(f"already running; export KUBECONFIG={state.kubeconfig}")
         return 0
     state.nodes = args.nodes

@@ -27,8 +27,10 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -380,6 +382,31 @@ def kubelet_config(state: cluster.State, paths: Paths) -> dict[str, Any]:
     }
 
 
+def kubelet_kubeconfig(state: cluster.State, paths: Paths) -> Path:
+    """The kubelet's identity system:node:realnode (group system:nodes) as a client
+    certificate: it works even against an apiserver started before the node was wanted,
+    whose token file predates the node's token."""
+    pki = state.pki
+    if not (pki / "kubelet-realnode-client.crt").exists():
+        cluster.sign_cert(pki, "kubelet-realnode-client",
+                          f"/O=system:nodes/CN=system:node:{NODE_NAME}", "clientAuth", None)
+    path = paths.root / "kubelet.kubeconfig"
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "svcaudit-local", "cluster": {
+            "server": f"https://127.0.0.1:{cluster.PORTS['apiserver']}",
+            "certificate-authority": str(pki / "ca.crt")}}],
+        "users": [{"name": f"system:node:{NODE_NAME}", "user": {
+            "client-certificate": str(pki / "kubelet-realnode-client.crt"),
+            "client-key": str(pki / "kubelet-realnode-client.key")}}],
+        "contexts": [{"name": "svcaudit-local", "context": {
+            "cluster": "svcaudit-local", "user": f"system:node:{NODE_NAME}"}}],
+        "current-context": "svcaudit-local",
+    }, indent=2))
+    path.chmod(0o600)
+    return path
+
+
 def start_kubelet(state: cluster.State, paths: Paths) -> None:
     if not (state.pki / "kubelet-realnode.crt").exists():
         cluster.sign_cert(state.pki, "kubelet-realnode",
@@ -392,7 +419,7 @@ def start_kubelet(state: cluster.State, paths: Paths) -> None:
     for folder in (paths.kubelet, paths.pod_logs):
         folder.mkdir(parents=True, exist_ok=True)
     paths.kubelet_config.write_text(json.dumps(kubelet_config(state, paths), indent=2))
-    kubeconfig = state.dir / "kubeconfigs" / f"system:node:{NODE_NAME}.kubeconfig"
+    kubeconfig = kubelet_kubeconfig(state, paths)
     labels = ",".join(f"{k}={v}" for k, v in NODE_LABELS.items())
     cluster.start_process(state, "kubelet", [
         str(cluster.binary("kubernetes", "kubelet")),
@@ -483,16 +510,39 @@ def apply_cluster_dns(state: cluster.State) -> None:
     })
 
 
-def node_ready(state: cluster.State) -> bool:
+def node_ready(state: cluster.State, since: float = 0.0) -> bool:
+    """Ready, as last reported by a kubelet heartbeat at or after `since` (epoch seconds):
+    a restarted node's old Ready condition does not count."""
     node = cluster.api(state, "GET", f"/api/v1/nodes/{NODE_NAME}")
     conditions = node.get("status", {}).get("conditions", [])  # type: ignore[union-attr]
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    for c in conditions:
+        if c.get("type") == "Ready" and c.get("status") == "True":
+            beat = datetime.strptime(c["lastHeartbeatTime"], "%Y-%m-%dT%H:%M:%SZ")
+            return beat.replace(tzinfo=UTC).timestamp() >= int(since)
+    return False
+
+
+def running(state: cluster.State) -> bool:
+    """Whether every process of the node is alive (cluster.py: is `up` needed?)."""
+    return all(cluster.running_pid(state, c) for c in COMPONENTS)
+
+
+def check_cluster_dns() -> None:
+    """CoreDNS must already listen on DNS_BIND_ADDRESS:53 (cluster.py's coredns_binds)."""
+    try:
+        socket.create_connection((DNS_BIND_ADDRESS, 53), timeout=2).close()
+    except OSError as exc:
+        raise cluster.ClusterError(
+            f"CoreDNS does not answer on {DNS_BIND_ADDRESS}:53 ({exc}): it was started without "
+            "the real node; restart the cluster: cluster.py down && cluster.py up --real-node"
+        ) from exc
 
 
 def up(state: cluster.State) -> None:
     """Start (or complete) the real node; idempotent."""
     started = time.monotonic()
     check_prerequisites()
+    check_cluster_dns()
     paths = Paths(state)
     paths.root.mkdir(parents=True, exist_ok=True)
     if not paths.baseline.exists() and not any(cluster.running_pid(state, c) for c in COMPONENTS):
@@ -501,6 +551,7 @@ def up(state: cluster.State) -> None:
     start_containerd(state, paths)
     import_images(paths)
     apply_cluster_dns(state)
+    kubelet_started = 0.0 if cluster.running_pid(state, "kubelet") else time.time()
     start_kubelet(state, paths)
 
     def registered() -> bool:
@@ -510,7 +561,8 @@ def up(state: cluster.State) -> None:
     pod_cidr = node_pod_cidr(state)
     write_cni_config(paths, pod_cidr)
     start_kube_proxy(state, paths)
-    cluster.wait_for(state, "kubelet", lambda: node_ready(state), 90, f"node {NODE_NAME} Ready")
+    cluster.wait_for(state, "kubelet", lambda: node_ready(state, kubelet_started), 90,
+                     f"node {NODE_NAME} Ready")
     cluster.wait_for(state, "kube-proxy", lambda: kube_proxy_synced(), 60,
                      "kube-proxy's first iptables sync")
     say(f"node {NODE_NAME} Ready in {time.monotonic() - started:.1f}s: podCIDR {pod_cidr}, "
@@ -638,9 +690,11 @@ def remove_host_paths(paths: Paths, baseline: dict[str, Any]) -> None:
             continue
         if any(m == path or m.startswith(path + "/") for m in mount_points()):
             continue
-        # only folders that hold nothing but (empty) folders, or CNI's cache of our network
+        # only folders holding nothing but what the node's software leaves there: sockets
+        # (shims, the kubelet's fixed device-plugins one), its checkpoints, CNI's result cache
         leftover = [f for f in p.rglob("*") if not f.is_dir()]
-        if all(CNI_NETWORK in f.name or f.parent.name == "results" for f in leftover):
+        if all(f.is_socket() or f.parent.name == "results" or "device-plugins" in f.parts
+               or f.name.endswith("_checkpoint") for f in leftover):
             shutil.rmtree(p, ignore_errors=True)
 
 
@@ -677,6 +731,8 @@ def down(state: cluster.State) -> dict[str, list[str]]:
     if not stuck:
         for folder in paths.runtime_dirs:
             shutil.rmtree(folder, ignore_errors=True)
+        for sock in (paths.socket, paths.socket.with_name(paths.socket.name + ".ttrpc")):
+            sock.unlink(missing_ok=True)
     else:
         say(f"could not unmount {stuck}; left {paths.root} in place")
     if not baseline:
