@@ -115,7 +115,8 @@ def test_tutorial_is_consistent_and_follows_scaling(cluster: Cluster, namespace:
                        "DiscoveryHealthy"):
             c = conds[PREFIX + aspect]
             assert c["reason"] and c["reason"][0].isupper() and " " not in c["reason"]
-            assert c["observedGeneration"] == svc["metadata"]["generation"]
+            # Services have no metadata.generation (0, omitted): so is observedGeneration.
+            assert c.get("observedGeneration", 0) == svc["metadata"].get("generation", 0)
             assert c["lastTransitionTime"].endswith("Z")
 
         pod_ip = running_pods(cluster, namespace, 1)[0]["status"]["podIP"]
@@ -143,6 +144,7 @@ def test_tutorial_is_consistent_and_follows_scaling(cluster: Cluster, namespace:
         row = next(line.split() for line in table.splitlines() if namespace in line)
         assert row[1:8] == ["simpleservice", "1", "1", "True", "True", "True", "True"]
 
+        changes_before = len(op.verdict_changes("simpleservice"))
         timings = {}
         for replicas in (2, 1):
             start = time.monotonic()
@@ -155,9 +157,8 @@ def test_tutorial_is_consistent_and_follows_scaling(cluster: Cluster, namespace:
             eventually(lambda: all_true(cluster, namespace, "simpleservice"), 60,
                        "all True after scaling")
         print(f"scale -> ServiceAudit endpoints: {timings}")
-        assert not op.verdict_changes("simpleservice") or all(
-            e["status"] != "False" for e in op.verdict_changes("simpleservice")), \
-            "normal churn must not flap a condition"
+        assert op.verdict_changes("simpleservice")[changes_before:] == [], \
+            "normal churn (scaling) must not flap a condition"
         assert [e for e in events_for(cluster, namespace, "simpleservice")
                 if e["type"] == "Warning"] == []
 
@@ -187,8 +188,10 @@ def test_selector_typo_reports_no_endpoints_then_recovers(cluster: Cluster, name
                             if e["type"] == "Normal"], 30, "a Normal recovery event")
         changes = [e for e in op.verdict_changes("simpleservice")
                    if e["condition"] == PREFIX + "EndpointsConsistent"]
-        assert [e["status"] for e in changes] == ["False", "True"]
-        assert "SVA-EP-101" in changes[0]["code"]
+        # A finding younger than the settle time shows as Unknown("Settling") first.
+        assert [e["status"] for e in changes if e["status"] != "Unknown"] == ["False", "True"]
+        first_false = next(e for e in changes if e["status"] == "False")
+        assert "SVA-EP-101" in first_false["code"]
         time.sleep(5)  # several resyncs: no more events
         assert len(events_for(cluster, namespace, "simpleservice")) == 2
 
@@ -427,7 +430,8 @@ def test_conditions_of_other_field_managers_survive(cluster: Cluster, namespace:
         wait_code(cluster, namespace, "simpleservice", "EndpointsConsistent", "SVA-EP-101")
         conds = service_conditions(cluster, namespace, "simpleservice")
         assert conds["example.com/Reachable"]["message"] == "someone else's"
-        svc = kubectl_json(cluster, "service", "simpleservice", "-n", namespace)
+        svc = kubectl_json(cluster, "service", "simpleservice", "-n", namespace,
+                           "--show-managed-fields")
         managers = {f["manager"] for f in svc["metadata"]["managedFields"]
                     if f.get("subresource") == "status"}
         assert {"svcaudit", "other-controller"} <= managers

@@ -66,7 +66,7 @@ def render_conditions(
             "lastTransitionTime": (str(prev.get("lastTransitionTime")) if same and prev
                                    else rfc3339(now)),
         }
-        if generation is not None:
+        if generation:  # Services carry no metadata.generation (0, omitted by the API)
             condition["observedGeneration"] = int(generation)
         out.append(condition)
     return out

@@ -264,9 +264,11 @@ class Reconciler:
             if before == status:
                 continue
             cond = by[ctype]
-            codes = translate.codes_for(reported, ASPECT_OF_TYPE[ctype])
+            aspect = ASPECT_OF_TYPE[ctype]
             log.info("verdict changed", namespace=key[0], service=key[1], condition=ctype,
-                     status=status, previous=before, reason=cond["reason"], code=codes,
+                     status=status, previous=before, reason=cond["reason"],
+                     code=translate.codes_for(reported.discrepancies, aspect),
+                     pending=translate.codes_for(reported.pending, aspect),
                      message=cond["message"])
             kind = event_kind(ctype, before, status)
             if kind is not None and self.settings.write_events:

@@ -26,7 +26,11 @@ from svcaudit.core.audit import (
 )
 from svcaudit.core.codes import Aspect
 from svcaudit.core.dns import DnsQuestion, expected_dns_questions, record_from_answer
-from svcaudit.core.endpoints import is_managed
+from svcaudit.core.endpoints import (
+    DEFAULT_MAX_ENDPOINTS_PER_SLICE,
+    expected_endpoints,
+    is_managed,
+)
 from svcaudit.core.model import Endpoint, EndpointSlice, MalformedObjectError, Node, Pod, Service
 
 AUDIT_LABELS = {"app.kubernetes.io/managed-by": "svcaudit"}
@@ -66,8 +70,13 @@ def prepare(store: Store, key: Key, default_kubernetes: Body | None) -> Prepared
 
 
 def dns_questions(prepared: Prepared, settings: ControllerSettings) -> list[tuple[str, str]]:
-    questions = expected_dns_questions(prepared.service, prepared.slices,
-                                       settings.cluster_domain)
+    """The questions to ask: from the expected slices when the controller manages the
+    service, from the observed ones otherwise (the core's contract)."""
+    slices: Sequence[Any] = prepared.slices
+    if is_managed(prepared.service):
+        slices = expected_endpoints(prepared.service, prepared.pods, prepared.nodes,
+                                    DEFAULT_MAX_ENDPOINTS_PER_SLICE).slices
+    questions = expected_dns_questions(prepared.service, slices, settings.cluster_domain)
     return [(q.name, q.type) for q in questions]
 
 
@@ -112,8 +121,10 @@ def settle_result(result: ServiceAudit, previous: SettleState | None, now: datet
     return reported, state, pending_until
 
 
-def codes_for(reported: ServiceAudit, aspect: str) -> list[str]:
-    return sorted({d.code for d in reported.discrepancies if aspect_name(d.aspect) == aspect})
+def codes_for(discrepancies: Sequence[Discrepancy], aspect: str) -> list[str]:
+    """Reportable (not info) codes of one aspect (HEALTHY: all aspects), for log lines."""
+    return sorted({d.code for d in discrepancies if d.severity.reportable
+                   and aspect in ("HEALTHY", aspect_name(d.aspect))})
 
 
 def owned_by(audit_body: Body, uid: str) -> bool:
@@ -229,7 +240,7 @@ def audit_status(prepared: Prepared, result: ServiceAudit, reported: ServiceAudi
         }),
         "discrepancies": discrepancies,
     }
-    if generation is not None:
+    if generation:
         status["observedGeneration"] = int(generation)
     return status
 
