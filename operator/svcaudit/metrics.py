@@ -9,6 +9,9 @@ check --metrics-file` and tests never collide. The operator shell calls:
     m.service_forgotten(ns, name)                   # when a Service is deleted
     m.dns_query(seconds, outcome)                   # per DNS question (see DNS_OUTCOMES)
     m.api_error(resource, verb, status)             # per failed Kubernetes API call
+    m.write(kind)                                   # per API write ("service-status", ...)
+    m.verdict_changed(condition_type, status)       # per published condition change
+    m.queue_length(n)                               # services waiting for an audit
 
 `service_audited` reads only what the core's ServiceAudit exposes (verdicts, discrepancies),
 so the numbers are exactly what the conditions and ServiceAudits say.
@@ -88,6 +91,14 @@ class Metrics:
         self.api_errors = Counter(
             "api_errors", "Failed Kubernetes API calls.",
             ["resource", "verb", "code"], namespace=NAMESPACE, registry=r)
+        self.writes = Counter(
+            "writes", "API writes, by kind (service-status, serviceaudit, "
+            "serviceaudit-status, event).", ["kind"], namespace=NAMESPACE, registry=r)
+        self.verdict_changes = Counter(
+            "verdict_changes", "Published condition status changes.",
+            ["condition", "status"], namespace=NAMESPACE, registry=r)
+        self.queue = Gauge(
+            "queue_length", "Services waiting for an audit.", namespace=NAMESPACE, registry=r)
         # (ns, name) -> (healthy verdict, Tally of (code, aspect, severity))
         self._last: dict[tuple[str, str], tuple[str, Tally[tuple[str, str, str]]]] = {}
 
@@ -150,6 +161,16 @@ class Metrics:
     def api_error(self, resource: str, verb: str, status: int | str) -> None:
         """A failed API call; status is the HTTP code, 0 when no response was received."""
         self.api_errors.labels(resource, verb, str(status)).inc()
+
+    # ---- operator bookkeeping ----------------------------------------------------------------
+    def write(self, kind: str) -> None:
+        self.writes.labels(kind).inc()
+
+    def verdict_changed(self, condition: str, status: str) -> None:
+        self.verdict_changes.labels(condition, status).inc()
+
+    def queue_length(self, n: int) -> None:
+        self.queue.set(n)
 
     # ---- exposition ------------------------------------------------------------------------
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:

@@ -99,3 +99,24 @@ def test_every_setting_of_the_deployment_is_read_by_the_operator() -> None:
     ours = {e["name"].removeprefix("SVCAUDIT_") for e in c["env"]
             if e["name"].startswith("SVCAUDIT_")}
     assert ours - read == set(), f"not read by svcaudit run: {sorted(ours - read)}"
+
+
+def test_image_recipe_matches_what_is_tested() -> None:
+    """The image pins exactly the runtime closure installed (and tested) here, and runs as
+    the same non-root user the manifests ask for. (Building it needs Docker: docs/install.md.)"""
+    from importlib.metadata import version
+
+    pins = {}
+    for line in (REPO / "requirements" / "image.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, ver = line.partition("==")
+            pins[name] = ver
+    for top in ("kopf", "kubernetes", "pyyaml", "structlog", "dnspython", "prometheus-client"):
+        assert top in pins, top
+    mismatched = {n: (v, version(n)) for n, v in pins.items() if version(n) != v}
+    assert mismatched == {}, "requirements/image.txt drifted from the tested .venv"
+    dockerfile = (REPO / "Dockerfile").read_text()
+    uid = _deployment()["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
+    assert f"USER {uid}:" in dockerfile
+    assert re.search(r"^ARG PYTHON_IMAGE=python:\d+\.\d+\.\d+-slim", dockerfile, re.M)
+    assert "-r requirements/image.txt" in dockerfile
