@@ -64,7 +64,9 @@ def wait_for(check: Any, timeout: float, what: str) -> None:
 
 def apply(cluster: Cluster, namespace: str, *objects: dict[str, Any]) -> None:
     doc = {"apiVersion": "v1", "kind": "List", "items": list(objects)}
-    cluster.run_kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(doc))
+    proc = cluster.run_kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(doc),
+                               check=False)
+    assert proc.returncode == 0, proc.stderr
 
 
 def container(name: str = "sise", image: str = SIMPLESERVICE, env: dict[str, str] | None = None,
@@ -317,7 +319,7 @@ def test_envvars_engine_predicts_exactly_what_printenv_shows(real: Cluster,
         service("simpleservice"),
         service("multi-port", [{"name": "http", "port": 80, "targetPort": 9876},
                                {"name": "metrics-tcp", "port": 9100, "protocol": "TCP"},
-                               {"port": 5353, "protocol": "UDP"}]),
+                               {"name": "mdns", "port": 5353, "protocol": "UDP"}]),
         service("dns-like", [{"name": "dns", "port": 53, "protocol": "UDP"},
                              {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]),
         service("headless-one", [{"port": 80}], clusterIP="None"),

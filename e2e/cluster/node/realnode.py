@@ -63,6 +63,7 @@ SYSCTLS = (
 HOST_PATHS = ("/run/containerd", "/var/log/containers", "/var/log/pods", "/var/lib/cni",
               "/var/run/netns", "/var/lib/kubelet", "/etc/cni", "/opt/cni", "/opt/containerd")
 OUR_EXES = ("containerd", "containerd-shim-runc-v2", "runc", "kubelet", "kube-proxy")
+KERNEL_LINK_ROUTE = re.compile(r"(local fe80::|fe80::/64 |multicast ff00::/8 )")
 COMPONENTS = ("containerd", "kubelet", "kube-proxy")  # start order; stopped in reverse
 
 
@@ -188,6 +189,8 @@ def snapshot() -> dict[str, Any]:
         for line in run("ip", family, "route", "show", "table", "all", check=False).stdout \
                 .splitlines():
             line = re.sub(r" (linkdown|expires -?\d+sec)", "", line)
+            if KERNEL_LINK_ROUTE.match(line):
+                continue  # made and removed by the kernel with each link (links are compared)
             routes.append(f"{family} {line.strip()}")
     netns = sorted(os.listdir("/var/run/netns")) if os.path.isdir("/var/run/netns") else []
     return {
