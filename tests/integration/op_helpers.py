@@ -69,13 +69,15 @@ class Operator:
         self.namespace = namespace
         self.log_path = log_path
         self.liveness_port = free_port()
+        self.metrics_port = free_port()
         dns = dns or f"{cluster.dns_host}:{cluster.dns_port}"
         self.args = [
             sys.executable, "-m", "svcaudit", "run", "--kubeconfig", cluster.kubeconfig,
             "-n", namespace, "--settle-seconds", str(settle), "--resync-seconds", "3",
             "--debounce-seconds", "0.3", "--warmup-seconds", "1", "--dns-server", dns,
             "--dns-timeout", "1", "--liveness",
-            f"http://127.0.0.1:{self.liveness_port}/healthz", *extra,
+            f"http://127.0.0.1:{self.liveness_port}/healthz",
+            "--metrics-port", str(self.metrics_port), *extra,
         ]
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -100,6 +102,23 @@ class Operator:
                 return bool(resp.status == 200 and data.get("svcaudit", {}).get("ready"))
         except OSError:
             return False
+
+    def metrics(self) -> dict[str, float]:
+        """Prometheus samples, e.g. {'svcaudit_writes_total{kind="event"}': 1.0}."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+                                    timeout=5) as resp:
+            text = resp.read().decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+    def total(self, prefix: str) -> float:
+        return sum(v for k, v in self.metrics().items() if k.startswith(prefix))
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -388,14 +388,19 @@ def test_user_objects_untouched_and_quiet_cluster_sees_no_writes(
                                         "False"), 60, "broken reported")
         time.sleep(5)  # let everything settle
         rvs, events = _write_count(cluster, namespace)
+        writes, audits_run = op.total("svcaudit_writes_total"), op.total("svcaudit_audits_total")
         quiet_start = time.monotonic()
         time.sleep(60)
         rvs_after, events_after = _write_count(cluster, namespace)
         assert rvs_after == rvs, "the operator wrote during a quiet minute"
         assert events_after == events
+        assert op.total("svcaudit_writes_total") == writes
+        audits_in_quiet_minute = op.total("svcaudit_audits_total") - audits_run
+        assert audits_in_quiet_minute >= 20, "resyncs kept auditing (3 s period, 2 services)"
         audits = [e for e in op.logs() if e.get("event") == "verdict changed"]
         assert audits, "the operator logged its verdicts"
-        print(f"quiet minute: {time.monotonic() - quiet_start:.0f}s, 0 writes")
+        print(f"quiet minute: {time.monotonic() - quiet_start:.0f}s, "
+              f"{audits_in_quiet_minute:.0f} audits, 0 writes")
     after = _snapshot(cluster, namespace)
     assert after["pods"] == before["pods"], "pods must never be written"
     assert after["services"] == before["services"], "service metadata/spec untouched"

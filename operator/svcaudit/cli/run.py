@@ -62,6 +62,9 @@ def add_parser(subparsers: Any) -> None:
                    "(default all; env SVCAUDIT_REPORTS)")
     p.add_argument("--liveness", default=_env("LIVENESS"), metavar="URL",
                    help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    p.add_argument("--metrics-port", type=int, default=int(_env("METRICS_PORT") or 0),
+                   help="serve Prometheus metrics on this port (default off; "
+                   "env SVCAUDIT_METRICS_PORT)")
     p.add_argument("--kubeconfig", default=_env("KUBECONFIG"),
                    help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
     p.add_argument("--warmup-seconds", type=float, default=_env_float("WARMUP_SECONDS", 2.0),
@@ -149,17 +152,22 @@ def run(args: argparse.Namespace) -> int:
     from svcaudit.controller.handlers import build_registry
     from svcaudit.controller.indexes import Store
     from svcaudit.controller.kube import Kube, load_client
+    from svcaudit.controller.metrics import Metrics
     from svcaudit.controller.reconcile import Reconciler
 
     log = structlog.get_logger("svcaudit.run")
     if settings.kubeconfig:
         os.environ["KUBECONFIG"] = settings.kubeconfig  # kopf's own login reads it
-    kube = Kube(load_client(settings.kubeconfig), settings.field_manager)
+    metrics = Metrics()
+    if args.metrics_port:
+        metrics.serve(args.metrics_port)
+    kube = Kube(load_client(settings.kubeconfig), settings.field_manager,
+                on_write=lambda kind: metrics.writes.labels(kind).inc())
     store = Store()
     prober = DnsProber(_dns_server(settings, kube), timeout=settings.dns_timeout_seconds,
                        concurrency=settings.dns_concurrency) if settings.dns_check else None
     instance = os.environ.get("POD_NAME") or socket.gethostname()
-    reconciler = Reconciler(settings, store, kube, prober, instance)
+    reconciler = Reconciler(settings, store, kube, prober, instance, metrics=metrics)
     registry = build_registry(settings, store, reconciler)
     log.info("starting", namespaces=list(settings.namespaces) or "all",
              settle_seconds=settings.settle_seconds, dns_server=settings.dns_server,

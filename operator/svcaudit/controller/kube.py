@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes import client, config
@@ -35,14 +35,18 @@ def load_client(kubeconfig: str | None) -> client.ApiClient:
 
 
 class Kube:
-    def __init__(self, api: client.ApiClient, field_manager: str) -> None:
+    def __init__(self, api: client.ApiClient, field_manager: str,
+                 on_write: Callable[[str], None] | None = None) -> None:
         self._core = client.CoreV1Api(api)
         self._custom = client.CustomObjectsApi(api)
         self.field_manager = field_manager
         self.writes: dict[str, int] = {}
+        self._on_write = on_write
 
     def _count(self, what: str) -> None:
         self.writes[what] = self.writes.get(what, 0) + 1
+        if self._on_write is not None:
+            self._on_write(what)
 
     async def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
         def call() -> dict[str, Any] | None:

@@ -29,6 +29,7 @@ from svcaudit.controller.dns_probe import DnsProber
 from svcaudit.controller.events import build_event, event_kind
 from svcaudit.controller.indexes import Key, Store
 from svcaudit.controller.kube import Kube
+from svcaudit.controller.metrics import Metrics
 from svcaudit.controller.settings import ControllerSettings
 from svcaudit.core.audit import DnsObservation, ServiceAudit
 
@@ -51,6 +52,7 @@ class Reconciler:
         prober: DnsProber | None,
         instance: str,
         clock: Callable[[], datetime] = _now,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -58,6 +60,7 @@ class Reconciler:
         self.prober = prober
         self.instance = instance
         self.clock = clock
+        self.metrics = metrics
         self._due: dict[Key, float] = {}
         self._wake = asyncio.Event()
         self._settle: dict[Key, tuple[str, Any]] = {}  # key -> (service uid, SettleState)
@@ -127,6 +130,9 @@ class Reconciler:
                 if self._due.get(key, math.inf) > time.monotonic():
                     continue
                 self._due.pop(key, None)
+                if self.metrics is not None:
+                    self.metrics.queue.set(len(self._due))
+                started = time.monotonic()
                 try:
                     await self.audit(key)
                 except asyncio.CancelledError:
@@ -135,6 +141,8 @@ class Reconciler:
                     log.exception("audit failed", namespace=key[0], service=key[1],
                                   error=str(exc))
                     self.mark([key], delay=RETRY_SECONDS)
+                if self.metrics is not None:
+                    self.metrics.audit_seconds.observe(time.monotonic() - started)
 
     # ---- one audit -------------------------------------------------------------------------
     async def audit(self, key: Key) -> None:
@@ -148,6 +156,8 @@ class Reconciler:
         uid = str(meta.get("uid") or "")
         now = self.clock()
         self.audits += 1
+        if self.metrics is not None:
+            self.metrics.audits.inc()
 
         prepared = translate.prepare(self.store, key, self.default_kubernetes)
         if prepared is None:
@@ -159,6 +169,8 @@ class Reconciler:
             probe = await self.prober.probe(questions)
             dns_server = probe.server
             dns_obs = translate.dns_observation(probe)
+            if probe.error and self.metrics is not None:
+                self.metrics.dns_failures.inc()
         result = translate.audit(prepared, dns_obs, now, self.settings)
 
         previous = self._settle.get(key)
@@ -195,7 +207,8 @@ class Reconciler:
 
     def _forget(self, key: Key) -> None:
         self._settle.pop(key, None)
-        self._reported.pop(key, None)
+        if self._reported.pop(key, None) is not None:
+            self._update_gauges()
         for what in ("service", "audit"):
             self._written.pop((what, key), None)
 
@@ -258,6 +271,8 @@ class Reconciler:
         old = self._published(key, body)
         new = statuses(conditions)
         self._reported[key] = (uid, new)
+        if new != old:
+            self._update_gauges()
         by = by_type(conditions)
         for ctype, status in new.items():
             before = old.get(ctype)
@@ -270,6 +285,8 @@ class Reconciler:
                      code=translate.codes_for(reported.discrepancies, aspect),
                      pending=translate.codes_for(reported.pending, aspect),
                      message=cond["message"])
+            if self.metrics is not None:
+                self.metrics.verdict_changes.labels(ctype, status).inc()
             kind = event_kind(ctype, before, status)
             if kind is not None and self.settings.write_events:
                 event = build_event(body, ctype, kind, str(cond["reason"]),
@@ -279,3 +296,14 @@ class Reconciler:
                 except Exception as exc:  # an event is best effort; the condition is the record
                     log.warning("event not recorded", namespace=key[0], service=key[1],
                                 error=str(exc))
+
+    def _update_gauges(self) -> None:
+        if self.metrics is None:
+            return
+        counts: dict[tuple[str, str], int] = {
+            (t, st): 0 for t in ASPECT_OF_TYPE for st in ("True", "False", "Unknown")}
+        for _, published in self._reported.values():
+            for ctype, status in published.items():
+                counts[(ctype, status)] = counts.get((ctype, status), 0) + 1
+        for (ctype, status), n in counts.items():
+            self.metrics.services.labels(ctype, status).set(n)
