@@ -210,10 +210,81 @@ def test_numeric_target_port_not_declared() -> None:
 def test_selectorless_service() -> None:
     svc = service("web")
     assert codes(audit(svc=svc, slices=[])) == {"SVA-EP-108"}
-    manual = eslice("web-1", "web", [endpoint("10.0.0.1", "x")], managed_by="me")
+    manual = eslice("web-1", "web", [endpoint("10.244.0.5", "a")], managed_by="me")
     assert audit(svc=svc, slices=[manual]).discrepancies == ()
-    stale = eslice("web-1", "web", [endpoint("10.0.0.1", "x")])
+    stale = eslice("web-1", "web", [endpoint("10.244.0.5", "a")])
     assert codes(audit(svc=svc, slices=[stale])) == {"SVA-EP-013"}
+
+
+def external(ip: str) -> dict[str, Any]:
+    """An endpoint without targetRef (a backend outside the cluster)."""
+    ep = endpoint(ip, "unused")
+    del ep["targetRef"]
+    return ep
+
+
+def manual_slice(*endpoints: dict[str, Any], address_type: str = "IPv4") -> dict[str, Any]:
+    return eslice("web-1", "web", list(endpoints), managed_by="me", address_type=address_type)
+
+
+def test_selectorless_slice_address_not_the_pods_ip() -> None:
+    svc = service("web")
+    r = audit(svc=svc, slices=[manual_slice(endpoint(["10.244.0.5", "10.0.0.1"], "a"))])
+    assert codes(r) == {"SVA-EP-014"}
+    (d,) = r.discrepancies
+    assert d.reason == "EndpointAddressNotPodIP" and d.severity == "error"
+    assert d.aspect is Aspect.ENDPOINTS and d.hint
+    assert d.subject == "Pod default/a" and d.pod == "a" and d.container is None
+    assert d.observed == "10.0.0.1" and "10.244.0.5" in d.expected
+    assert d.related == ("Service default/web", "EndpointSlice default/web-1")
+    assert r.verdicts[Aspect.ENDPOINTS].status == "False"
+    assert r.verdicts[Aspect.ENDPOINTS].reason == "EndpointAddressNotPodIP"
+    # a pod without IP yet: no address can be its own
+    r2 = audit(svc=svc, pods=[pod("a", ips=[])], slices=[manual_slice(endpoint("10.0.0.1", "a"))])
+    assert codes(r2) == {"SVA-EP-014"} and "none" in r2.discrepancies[0].expected
+
+
+def test_selectorless_slice_target_pod_missing() -> None:
+    svc = service("web")
+    elsewhere = pod("x", ns="other", ips=["10.0.0.1"])  # same name, another namespace
+    r = audit(svc=svc, pods=[pod("a"), elsewhere], slices=[manual_slice(endpoint("10.0.0.1", "x"))])
+    assert codes(r) == {"SVA-EP-015"}
+    (d,) = r.discrepancies
+    assert d.reason == "EndpointTargetPodMissing" and d.severity == "error" and d.hint
+    assert d.subject == "Pod default/x" and d.pod == "x"
+    assert "10.0.0.1" in d.observed and d.expected
+    assert r.verdicts[Aspect.ENDPOINTS].status == "False"
+
+
+def test_selectorless_slice_endpoints_not_judged() -> None:
+    svc = service("web")
+    node_ref = endpoint("192.168.0.10", "node-1")
+    node_ref["targetRef"] = {"kind": "Node", "name": "node-1"}
+    other_ns = endpoint("10.0.0.1", "x", ns="other")
+    no_ns = endpoint("10.244.0.5", "a")
+    del no_ns["targetRef"]["namespace"]  # the slice's namespace
+    ok = manual_slice(external("203.0.113.7"), node_ref, other_ns, no_ns)
+    assert audit(svc=svc, slices=[ok]).discrepancies == ()
+    no_ns_wrong = endpoint("10.0.0.1", "a")
+    del no_ns_wrong["targetRef"]["namespace"]
+    assert codes(audit(svc=svc, slices=[manual_slice(no_ns_wrong)])) == {"SVA-EP-014"}
+    fqdn = manual_slice(endpoint("db.example.com", "x"), address_type="FQDN")
+    assert audit(svc=svc, slices=[fqdn]).discrepancies == ()
+
+
+def test_selectorless_slice_ipv6_compared_as_addresses() -> None:
+    svc = service("web", cluster_ip="fd00::10", families=["IPv6"])
+    pods = [pod("a", ips=["fd00:10:244::5"])]
+    spelled = manual_slice(endpoint("fd00:10:244:0:0:0:0:5", "a"), address_type="IPv6")
+    assert "SVA-EP-014" not in codes(audit(svc=svc, pods=pods, slices=[spelled]))
+    wrong = manual_slice(endpoint("fd00:10:244::6", "a"), address_type="IPv6")
+    assert "SVA-EP-014" in codes(audit(svc=svc, pods=pods, slices=[wrong]))
+
+
+def test_stale_controller_slice_of_selectorless_service_also_checked() -> None:
+    svc = service("web")
+    stale = eslice("web-1", "web", [endpoint("10.0.0.1", "gone")])
+    assert codes(audit(svc=svc, slices=[stale])) == {"SVA-EP-013", "SVA-EP-015"}
 
 
 def test_external_name_service() -> None:
@@ -264,6 +335,47 @@ def test_stale_environment_of_pod_started_before_service() -> None:
     assert codes(r) == {"SVA-ENV-001"}
     assert r.verdicts[Aspect.ENVIRONMENT].status == "False"
     assert r.env_findings[0].subject == "Pod default/a container app"
+
+
+def test_env_findings_name_their_pod_and_container() -> None:
+    sidecar = container("side", restart_policy="Always")
+    p = pod("a", started=BEFORE, containers=[container(ports=[cport(8080)])])
+    p["spec"]["initContainers"] = [sidecar]
+    p["status"]["initContainerStatuses"] = [
+        {"name": "side", "state": {"running": {"startedAt": BEFORE}}}
+    ]
+    r = audit(pods=[p])
+    assert {(d.code, d.pod, d.container) for d in r.env_findings} == {
+        ("SVA-ENV-001", "a", "app"),
+        ("SVA-ENV-001", "a", "side"),
+    }
+    d = r.env_findings[0]
+    assert d.to_dict()["pod"] == "a" and d.to_dict()["container"] == d.container
+    shadow = container(ports=[cport(8080)], env=[{"name": "WEB_SERVICE_HOST", "value": "1.2.3.4"}])
+    env_from = container("cfg", env_from=[{"configMapRef": {"name": "cfg"}}])
+    r2 = audit(pods=[pod("b", containers=[shadow, env_from])])
+    assert {(d.code, d.pod, d.container) for d in r2.env_findings} == {
+        ("SVA-ENV-004", "b", "app"),
+        ("SVA-ENV-006", "b", "cfg"),
+    }
+    # observed environments (compare_env) too
+    r3 = audit(observed_env={("a", "app"): {}})
+    assert {(d.code, d.pod, d.container) for d in r3.env_findings} == {("SVA-ENV-010", "a", "app")}
+    # a collision is about services, not a pod; non-pod findings keep pod=None
+    svc = service("foo", selector=SEL, cluster_ip="10.96.0.10", ports=[port(8080)])
+    other = service("foo-port-8080-tcp", cluster_ip="10.96.0.11", ports=[port(80)])
+    sl = [eslice("s", "foo", [endpoint("10.244.0.5", "a")])]
+    r4 = audit(svc=svc, slices=sl, services=[KUBE, other], dns=DnsObservation(frozenset()))
+    col = next(d for d in r4.discrepancies if d.code == "SVA-ENV-003")
+    assert col.pod is None and col.container is None and "pod" not in col.to_dict()
+    assert all(d.pod is None for d in r4.discrepancies if d.aspect is Aspect.DNS)
+
+
+def test_endpoint_findings_about_one_pod_name_it() -> None:
+    r = audit(slices=[])
+    assert [(d.code, d.pod) for d in r.discrepancies] == [("SVA-EP-001", "a")]
+    r2 = audit(slices=[eslice("web-x", "web", [endpoint("10.244.0.5", "a", ready=False)])])
+    assert [(d.code, d.pod, d.container) for d in r2.discrepancies] == [("SVA-EP-003", "a", None)]
 
 
 def test_every_pod_of_the_namespace_is_checked_not_only_selected_ones() -> None:

@@ -224,7 +224,12 @@ def audit_service(
             s for s in slices if s.namespace == service.namespace and s.service_name == service.name
         ]
         found += compare_slices(
-            service, exp, mine, settings.max_endpoints_per_slice, zones_known=nodes is not None
+            service,
+            exp,
+            mine,
+            settings.max_endpoints_per_slice,
+            zones_known=nodes is not None,
+            pods=ns_pods,
         )
         if not exp.managed and not service.is_external_name and not mine:
             found.append(_selectorless(service))
@@ -307,7 +312,7 @@ def _observed_env(
         for container in pod.all_containers:
             env = observed.get((pod.name, container.name))
             if env is not None:
-                out += compare_env(service, pod_ref(pod), container, senv, env)
+                out += compare_env(service, pod_ref(pod), container, senv, env, pod=pod.name)
     return out
 
 

@@ -172,6 +172,27 @@ CATALOGUE: Mapping[str, CodeInfo] = {
             "The selector was removed and old slices remain, or a copied label.",
             "Delete the slice or fix its endpointslice.kubernetes.io/managed-by label.",
         ),
+        _c(
+            "SVA-EP-014",
+            "EndpointAddressNotPodIP",
+            EP,
+            E,
+            "An endpoint of a hand-written slice (service without selector) points at a pod "
+            "(targetRef) but lists an address that is not among the pod's status.podIPs.",
+            "The pod was recreated with a new IP and the slice's writer did not follow, or a "
+            "typo in the slice.",
+            "Update the slice's addresses to the pod's current IPs (kubectl get pod -o wide).",
+        ),
+        _c(
+            "SVA-EP-015",
+            "EndpointTargetPodMissing",
+            EP,
+            E,
+            "An endpoint of a hand-written slice (service without selector) has a targetRef to "
+            "a pod that does not exist in the service's namespace.",
+            "The pod was deleted (or renamed by a new rollout) and the slice was not updated.",
+            "Point the endpoint at an existing pod (or drop its targetRef if it is external).",
+        ),
         # ---- user mistakes visible in the objects ----
         _c(
             "SVA-EP-101",
@@ -401,7 +422,9 @@ class Discrepancy:
     """One finding: what was expected, what was seen, and how to fix it.
 
     aspect/severity/hint come from the catalogue so a code always means the same thing.
-    `subject` names the main object ("Pod ns/name"), `related` any other involved ones.
+    `subject` names the main object ("Pod ns/name"), `related` any other involved ones;
+    `pod`/`container` repeat the pod and container names of per-pod findings (every
+    per-container environment finding, and endpoint findings about one pod).
     """
 
     code: str
@@ -412,6 +435,11 @@ class Discrepancy:
     observed: str
     hint: str
     related: tuple[str, ...] = ()
+    # Structured subject (so callers need not parse `subject`): the pod's name (in the
+    # audited service's namespace) and container the finding is about; None when the
+    # finding is not about one pod/container (e.g. a collision between services).
+    pod: str | None = None
+    container: str | None = None
 
     @property
     def reason(self) -> str:
@@ -435,15 +463,28 @@ class Discrepancy:
         }
         if self.related:
             out["related"] = list(self.related)
+        if self.pod is not None:
+            out["pod"] = self.pod
+        if self.container is not None:
+            out["container"] = self.container
         return out
 
 
 def discrepancy(
-    code: str, subject: str, expected: str, observed: str, related: tuple[str, ...] = ()
+    code: str,
+    subject: str,
+    expected: str,
+    observed: str,
+    related: tuple[str, ...] = (),
+    *,
+    pod: str | None = None,
+    container: str | None = None,
 ) -> Discrepancy:
     """Build a Discrepancy whose aspect, severity and hint come from the catalogue."""
     c = CATALOGUE[code]
-    return Discrepancy(code, c.aspect, c.severity, subject, expected, observed, c.hint, related)
+    return Discrepancy(
+        code, c.aspect, c.severity, subject, expected, observed, c.hint, related, pod, container
+    )
 
 
 def ref(kind: str, namespace: str, name: str) -> str:

@@ -7,6 +7,7 @@ is checked. DNS compares record sets per question. Env compares exact values.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from svcaudit.core.model import (
     Endpoint,
     EndpointPort,
     EndpointSlice,
+    Pod,
     Service,
 )
 
@@ -64,8 +66,14 @@ def compare_slices(
     observed: Sequence[EndpointSlice],
     max_endpoints_per_slice: int,
     zones_known: bool = True,
+    pods: Sequence[Pod] | None = None,
 ) -> list[Discrepancy]:
-    """Differences between the controller's expected output and the observed slices."""
+    """Differences between the controller's expected output and the observed slices.
+
+    For a service the controller does not manage, the slices are someone else's: only the
+    managed-by label is checked, and, when `pods` (of the service's namespace) are given,
+    that each endpoint whose targetRef is a Pod names an existing pod and only its IPs.
+    """
     svc = ref("Service", service.namespace, service.name)
     out: list[Discrepancy] = []
     ip_slices = [s for s in observed if s.address_type in (IPV4, IPV6)]
@@ -81,6 +89,8 @@ def compare_slices(
                         (svc,),
                     )
                 )
+        if pods is not None:
+            out += compare_foreign_targets(service, ip_slices, pods)
         return out
     exp: dict[Key, tuple[Endpoint, frozenset[EndpointPort]]] = {}
     for es in expected.slices:
@@ -116,12 +126,20 @@ def compare_slices(
                 f"{key[0]} {_ep(ep)} {_ports(ports)}",
                 "absent",
                 (svc,),
+                pod=_pod(ep),
             )
         )
     for key in sorted(obs.keys() - exp.keys(), key=str):
         ep, ports, sref = obs[key][0]
         out.append(
-            discrepancy("SVA-EP-002", sref, "absent", f"{key[0]} {_ep(ep)} {_ports(ports)}", (svc,))
+            discrepancy(
+                "SVA-EP-002",
+                sref,
+                "absent",
+                f"{key[0]} {_ep(ep)} {_ports(ports)}",
+                (svc,),
+                pod=_pod(ep),
+            )
         )
     for key in sorted(exp.keys() & obs.keys(), key=str):
         want, want_ports = exp[key]
@@ -129,6 +147,7 @@ def compare_slices(
         got, got_ports, sref = seen[0]
         subject = _target(want, svc)
         related = (svc, sref)
+        pod = _pod(want)
         if len(seen) > 1:
             out.append(
                 discrepancy(
@@ -137,26 +156,39 @@ def compare_slices(
                     "in one slice",
                     ", ".join(sorted(r for _, _, r in seen)),
                     (svc,),
+                    pod=pod,
                 )
             )
         if want.conditions.ready != got.conditions.ready:
-            out.append(discrepancy("SVA-EP-003", subject, _cond(want), _cond(got), related))
+            out.append(
+                discrepancy("SVA-EP-003", subject, _cond(want), _cond(got), related, pod=pod)
+            )
         elif want.conditions != got.conditions:
-            out.append(discrepancy("SVA-EP-004", subject, _cond(want), _cond(got), related))
+            out.append(
+                discrepancy("SVA-EP-004", subject, _cond(want), _cond(got), related, pod=pod)
+            )
         if want_ports != got_ports:
             out.append(
-                discrepancy("SVA-EP-005", subject, _ports(want_ports), _ports(got_ports), related)
+                discrepancy(
+                    "SVA-EP-005", subject, _ports(want_ports), _ports(got_ports), related, pod=pod
+                )
             )
         if want.hostname != got.hostname:
             out.append(
-                discrepancy("SVA-EP-006", subject, str(want.hostname), str(got.hostname), related)
+                discrepancy(
+                    "SVA-EP-006", subject, str(want.hostname), str(got.hostname), related, pod=pod
+                )
             )
         if want.node_name != got.node_name:
             out.append(
-                discrepancy("SVA-EP-007", subject, str(want.node_name), str(got.node_name), related)
+                discrepancy(
+                    "SVA-EP-007", subject, str(want.node_name), str(got.node_name), related, pod=pod
+                )
             )
         if zones_known and want.zone != got.zone:
-            out.append(discrepancy("SVA-EP-008", subject, str(want.zone), str(got.zone), related))
+            out.append(
+                discrepancy("SVA-EP-008", subject, str(want.zone), str(got.zone), related, pod=pod)
+            )
     for family in sorted(families):
         has_expected = any(k[0] == family for k in exp)
         if not has_expected and not any(s.address_type == family for s in ip_slices):
@@ -164,9 +196,78 @@ def compare_slices(
     return out
 
 
+def _pod(ep: Endpoint) -> str | None:
+    """The pod an endpoint points at (Discrepancy.pod), if its targetRef is a Pod."""
+    t = ep.target_ref
+    return t.name if t is not None and t.kind == "Pod" else None
+
+
 def _target(ep: Endpoint, fallback: str) -> str:
     t = ep.target_ref
     return ref(t.kind, t.namespace, t.name) if t else fallback
+
+
+def compare_foreign_targets(
+    service: Service, slices: Sequence[EndpointSlice], pods: Sequence[Pod]
+) -> list[Discrepancy]:
+    """Endpoints of hand-written slices that point at a pod (targetRef kind Pod): the pod
+    must exist (SVA-EP-015) and every address must be one of its status.podIPs (SVA-EP-014).
+
+    Endpoints without a targetRef (outside the cluster) and targetRefs of other kinds are not
+    judged; a targetRef without namespace means the slice's namespace; pods of namespaces other
+    than the service's are not known here and not judged.
+    """
+    svc = ref("Service", service.namespace, service.name)
+    by_name = {p.name: p for p in pods if p.namespace == service.namespace}
+    out: list[Discrepancy] = []
+    for s in sorted(slices, key=lambda x: (x.namespace, x.name)):
+        if s.address_type not in (IPV4, IPV6):
+            continue
+        sref = ref("EndpointSlice", s.namespace, s.name)
+        for ep in s.endpoints:
+            t = ep.target_ref
+            if t is None or t.kind != "Pod":
+                continue
+            namespace = t.namespace or s.namespace
+            if namespace != service.namespace:
+                continue
+            subject = ref("Pod", namespace, t.name)
+            pod = by_name.get(t.name)
+            if pod is None:
+                out.append(
+                    discrepancy(
+                        "SVA-EP-015",
+                        subject,
+                        "the targetRef pod exists",
+                        f"no pod {t.name} (endpoint {', '.join(ep.addresses)})",
+                        (svc, sref),
+                        pod=t.name,
+                    )
+                )
+                continue
+            wrong = [a for a in ep.addresses if not _same_ip(a, pod.pod_ips)]
+            if wrong:
+                ips = ", ".join(pod.pod_ips) or "none"
+                out.append(
+                    discrepancy(
+                        "SVA-EP-014",
+                        subject,
+                        f"addresses among the pod's status.podIPs ({ips})",
+                        ", ".join(wrong),
+                        (svc, sref),
+                        pod=t.name,
+                    )
+                )
+    return out
+
+
+def _same_ip(address: str, pod_ips: Sequence[str]) -> bool:
+    """Whether `address` is one of `pod_ips`, comparing IPs (not spellings: ::1 == 0::1)."""
+    try:
+        want = ipaddress.ip_address(address)
+        return any(want == ipaddress.ip_address(ip) for ip in pod_ips)
+    except ValueError:
+        return address in pod_ips
 
 
 def compare_dns(
@@ -218,6 +319,7 @@ def compare_env(
     container: Container,
     senv: ServiceEnv,
     observed: Mapping[str, str],
+    pod: str | None = None,
 ) -> list[Discrepancy]:
     """The service's variables in one container's observed environment.
 
@@ -226,6 +328,7 @@ def compare_env(
     """
     svc = ref("Service", service.namespace, service.name)
     subject = f"{pod_ref} container {container.name}"
+    pod_name = pod if pod is not None else pod_ref.rsplit("/", 1)[-1]
     wanted = container_env(container, senv).env
     out: list[Discrepancy] = []
     for name, _ in service_variables(service):
@@ -233,13 +336,27 @@ def compare_env(
             continue  # shadowed by an explicit variable: not the kubelet's to set
         if name not in observed:
             out.append(
-                discrepancy("SVA-ENV-010", subject, f"{name}={wanted[name]}", "unset", (svc,))
+                discrepancy(
+                    "SVA-ENV-010",
+                    subject,
+                    f"{name}={wanted[name]}",
+                    "unset",
+                    (svc,),
+                    pod=pod_name,
+                    container=container.name,
+                )
             )
         elif observed[name] not in senv.possible_values(name):
             code = "SVA-ENV-006" if container.env_from else "SVA-ENV-011"
             out.append(
                 discrepancy(
-                    code, subject, f"{name}={wanted[name]}", f"{name}={observed[name]}", (svc,)
+                    code,
+                    subject,
+                    f"{name}={wanted[name]}",
+                    f"{name}={observed[name]}",
+                    (svc,),
+                    pod=pod_name,
+                    container=container.name,
                 )
             )
     return out

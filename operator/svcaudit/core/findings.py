@@ -66,7 +66,12 @@ def endpoint_findings(
         out.extend(_target_port_findings(service, live))
     out.extend(
         discrepancy(
-            "SVA-EP-109", ref("Pod", service.namespace, name), "status.podIPs", "none", (svc,)
+            "SVA-EP-109",
+            ref("Pod", service.namespace, name),
+            "status.podIPs",
+            "none",
+            (svc,),
+            pod=name,
         )
         for name in expected.pods_without_ip
     )
@@ -77,6 +82,7 @@ def endpoint_findings(
             "node exists",
             "node not found",
             (svc,),
+            pod=name,
         )
         for name in expected.pods_node_missing
     )
@@ -188,7 +194,13 @@ def env_findings(
                 )
                 out.append(
                     discrepancy(
-                        code, subject, f"{sh.name}={sh.service_value}", f"{sh.name}={shown}", (svc,)
+                        code,
+                        subject,
+                        f"{sh.name}={sh.service_value}",
+                        f"{sh.name}={shown}",
+                        (svc,),
+                        pod=pod.name,
+                        container=container.name,
                     )
                 )
             if cenv.unresolved_env_from:
@@ -200,6 +212,8 @@ def env_findings(
                         f"no envFrom key shadows {service.name}'s variables",
                         f"envFrom {srcs}",
                         (svc,),
+                        pod=pod.name,
+                        container=container.name,
                     )
                 )
             if (pod.name, container.name) in observed_containers:
@@ -221,6 +235,8 @@ def env_findings(
                         f"started after {svc} was created ({_t(created)})",
                         f"started {_t(started)}",
                         (svc,),
+                        pod=pod.name,
+                        container=container.name,
                     )
                 )
             elif fresh in (Freshness.UNCERTAIN, Freshness.SPEC_CHANGED):
@@ -233,6 +249,8 @@ def env_findings(
                         f"started after {svc} {what} ({_t(when)})",
                         f"started {_t(started)}",
                         (svc,),
+                        pod=pod.name,
+                        container=container.name,
                     )
                 )
             elif fresh is Freshness.UNKNOWN:
