@@ -236,6 +236,21 @@ def test_tutorial_services_from_inside_the_pod(real: Cluster, namespace: str) ->
     assert health.stdout == "ok"
 
 
+def test_scaled_rc_is_load_balanced_by_kube_proxy(real: Cluster, namespace: str) -> None:
+    """Services page step 8: two replicas, the ClusterIP spreads requests over both."""
+    apply(real, namespace, rc(replicas=2), service("simpleservice"),
+          pod("jumpod", container("shell", SHELL)))
+    pods = wait_ready(real, namespace, "app=sise", 2)
+    wait_ready(real, namespace, "!app", 1)
+    names = {p["metadata"]["name"] for p in pods}
+    seen: set[str] = set()
+    for _ in range(30):  # /env tells which pod answered: its HOSTNAME
+        seen.add(curl_json(real, namespace, "jumpod", "http://simpleservice/env")["env"]["HOSTNAME"])
+        if seen == names:
+            break
+    assert seen == names
+
+
 def test_pods_resolve_through_cluster_dns(real: Cluster, namespace: str) -> None:
     apply(real, namespace, pod("jumpod", container("shell", SHELL)), service("simpleservice"))
     wait_ready(real, namespace, "!app", 1)
@@ -292,6 +307,22 @@ def test_env_vars_only_for_pods_started_after_the_service(real: Cluster, namespa
     # /env of the app shows the same process environment
     app_env = curl_json(real, namespace, "after", "http://127.0.0.1:9876/env")["env"]
     assert app_env["SIMPLESERVICE_SERVICE_HOST"] == cip
+
+
+def test_recreated_service_leaves_old_pods_with_the_stale_ip(real: Cluster,
+                                                             namespace: str) -> None:
+    apply(real, namespace, service("simpleservice"))
+    old_ip = cluster_ip(real, namespace, "simpleservice")
+    apply(real, namespace, pod("old", labels={"app": "sise"}))
+    wait_ready(real, namespace, "app=sise", 1)
+    real.run_kubectl("delete", "service", "simpleservice", "-n", namespace)
+    apply(real, namespace, service("simpleservice"))
+    new_ip = cluster_ip(real, namespace, "simpleservice")
+    assert new_ip != old_ip
+    apply(real, namespace, pod("new", labels={"app": "sise"}))
+    wait_ready(real, namespace, "app=sise", 2)
+    assert printenv(real, namespace, "old")["SIMPLESERVICE_SERVICE_HOST"] == old_ip
+    assert printenv(real, namespace, "new")["SIMPLESERVICE_SERVICE_HOST"] == new_ip
 
 
 def test_version_from_the_environment(real: Cluster, namespace: str) -> None:
@@ -371,6 +402,24 @@ def test_pods_cannot_address_the_outside_world(real: Cluster, namespace: str) ->
     servers = [ln.split()[1] for ln in kubelet_resolv.splitlines() if ln.startswith("nameserver")]
     assert servers and all(ipaddress.ip_address(s) in ipaddress.ip_network("10.201.0.0/24")
                            for s in servers)
+
+
+def test_image_pulls_never_leave_the_machine(real: Cluster, namespace: str) -> None:
+    """An image that was not imported fails to pull at once, through the closed local
+    "proxy" containerd is given: no registry name is ever resolved or dialled."""
+    apply(real, namespace, pod("nopull", {"name": "x", "image": "registry.invalid/nothing:1",
+                                          "imagePullPolicy": "Always"}, labels={"app": "x"}))
+    message = ""
+
+    def refused() -> bool:
+        nonlocal message
+        obj = get(real, namespace, "pod", "nopull")
+        statuses = obj.get("status", {}).get("containerStatuses") or [{}]
+        message = statuses[0].get("state", {}).get("waiting", {}).get("message", "")
+        return "proxyconnect" in message
+
+    wait_for(refused, 60, "the pull to fail on the local proxy")
+    assert "127.0.0.1:9" in message
 
 
 @pytest.mark.lifecycle

@@ -63,6 +63,13 @@ SYSCTLS = (
 HOST_PATHS = ("/run/containerd", "/var/log/containers", "/var/log/pods", "/var/lib/cni",
               "/var/run/netns", "/var/lib/kubelet", "/etc/cni", "/opt/cni", "/opt/containerd")
 OUR_EXES = ("containerd", "containerd-shim-runc-v2", "runc", "kubelet", "kube-proxy")
+# containerd must never reach a registry (a pod with an image we did not import would make it
+# resolve and dial the registry's host): every pull goes through a "proxy" on a closed local
+# port, so it fails at once and no name is even looked up (the proxy would resolve it).
+NO_PULL_PROXY = "http://127.0.0.1:9"
+NO_PULL_ENV = {"HTTP_PROXY": NO_PULL_PROXY, "HTTPS_PROXY": NO_PULL_PROXY,
+               "http_proxy": NO_PULL_PROXY, "https_proxy": NO_PULL_PROXY,
+               "NO_PROXY": "", "no_proxy": "", "ALL_PROXY": "", "all_proxy": ""}
 KERNEL_LINK_ROUTE = re.compile(r"(local fe80::|fe80::/64 |multicast ff00::/8 )")
 COMPONENTS = ("containerd", "kubelet", "kube-proxy")  # start order; stopped in reverse
 
@@ -328,7 +335,7 @@ def start_containerd(state: cluster.State, paths: Paths) -> None:
     cluster.start_process(state, "containerd", [
         shutil.which("containerd") or "containerd", "--config", str(paths.containerd_config),
         "--log-level", "warn",
-    ])
+    ], env=NO_PULL_ENV)
     cluster.wait_for(state, "containerd",
                      lambda: paths.socket.exists() and ctr(paths, "version").returncode == 0,
                      30, "containerd's socket")
