@@ -11,6 +11,7 @@ from svcaudit.core.audit import (
     AuditSettings,
     DnsObservation,
     ServiceAudit,
+    SettleState,
     audit_service,
     settle,
 )
@@ -473,4 +474,85 @@ def test_settle_suppresses_young_discrepancies() -> None:
     healed, state3 = settle(audit(), state2, NOW + timedelta(seconds=40), 30)
     assert healed.verdicts[Aspect.HEALTHY].status == "True" and not state3.first_seen
     again, _ = settle(r, state3, NOW + timedelta(seconds=50), 30)  # the clock restarted
-    assert again.verdicts[Aspect.ENDPOINTS].status == "Unknown"
+    assert "SVA-EP-001" in {d.code for d in again.pending}
+    assert again.verdicts[Aspect.ENDPOINTS].status == "True"  # published True is kept
+
+
+def test_settle_hysteresis_published_true_not_flipped_by_pending() -> None:
+    clean, state = settle(audit(), None, NOW, 30)
+    assert clean.verdicts[Aspect.ENDPOINTS].status == "True" and state.next_due is None
+    assert state.published[Aspect.ENDPOINTS] == "True"
+    churn = audit(pods=[pod("a"), pod("b", ips=["10.244.0.6"])])  # b not in a slice yet
+    t1 = NOW + timedelta(seconds=5)
+    r1, s1 = settle(churn, state, t1, 30)
+    assert r1.discrepancies == () and {d.code for d in r1.pending} == {"SVA-EP-001"}
+    assert r1.verdicts == clean.verdicts  # no flap, same reasons and messages
+    assert s1.next_due == t1 + timedelta(seconds=30)
+    assert s1.published[Aspect.ENDPOINTS] == "True"
+    r2, s2 = settle(churn, s1, t1 + timedelta(seconds=10), 30)  # still young: still True
+    assert r2.verdicts[Aspect.ENDPOINTS].status == "True" and s2.next_due == s1.next_due
+    r3, s3 = settle(churn, s2, t1 + timedelta(seconds=30), 30)  # lasted: reported
+    assert r3.verdicts[Aspect.ENDPOINTS].status == "False" and r3.pending == ()
+    assert s3.published[Aspect.ENDPOINTS] == "False" and s3.next_due is None
+
+
+def test_settle_hysteresis_published_false_kept_while_only_pending() -> None:
+    broken = audit(slices=[])  # EndpointMissing
+    _, s0 = settle(broken, None, NOW, 30)
+    r1, s1 = settle(broken, s0, NOW + timedelta(seconds=30), 30)
+    assert r1.verdicts[Aspect.ENDPOINTS].status == "False"
+    # the old finding is fixed, a new one appears: False stays False until it settles/heals
+    other = audit(slices=[eslice("web-x", "web", [endpoint("10.244.0.5", "a", ready=False)])])
+    r2, s2 = settle(other, s1, NOW + timedelta(seconds=31), 30)
+    assert r2.discrepancies == () and {d.code for d in r2.pending} == {"SVA-EP-003"}
+    v = r2.verdicts[Aspect.ENDPOINTS]
+    assert v.status == "False" and v.reason == "EndpointReadinessMismatch"
+    assert "not yet lasting" in v.message
+    assert r2.verdicts[Aspect.HEALTHY].status == "False"
+    healed, s3 = settle(audit(), s2, NOW + timedelta(seconds=32), 30)
+    assert healed.verdicts[Aspect.HEALTHY].status == "True" and s3.published
+    assert s3.published[Aspect.ENDPOINTS] == "True"
+
+
+def test_settle_first_audit_and_published_unknown_give_settling() -> None:
+    broken = audit(slices=[])
+    first, s0 = settle(broken, None, NOW, 30)
+    assert first.verdicts[Aspect.ENDPOINTS].reason == "Settling"
+    assert s0.published[Aspect.ENDPOINTS] == "Unknown"
+    second, _ = settle(broken, s0, NOW + timedelta(seconds=1), 30)
+    assert second.verdicts[Aspect.ENDPOINTS].reason == "Settling"
+    assert second.verdicts[Aspect.HEALTHY].status == "Unknown"
+
+
+def test_settle_missing_input_beats_hysteresis() -> None:
+    _, state = settle(audit(), None, NOW, 30)
+    r, _ = settle(audit(no_slices=True), state, NOW + timedelta(seconds=1), 30)
+    assert r.verdicts[Aspect.ENDPOINTS].status == "Unknown"
+    assert r.verdicts[Aspect.ENDPOINTS].reason == "EndpointSlicesNotObserved"
+
+
+def test_settle_state_resumed_from_published_statuses() -> None:
+    state = SettleState.resume(
+        {"ENDPOINTS": "True", "DNS": "False", "Environment": "Unknown", "HEALTHY": "False"}
+        | {"bogus": "True", "ENVIRONMENT": "maybe"}
+    )
+    assert state.first_seen == {} and state.next_due is None
+    assert dict(state.published) == {
+        Aspect.ENDPOINTS: "True",
+        Aspect.DNS: "False",
+        Aspect.ENVIRONMENT: "Unknown",
+    }
+    # after a restart (clocks lost) a published True is not flipped by a young finding
+    r, s = settle(audit(slices=[]), state, NOW, 30)
+    assert r.verdicts[Aspect.ENDPOINTS].status == "True" and r.pending
+    assert s.next_due == NOW + timedelta(seconds=30)
+
+
+def test_settle_is_pure_and_does_not_change_its_inputs() -> None:
+    r = audit(slices=[])
+    _, state = settle(audit(), None, NOW, 30)
+    before = (dict(state.first_seen), dict(state.published), state.next_due)
+    a = settle(r, state, NOW + timedelta(seconds=3), 30)
+    b = settle(r, state, NOW + timedelta(seconds=3), 30)
+    assert a == b
+    assert (dict(state.first_seen), dict(state.published), state.next_due) == before

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, cast
 
 from svcaudit.core.codes import Aspect, Discrepancy, Severity, discrepancy
 from svcaudit.core.compare import DnsObservation, compare_dns, compare_env, compare_slices
@@ -139,29 +139,31 @@ def verdicts_for(
     discrepancies: Sequence[Discrepancy],
     unknown: Mapping[Aspect, str],
     pending: Sequence[Discrepancy] = (),
+    published: Mapping[Aspect, str] | None = None,
 ) -> dict[Aspect, Verdict]:
     """Per aspect: False on any reportable discrepancy, else Unknown on a missing input (or
-    an unsettled discrepancy), else True; HEALTHY summarises the three."""
-    order = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
+    an unsettled discrepancy), else True; HEALTHY summarises the three.
+
+    Hysteresis: an aspect whose only reportable findings are `pending` keeps the status it
+    was last `published` with (True stays True, False stays False) instead of turning
+    Unknown("Settling"); with no published True/False it is Unknown("Settling").
+    """
     out: dict[Aspect, Verdict] = {}
+    before = published or {}
     for aspect in ASPECTS:
-        bad = sorted(
-            (d for d in discrepancies if d.aspect is aspect and d.severity.reportable),
-            key=lambda d: (order[d.severity], d.code),
-        )
+        bad = [d for d in discrepancies if d.aspect is aspect and d.severity.reportable]
         waiting = [d for d in pending if d.aspect is aspect]
         if bad:
-            counts: dict[str, int] = {}
-            for d in bad:
-                counts[d.reason] = counts.get(d.reason, 0) + 1
-            summary = ", ".join(f"{r} x{n}" for r, n in counts.items())
-            out[aspect] = Verdict(
-                "False",
-                bad[0].reason,
-                f"{bad[0].subject}: {bad[0].observed} (expected {bad[0].expected}); all: {summary}",
-            )
+            out[aspect] = _failing(bad)
         elif aspect in unknown:
             out[aspect] = Verdict("Unknown", _unknown_reason(aspect), unknown[aspect])
+        elif waiting and before.get(aspect) == "True":
+            out[aspect] = CONSISTENT  # churn younger than the settle time: no flap
+        elif waiting and before.get(aspect) == "False":
+            kept = _failing(waiting)
+            out[aspect] = replace(
+                kept, message=kept.message + " (not yet lasting; the published False is kept)"
+            )
         elif waiting:
             out[aspect] = Verdict(
                 "Unknown",
@@ -170,7 +172,7 @@ def verdicts_for(
                 + ", ".join(sorted({d.reason for d in waiting})),
             )
         else:
-            out[aspect] = Verdict("True", "Consistent", "matches the Kubernetes rules")
+            out[aspect] = CONSISTENT
     statuses = [v.status for v in out.values()]
     if "False" in statuses:
         failing = [str(a) for a, v in out.items() if v.status == "False"]
@@ -185,6 +187,24 @@ def verdicts_for(
     else:
         out[Aspect.HEALTHY] = Verdict("True", "Healthy", "endpoints, environment and DNS agree")
     return out
+
+
+CONSISTENT = Verdict("True", "Consistent", "matches the Kubernetes rules")
+_ORDER = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
+
+
+def _failing(found: Sequence[Discrepancy]) -> Verdict:
+    """The False verdict of an aspect: the most severe finding first, counts by reason."""
+    bad = sorted(found, key=lambda d: (_ORDER[d.severity], d.code))
+    counts: dict[str, int] = {}
+    for d in bad:
+        counts[d.reason] = counts.get(d.reason, 0) + 1
+    summary = ", ".join(f"{r} x{n}" for r, n in counts.items())
+    return Verdict(
+        "False",
+        bad[0].reason,
+        f"{bad[0].subject}: {bad[0].observed} (expected {bad[0].expected}); all: {summary}",
+    )
 
 
 def _unknown_reason(aspect: Aspect) -> str:
@@ -318,9 +338,32 @@ def _observed_env(
 
 @dataclass(frozen=True, slots=True)
 class SettleState:
-    """When each (code, subject) discrepancy was first seen, carried between audits."""
+    """What settle() carries from one audit of a service to the next.
+
+    `first_seen`: when each discrepancy (Discrepancy.key) was first seen.
+    `published`: the verdict status per aspect that the last settle() returned (what the
+    caller published); an aspect whose only findings are pending keeps it (hysteresis).
+    `next_due`: when the earliest pending discrepancy becomes reportable (audit again then),
+    None when nothing is pending.
+    """
 
     first_seen: Mapping[tuple[str, str], datetime] = field(default_factory=dict)
+    published: Mapping[Aspect, Status] = field(default_factory=dict)
+    next_due: datetime | None = None
+
+    @classmethod
+    def resume(cls, published: Mapping[str, str]) -> SettleState:
+        """A state for a caller that lost its SettleState (e.g. a restart) but can read the
+        statuses it last published: keys are aspects (Aspect, its value "Endpoints" or its
+        name "ENDPOINTS"), values "True"/"False"/"Unknown"; anything else is ignored.
+        Discrepancy clocks restart, but published verdicts are kept while they settle."""
+        by_key = {k: a for a in ASPECTS for k in (a.value, a.name)}
+        kept: dict[Aspect, Status] = {}
+        for key, status in published.items():
+            aspect = by_key.get(str(key))
+            if aspect is not None and status in ("True", "False", "Unknown"):
+                kept[aspect] = cast(Status, status)
+        return cls(published=kept)
 
 
 def settle(
@@ -330,24 +373,39 @@ def settle(
     settle_seconds: float,
 ) -> tuple[ServiceAudit, SettleState]:
     """Keep only reportable discrepancies that have lasted `settle_seconds`; younger ones go to
-    `pending` and make their aspect Unknown ("Settling") rather than False. Info findings pass
-    through at once. Discrepancies that vanished are forgotten (their clock restarts)."""
+    `pending`. Info findings pass through at once. Discrepancies that vanished are forgotten
+    (their clock restarts).
+
+    An aspect whose only reportable findings are pending keeps the status `previous` says was
+    last published (True stays True, False stays False: churn never flaps a condition); with
+    no previous verdict (first audit) it is Unknown("Settling"). Missing inputs still make an
+    aspect Unknown and lasting findings False. The returned state records the returned
+    verdicts as published, and `next_due`. Pure: `now` is passed in.
+    """
     before = previous.first_seen if previous is not None else {}
     first_seen: dict[tuple[str, str], datetime] = {}
     kept: list[Discrepancy] = []
     pending: list[Discrepancy] = []
+    wait = timedelta(seconds=settle_seconds)
+    next_due: datetime | None = None
     for d in result.discrepancies:
         seen = before.get(d.key, now)
         first_seen[d.key] = min(seen, first_seen.get(d.key, seen))
-        if not d.severity.reportable or now - seen >= timedelta(seconds=settle_seconds):
+        if not d.severity.reportable or now - seen >= wait:
             kept.append(d)
         else:
             pending.append(d)
+            due = first_seen[d.key] + wait
+            next_due = due if next_due is None else min(next_due, due)
+    verdicts = verdicts_for(
+        kept, result.unknown, pending, previous.published if previous is not None else None
+    )
     reported = replace(
         result,
         discrepancies=tuple(kept),
         env_findings=tuple(d for d in kept if d.aspect is Aspect.ENVIRONMENT),
-        verdicts=verdicts_for(kept, result.unknown, pending),
+        verdicts=verdicts,
         pending=tuple(pending),
     )
-    return reported, SettleState(first_seen)
+    published = {a: verdicts[a].status for a in ASPECTS}
+    return reported, SettleState(first_seen, published, next_due)
