@@ -542,6 +542,7 @@ def test_settle_state_resumed_from_published_statuses() -> None:
         Aspect.DNS: "False",
         Aspect.ENVIRONMENT: "Unknown",
     }
+    assert SettleState.resume({Aspect.DNS: "True"}).published == {Aspect.DNS: "True"}
     # after a restart (clocks lost) a published True is not flipped by a young finding
     r, s = settle(audit(slices=[]), state, NOW, 30)
     assert r.verdicts[Aspect.ENDPOINTS].status == "True" and r.pending

@@ -352,7 +352,7 @@ class SettleState:
     next_due: datetime | None = None
 
     @classmethod
-    def resume(cls, published: Mapping[str, str]) -> SettleState:
+    def resume(cls, published: Mapping[Aspect, str] | Mapping[str, str]) -> SettleState:
         """A state for a caller that lost its SettleState (e.g. a restart) but can read the
         statuses it last published: keys are aspects (Aspect, its value "Endpoints" or its
         name "ENDPOINTS"), values "True"/"False"/"Unknown"; anything else is ignored.
