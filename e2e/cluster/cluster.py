@@ -651,7 +651,14 @@ def _up(args: argparse.Namespace) -> int:
         return 0
     state.nodes = args.nodes
     state.real_node = state.real_node or args.real_node
+    adding_real_node = state.real_node and not _real_node_running(state)
     started = time.monotonic()
+    if adding_real_node:
+        # The node's token joins the token file (read only at apiserver start) and CoreDNS
+        # must bind an address pods reach: restart those two; the rest reconnect by themselves.
+        for name in ("coredns", "apiserver"):
+            if stop_process(state, name):
+                say(f"restarting {name} for the real node")
     check_binaries(state)
     try:
         network_up()
