@@ -140,10 +140,14 @@ class Demo:
                                          "-o", "json"))
         findings = (detail.get("status") or {}).get("discrepancies") or []
         print("$ kubectl get sva simpleservice -o yaml   # status.discrepancies")
-        for item in findings:
-            print(f"  {item.get('code')}: {item.get('message') or item.get('subject')}")
+        info = [item for item in findings if item.get("severity") == "info"]
+        for item in (item for item in findings if item.get("severity") != "info"):
+            print(f"  {item.get('code')} [{item.get('severity')}] {item.get('subject')}: "
+                  f"expected {item.get('expected')}, observed {item.get('observed')}")
             if item.get("hint"):
                 print(f"      hint: {item['hint']}")
+        if info:
+            print(f"  (+{len(info)} info-level notes, which never make a verdict False)")
 
         banner("the fix: selector back to app=sise")
         patch = '{"spec":{"selector":{"app":"sise"}}}'
