@@ -6,6 +6,8 @@ VPY := $(VENV)/bin/python
 CLUSTER := $(VPY) e2e/cluster/cluster.py
 NODE ?=
 NODES ?= 2
+# The test suite runs with the real node (curl/printenv steps) unless TEST_NODE= is given.
+TEST_NODE ?= $(if $(NODE),$(NODE),real)
 
 .PHONY: help venv deps build cluster-up cluster-down cluster-status lint typecheck unit test e2e demo bench clean
 
@@ -47,10 +49,10 @@ unit: venv ## unit + property tests of the pure core (no cluster)
 
 test: venv build ## everything: lint, types, unit, integration and e2e on the local cluster
 	$(MAKE) lint typecheck
-	$(VENV)/bin/pytest tests e2e/tests -q $(PYTEST_ARGS)
+	NODE=$(TEST_NODE) $(VENV)/bin/pytest tests e2e/tests -q $(PYTEST_ARGS)
 
 e2e: venv build ## the tutorial end to end (E2E_CLUSTER=local|kind|existing)
-	$(VENV)/bin/pytest e2e/tests -q $(PYTEST_ARGS)
+	NODE=$(TEST_NODE) $(VENV)/bin/pytest e2e/tests -q $(PYTEST_ARGS)
 
 demo: venv build ## local cluster + operator + the tutorial + one mistake, before and after the fix
 	$(VPY) e2e/demo.py
