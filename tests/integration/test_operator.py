@@ -440,3 +440,29 @@ def test_conditions_of_other_field_managers_survive(cluster: Cluster, namespace:
         managers = {f["manager"] for f in svc["metadata"]["managedFields"]
                     if f.get("subresource") == "status"}
         assert {"svcaudit", "other-controller"} <= managers
+
+
+def test_restart_changes_nothing(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    """A restarted operator resumes from the published verdicts: no writes, no events."""
+    apply(cluster, namespace, rc(1))
+    apply(cluster, namespace, service())
+    apply(cluster, namespace, service(name="broken", selector="{app: nothing}"))
+    eventually(lambda: running_pods(cluster, namespace, 1), 60, "one running pod")
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    with running_operator(cluster, namespace, first):
+        eventually(lambda: all_true(cluster, namespace, "simpleservice"), 60, "all True")
+        wait_code(cluster, namespace, "broken", "EndpointsConsistent", "SVA-EP-101")
+        eventually(lambda: events_for(cluster, namespace, "broken"), 30, "a Warning event")
+        time.sleep(4)
+        rvs, events = _write_count(cluster, namespace)
+        conditions = {n: service_conditions(cluster, namespace, n)
+                      for n in ("simpleservice", "broken")}
+    with running_operator(cluster, namespace, second) as op:
+        eventually(lambda: op.total("svcaudit_audits_total") >= 8, 60, "a few resync audits")
+        assert op.total("svcaudit_writes_total") == 0
+        assert op.verdict_changes("simpleservice") == op.verdict_changes("broken") == []
+        assert _write_count(cluster, namespace) == (rvs, events)
+        assert {n: service_conditions(cluster, namespace, n)
+                for n in ("simpleservice", "broken")} == conditions

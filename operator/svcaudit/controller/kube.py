@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import structlog
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from svcaudit.controller.settings import CRD_GROUP, CRD_KIND, CRD_PLURAL, CRD_VERSION
 
 APPLY = "application/apply-patch+yaml"
-log = logging.getLogger(__name__)
+log = structlog.get_logger("svcaudit.kube")
 
 
 def load_client(kubeconfig: str | None) -> client.ApiClient:
@@ -43,7 +43,8 @@ class Kube:
         self.writes: dict[str, int] = {}
         self._on_write = on_write
 
-    def _count(self, what: str) -> None:
+    def _count(self, what: str, namespace: str = "", name: str = "") -> None:
+        log.info("applied", kind=what, namespace=namespace, name=name)
         self.writes[what] = self.writes.get(what, 0) + 1
         if self._on_write is not None:
             self._on_write(what)
@@ -69,7 +70,7 @@ class Kube:
             self._core.patch_namespaced_service_status, name, namespace, body,
             field_manager=self.field_manager, force=True, _content_type=APPLY,
             _preload_content=False)
-        self._count("service-status")
+        self._count("service-status", namespace, name)
         return _json(resp)
 
     async def apply_audit(self, namespace: str, name: str, owner_uid: str,
@@ -87,7 +88,7 @@ class Kube:
             self._custom.patch_namespaced_custom_object, CRD_GROUP, CRD_VERSION, namespace,
             CRD_PLURAL, name, body, field_manager=self.field_manager, force=True,
             _content_type=APPLY, _preload_content=False)
-        self._count("serviceaudit")
+        self._count("serviceaudit", namespace, name)
         return _json(resp)
 
     async def apply_audit_status(self, namespace: str, name: str,
@@ -98,7 +99,7 @@ class Kube:
             self._custom.patch_namespaced_custom_object_status, CRD_GROUP, CRD_VERSION,
             namespace, CRD_PLURAL, name, body, field_manager=self.field_manager, force=True,
             _content_type=APPLY, _preload_content=False)
-        self._count("serviceaudit-status")
+        self._count("serviceaudit-status", namespace, name)
         return _json(resp)
 
     async def create_event(self, event: Mapping[str, Any]) -> None:
@@ -107,7 +108,7 @@ class Kube:
         assert body is not None
         await asyncio.to_thread(self._core.create_namespaced_event, namespace, body,
                                 _preload_content=False)
-        self._count("event")
+        self._count("event", namespace, str(event["involvedObject"]["name"]))
 
 
 def _json(resp: Any) -> dict[str, Any] | None:

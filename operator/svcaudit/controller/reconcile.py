@@ -37,6 +37,7 @@ log = structlog.get_logger("svcaudit.reconcile")
 
 ASPECT_OF_TYPE = {v: k for k, v in CONDITION_TYPES.items()}
 RETRY_SECONDS = 5.0
+MAX_WAIT_FACTOR = 5.0
 
 
 def _now() -> datetime:
@@ -62,6 +63,7 @@ class Reconciler:
         self.clock = clock
         self.metrics = metrics
         self._due: dict[Key, float] = {}
+        self._burst_start: dict[Key, float] = {}
         self._wake = asyncio.Event()
         self._settle: dict[Key, tuple[str, Any]] = {}  # key -> (service uid, SettleState)
         self._reported: dict[Key, tuple[str, dict[str, str]]] = {}  # key -> (uid, statuses)
@@ -74,13 +76,21 @@ class Reconciler:
 
     # ---- scheduling ------------------------------------------------------------------------
     def mark(self, keys: Iterable[Key], delay: float | None = None) -> None:
-        due = time.monotonic() + (self.settings.debounce_seconds if delay is None else delay)
+        """Schedule audits. Changes (delay None) are debounced on the trailing edge: each
+        change of a burst pushes the audit back by the debounce time, but never beyond
+        MAX_WAIT_FACTOR debounce times after the burst's first change. Timers (an explicit
+        delay: resync, settle deadlines, retries) only ever bring an audit forward."""
+        now = time.monotonic()
+        debounce = self.settings.debounce_seconds
         for key in keys:
             if key[0] == "default" and key[1] == "kubernetes" and not self._watched("default"):
                 continue
             current = self._due.get(key)
-            if current is None or due < current:
-                self._due[key] = due
+            if delay is None:
+                first = self._burst_start.setdefault(key, now)
+                self._due[key] = min(now + debounce, first + MAX_WAIT_FACTOR * debounce)
+            elif current is None or now + delay < current:
+                self._due[key] = now + delay
         self._wake.set()
 
     def _watched(self, namespace: str) -> bool:
@@ -130,6 +140,7 @@ class Reconciler:
                 if self._due.get(key, math.inf) > time.monotonic():
                     continue
                 self._due.pop(key, None)
+                self._burst_start.pop(key, None)
                 if self.metrics is not None:
                     self.metrics.queue.set(len(self._due))
                 started = time.monotonic()
@@ -176,8 +187,11 @@ class Reconciler:
         previous = self._settle.get(key)
         prev_state = previous[1] if previous and previous[0] == uid else None
         published = {ASPECT_OF_TYPE[t]: s for t, s in self._published(key, body).items()}
+        audit_body = self.store.audits.get(key) or {}
+        published_audit = (audit_body.get("status") or {}) if translate.owned_by(
+            audit_body, uid) else {}
         reported, state, pending_until = translate.settle_result(
-            result, prev_state, now, self.settings.settle_seconds, published)
+            result, prev_state, now, self.settings.settle_seconds, published, published_audit)
         self._settle[key] = (uid, state)
         if pending_until is not None:
             wait = max(0.2, (pending_until - now).total_seconds() + 0.05)
@@ -253,7 +267,8 @@ class Reconciler:
                     self.store.audits[key] = new_audit
                     audit_body = new_audit
             status = translate.audit_status(prepared, result, reported, dns_obs, dns_server,
-                                            conditions, generation, self._settle[key][1])
+                                            conditions, generation, self._settle[key][1],
+                                            audit_status)
             rv = str(((audit_body or {}).get("metadata") or {}).get("resourceVersion"))
             if not self._unchanged("audit", key, rv, status, audit_status):
                 new_audit = await self.kube.apply_audit_status(ns, name, status)

@@ -4,9 +4,8 @@ the ServiceAudit status document. It reshapes; every judgement is the core's."""
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from svcaudit.controller.conditions import aspect_name, rfc3339
@@ -22,7 +21,6 @@ from svcaudit.core.audit import (
     Verdict,
     audit_service,
     settle,
-    verdicts_for,
 )
 from svcaudit.core.codes import Aspect
 from svcaudit.core.dns import DnsQuestion, expected_dns_questions, record_from_answer
@@ -34,7 +32,6 @@ from svcaudit.core.endpoints import (
 from svcaudit.core.model import Endpoint, EndpointSlice, MalformedObjectError, Node, Pod, Service
 
 AUDIT_LABELS = {"app.kubernetes.io/managed-by": "svcaudit"}
-_POD_SUBJECT = re.compile(r"^Pod (?P<ns>[^/\s]+)/(?P<pod>\S+)(?: container (?P<c>\S+))?")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,29 +93,41 @@ def audit(prepared: Prepared, dns: DnsObservation | None, now: datetime,
 
 
 def settle_result(result: ServiceAudit, previous: SettleState | None, now: datetime,
-                  settle_seconds: float, published: Mapping[str, str]
+                  settle_seconds: float, published: Mapping[str, str],
+                  published_audit: Mapping[str, Any]
                   ) -> tuple[ServiceAudit, SettleState, datetime | None]:
-    """(reported, new state, when the earliest pending discrepancy becomes reportable).
+    """(reported, new state, when to audit again for a pending discrepancy).
 
-    `published` is the status last published per aspect name ("ENDPOINTS"...). Hysteresis
-    (see docs/architecture.md "Requests to the core"): a discrepancy that has not lasted yet
-    does not turn a published True into Unknown("Settling"); only the core's verdicts_for is
-    used to recompute the verdicts, with those pending findings left out.
+    `previous` is this process's state for the service incarnation; without one (first
+    audit, restart) the state resumes from what is already published: the statuses
+    (`published`, by aspect name) and the discrepancies' `since` in the ServiceAudit
+    (`published_audit`), so a restarted operator neither flaps nor rewrites anything.
     """
-    reported, state = settle(result, previous, now, settle_seconds)
-    pending_until: datetime | None = None
-    for d in reported.pending:
-        since = state.first_seen.get(d.key)
-        if since is not None:
-            due = since + timedelta(seconds=settle_seconds)
-            pending_until = due if pending_until is None or due < pending_until else pending_until
-    if reported.pending:
-        waiting = tuple(d for d in reported.pending
-                        if published.get(aspect_name(d.aspect)) != "True")
-        if len(waiting) != len(reported.pending):
-            reported = dataclasses.replace(
-                reported, verdicts=verdicts_for(reported.discrepancies, result.unknown, waiting))
-    return reported, state, pending_until
+    state_in = previous
+    if state_in is None:
+        resumed = SettleState.resume(published)
+        since = _published_since(published_audit)
+        first_seen = {}
+        for d in result.discrepancies:
+            when = since.get((d.code, d.subject, d.expected, d.observed))
+            if when is not None:
+                first_seen[d.key] = when
+        state_in = dataclasses.replace(resumed, first_seen=first_seen)
+    reported, state = settle(result, state_in, now, settle_seconds)
+    return reported, state, state.next_due
+
+
+def _published_since(status: Mapping[str, Any]) -> dict[tuple[Any, ...], datetime]:
+    out: dict[tuple[Any, ...], datetime] = {}
+    for e in status.get("discrepancies") or ():
+        if not isinstance(e, Mapping) or not isinstance(e.get("since"), str):
+            continue
+        try:
+            when = datetime.fromisoformat(e["since"].replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        out[(e.get("code"), e.get("subject"), e.get("expected"), e.get("observed"))] = when
+    return out
 
 
 def codes_for(discrepancies: Sequence[Discrepancy], aspect: str) -> list[str]:
@@ -180,14 +189,12 @@ def _env_pods(prepared: Prepared, findings: Sequence[Discrepancy]) -> list[dict[
     pods = {p.name: p for p in prepared.pods}
     out: list[dict[str, Any]] = []
     for d in findings:
-        m = _POD_SUBJECT.match(d.subject)
-        if not m:
-            continue
-        pod = pods.get(m["pod"])
-        container = m["c"]
-        state = pod.container_states.get(container) if pod and container else None
+        if d.pod is None:
+            continue  # service-level finding (e.g. a collision): in `discrepancies` only
+        pod = pods.get(d.pod)
+        state = pod.container_states.get(d.container) if pod and d.container else None
         out.append(_prune({
-            "pod": m["pod"], "container": container,
+            "pod": d.pod, "container": d.container,
             "startedAt": rfc3339(state.started_at) if state and state.started_at else None,
             "problem": d.reason, "message": f"{d.observed} (expected {d.expected})",
         }))
@@ -197,7 +204,10 @@ def _env_pods(prepared: Prepared, findings: Sequence[Discrepancy]) -> list[dict[
 def audit_status(prepared: Prepared, result: ServiceAudit, reported: ServiceAudit,
                  dns: DnsObservation | None, dns_server: str,
                  conditions: list[dict[str, Any]], generation: int | None,
-                 state: SettleState) -> dict[str, Any]:
+                 state: SettleState, existing: Mapping[str, Any]) -> dict[str, Any]:
+    """`existing`: the status already published for this incarnation ({} if none); a
+    discrepancy's `since` is kept from it, like a condition's lastTransitionTime, so that a
+    restart of the operator (whose settle clocks restart) rewrites nothing."""
     named = {aspect_name(a): v.status for a, v in reported.verdicts.items()}
     expected = _sort_endpoints([
         _endpoint(ep, s.address_type, _ports(s.ports), None)
@@ -206,8 +216,16 @@ def audit_status(prepared: Prepared, result: ServiceAudit, reported: ServiceAudi
         _endpoint(ep, s.address_type, _ports(s.ports), s.name)
         for s in prepared.slices for ep in s.endpoints])
     healthy = next((c for c in conditions if aspect_name_of_type(c["type"]) == "HEALTHY"), None)
-    discrepancies = [_discrepancy(d, state.first_seen.get(d.key))
-                     for d in reported.discrepancies]
+    published_since = {
+        (e.get("code"), e.get("subject"), e.get("expected"), e.get("observed")): e.get("since")
+        for e in existing.get("discrepancies") or () if isinstance(e, Mapping)}
+    discrepancies = []
+    for d in reported.discrepancies:
+        entry = _discrepancy(d, state.first_seen.get(d.key))
+        before = published_since.get((d.code, d.subject, d.expected, d.observed))
+        if isinstance(before, str) and before < entry.get("since", "~"):
+            entry["since"] = before
+        discrepancies.append(entry)
     status: dict[str, Any] = {
         "serviceUID": prepared.service.uid,
         "clusterIP": prepared.service.cluster_ip,
