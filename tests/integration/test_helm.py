@@ -150,10 +150,11 @@ def test_install_on_the_local_cluster(helm: list[str], cluster: Cluster,
     """`helm install` into a fresh namespace: the pod runs (kwok), and the chart's
     ServiceAccount may do exactly what deploy/'s may."""
     release = f"sva-{uuid.uuid4().hex[:6]}"
-    base = [f"--kubeconfig={cluster.kubeconfig}", "-n", namespace]
-    run_helm(helm, "install", release, str(CHART), *base, "--wait", "--timeout", "120s")
+    base = [f"--kubeconfig={cluster.kubeconfig}", "-n", namespace,
+            "--set", "nodeSelector.type=kwok"]  # not the real node: svcaudit:dev isn't built
     try:
-        listed = json.loads(run_helm(helm, "list", *base, "-o", "json").stdout)
+        run_helm(helm, "install", release, str(CHART), *base, "--wait", "--timeout", "120s")
+        listed = json.loads(run_helm(helm, "list", *base[:3], "-o", "json").stdout)
         assert [(r["name"], r["status"]) for r in listed] == [(release, "deployed")]
         fullname = f"{release}-svcaudit"
         sa = f"system:serviceaccount:{namespace}:{fullname}"
@@ -174,6 +175,6 @@ def test_install_on_the_local_cluster(helm: list[str], cluster: Cluster,
                                              "-o", "json").stdout)
         assert env_of(dep)["SVCAUDIT_SETTLE_SECONDS"] == "5"
     finally:
-        run_helm(helm, "uninstall", release, *base, "--wait", "--timeout", "60s", check=False)
+        run_helm(helm, "uninstall", release, *base[:3], "--wait", "--timeout", "60s", check=False)
     gone = cluster.run_kubectl("get", "clusterrole", f"{release}-svcaudit", check=False)
     assert gone.returncode != 0, "uninstall removes the cluster-scoped RBAC"
