@@ -66,10 +66,15 @@ class Kube:
         body = {"apiVersion": "v1", "kind": "Service",
                 "metadata": {"name": name, "namespace": namespace},
                 "status": {"conditions": conditions}}
-        resp = await asyncio.to_thread(
-            self._core.patch_namespaced_service_status, name, namespace, body,
-            field_manager=self.field_manager, force=True, _content_type=APPLY,
-            _preload_content=False)
+        try:
+            resp = await asyncio.to_thread(
+                self._core.patch_namespaced_service_status, name, namespace, body,
+                field_manager=self.field_manager, force=True, _content_type=APPLY,
+                _preload_content=False)
+        except ApiException as exc:
+            if exc.status == 404:  # deleted while we audited it: nothing to report on
+                return None
+            raise
         self._count("service-status", namespace, name)
         return _json(resp)
 

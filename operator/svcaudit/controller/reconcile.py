@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from kubernetes.client.exceptions import ApiException
 
 from svcaudit.controller import translate
 from svcaudit.controller.conditions import (
@@ -38,6 +39,10 @@ log = structlog.get_logger("svcaudit.reconcile")
 ASPECT_OF_TYPE = {v: k for k, v in CONDITION_TYPES.items()}
 RETRY_SECONDS = 5.0
 MAX_WAIT_FACTOR = 5.0
+
+
+def _uid(body: Mapping[str, Any]) -> str:
+    return str((body.get("metadata") or {}).get("uid") or "")
 
 
 def _now() -> datetime:
@@ -73,6 +78,7 @@ class Reconciler:
         self.ready = False
         self.audits = 0
         self.default_kubernetes: Mapping[str, Any] | None = None
+        self._crd_missing_logged = False
 
     # ---- scheduling ------------------------------------------------------------------------
     def mark(self, keys: Iterable[Key], delay: float | None = None) -> None:
@@ -257,26 +263,46 @@ class Reconciler:
                     "service", key, rv, conditions, ours):
                 new = await self.kube.apply_service_status(ns, name, conditions)
                 self._written[("service", key)] = (rv, conditions)
-                if new is not None and key in self.store.services:
-                    self.store.services[key] = new
+                current = self.store.services.get(key)
+                if new is not None and current is not None and _uid(current) == _uid(new):
+                    self.store.services[key] = new  # the watch will bring the same body
 
         if self.settings.write_serviceaudits:
-            if not audit_owned:
-                new_audit = await self.kube.apply_audit(ns, name, uid, translate.AUDIT_LABELS)
-                if new_audit is not None:
-                    self.store.audits[key] = new_audit
-                    audit_body = new_audit
-            status = translate.audit_status(prepared, result, reported, dns_obs, dns_server,
-                                            conditions, generation, self._settle[key][1],
-                                            audit_status)
-            rv = str(((audit_body or {}).get("metadata") or {}).get("resourceVersion"))
-            if not self._unchanged("audit", key, rv, status, audit_status):
-                new_audit = await self.kube.apply_audit_status(ns, name, status)
-                self._written[("audit", key)] = (rv, status)
-                if new_audit is not None:
-                    self.store.audits[key] = new_audit
+            try:
+                await self._publish_audit(key, uid, audit_body, audit_owned, audit_status,
+                                          prepared, result, reported, dns_obs, dns_server,
+                                          conditions, generation)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                if not self._crd_missing_logged:
+                    log.warning("ServiceAudit CRD not installed: only conditions and events "
+                                "are written (kubectl apply -f deploy/crd-serviceaudits.yaml)")
+                    self._crd_missing_logged = True
 
         await self._announce(key, body, conditions, reported, now)
+
+    async def _publish_audit(self, key: Key, uid: str, audit_body: Mapping[str, Any] | None,
+                             audit_owned: bool, audit_status: dict[str, Any],
+                             prepared: translate.Prepared, result: ServiceAudit,
+                             reported: ServiceAudit, dns_obs: DnsObservation | None,
+                             dns_server: str, conditions: list[dict[str, Any]],
+                             generation: int | None) -> None:
+        ns, name = key
+        if not audit_owned:
+            new_audit = await self.kube.apply_audit(ns, name, uid, translate.AUDIT_LABELS)
+            if new_audit is not None:
+                self.store.audits[key] = new_audit
+                audit_body = new_audit
+        status = translate.audit_status(prepared, result, reported, dns_obs, dns_server,
+                                        conditions, generation, self._settle[key][1],
+                                        audit_status)
+        rv = str(((audit_body or {}).get("metadata") or {}).get("resourceVersion"))
+        if not self._unchanged("audit", key, rv, status, audit_status):
+            new_audit = await self.kube.apply_audit_status(ns, name, status)
+            self._written[("audit", key)] = (rv, status)
+            if new_audit is not None:
+                self.store.audits[key] = new_audit
 
     async def _announce(self, key: Key, body: Mapping[str, Any],
                         conditions: list[dict[str, Any]], reported: ServiceAudit,
