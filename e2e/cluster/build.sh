@@ -2,7 +2,7 @@
 # Build (once per machine) every binary the local cluster needs, from the Go module proxy.
 # Binaries land in $SVCAUDIT_CACHE/<component>-<version>/ (default ~/.cache/svcaudit), outside
 # the checkout, so a fresh clone on the same machine rebuilds nothing.
-# Usage: build.sh [component...]   components: kube etcd kwok coredns helm (default: all but helm)
+# Usage: build.sh [component...]   components: kube etcd kwok coredns helm (default: all)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck disable=SC1091
@@ -77,7 +77,7 @@ go_install() {
 }
 
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(etcd kwok coredns kube)
+[ ${#components[@]} -gt 0 ] || components=(etcd kwok coredns kube helm)
 for c in "${components[@]}"; do
   case $c in
     kube) build_kube ;;
