@@ -21,29 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 NAMESPACE = "svcaudit-demo"
 SETTLE_SECONDS = "3"
 
-TUTORIAL = """
-apiVersion: v1
-kind: ReplicationController
-metadata: {name: rcsise}
-spec:
-  replicas: 2
-  selector: {app: sise}
-  template:
-    metadata: {labels: {app: sise}}
-    spec:
-      nodeSelector: {type: kwok}
-      containers:
-      - name: sise
-        image: quay.io/openshiftlabs/simpleservice:0.5.0
-        ports: [{containerPort: 9876}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: simpleservice}
-spec:
-  ports: [{port: 80, targetPort: 9876}]
-  selector: {app: sise}
-"""
+TUTORIAL = (REPO / "e2e/manifests/tutorial-kwok.yaml").read_text()
 
 
 def banner(text: str) -> None:

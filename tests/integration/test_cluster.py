@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import dns.rdatatype
 import pytest
 
 from tests.fixtures import REPO, Cluster
+from tests.integration.op_helpers import eventually
 
 pytestmark = pytest.mark.cluster
 
@@ -30,41 +30,7 @@ def get_json(cluster: Cluster, *args: str) -> Any:
     return json.loads(cluster.run_kubectl("get", *args, "-o", "json").stdout)
 
 
-def eventually(check: Callable[[], Any], timeout: float = 60, what: str = "") -> Any:
-    """Poll until `check` returns a truthy value; fail with the last value seen."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.25)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
-
-
-TUTORIAL_RC = """
-apiVersion: v1
-kind: ReplicationController
-metadata: {name: rcsise}
-spec:
-  replicas: 2
-  selector: {app: sise}
-  template:
-    metadata: {name: somename, labels: {app: sise}}
-    spec:
-      nodeSelector: {type: kwok}
-      containers:
-      - name: sise
-        image: quay.io/openshiftlabs/simpleservice:0.5.0
-        ports: [{containerPort: 9876}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: simpleservice}
-spec:
-  ports: [{port: 80, targetPort: 9876}]
-  selector: {app: sise}
-"""
+TUTORIAL_RC = (REPO / "e2e/manifests/tutorial-kwok.yaml").read_text()
 
 
 def test_server_reports_pinned_version(cluster: Cluster) -> None:
