@@ -7,9 +7,12 @@ check --metrics-file` and tests never collide. The operator shell calls:
     m.serve(port)                                   # /metrics on 0.0.0.0:port
     m.service_audited(ns, name, reported, seconds)  # after each audit (reported = settled)
     m.service_forgotten(ns, name)                   # when a Service is deleted
-    m.dns_query(seconds, outcome)                   # per DNS question (see DNS_OUTCOMES)
+    m.dns_query(seconds, outcome)                   # per DNS question (see DNS_OUTCOMES);
+                                                    # DnsProber(on_query=m.dns_query)
+    m.dns_failed("unreachable")                     # a probe that could ask nothing
     m.api_error(resource, verb, status)             # per failed Kubernetes API call
     m.write(kind)                                   # per API write ("service-status", ...)
+                                                    # (both: Kube(on_write=, on_error=))
     m.verdict_changed(condition_type, status)       # per published condition change
     m.queue_length(n)                               # services waiting for an audit
 
@@ -19,6 +22,7 @@ so the numbers are exactly what the conditions and ServiceAudits say.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter as Tally
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
@@ -101,6 +105,8 @@ class Metrics:
             "queue_length", "Services waiting for an audit.", namespace=NAMESPACE, registry=r)
         # (ns, name) -> (healthy verdict, Tally of (code, aspect, severity))
         self._last: dict[tuple[str, str], tuple[str, Tally[tuple[str, str, str]]]] = {}
+        # (ns, code, aspect, severity) -> count: the value of each live discrepancy series
+        self._totals: Tally[tuple[str, str, str, str]] = Tally()
 
     # ---- audits ----------------------------------------------------------------------------
     def service_audited(self, namespace: str, name: str, reported: AuditLike,
@@ -120,30 +126,36 @@ class Metrics:
 
     def _replace(self, key: tuple[str, str],
                  new: tuple[str, Tally[tuple[str, str, str]]] | None) -> None:
+        """Swap one service's contribution. Costs O(its discrepancies), not O(all series):
+        the operator calls this for every Service at every resync."""
         ns = key[0]
         old = self._last.pop(key, None)
-        if old is not None:
-            self.services.labels(ns, old[0]).dec()
-            for labels, n in old[1].items():
-                self.discrepancies.labels(ns, *labels).dec(n)
         if new is not None:
             self._last[key] = new
+        if old == new:
+            return
+        if old is not None:
+            self.services.labels(ns, old[0]).dec()
+        if new is not None:
             self.services.labels(ns, new[0]).inc()
-            for labels, n in new[1].items():
-                self.discrepancies.labels(ns, *labels).inc(n)
-        self._prune(ns)
-
-    def _prune(self, namespace: str) -> None:
-        """Remove label sets that dropped to zero, so a fixed problem leaves no 0-valued series
-        behind forever (dashboards then show only what is wrong)."""
-        live = {labels for (ns, _), (_, tally) in self._last.items() if ns == namespace
-                for labels in tally}
-        for sample in [s for m in self.discrepancies.collect() for s in m.samples]:
-            lab = sample.labels
-            if lab.get("namespace") == namespace and (
-                    lab["code"], lab["aspect"], lab["severity"]) not in live:
-                self.discrepancies.remove(namespace, lab["code"], lab["aspect"],
-                                          lab["severity"])
+        delta: Tally[tuple[str, str, str, str]] = Tally()
+        for labels, n in (old[1] if old is not None else {}).items():
+            delta[(ns, *labels)] -= n
+        for labels, n in (new[1] if new is not None else {}).items():
+            delta[(ns, *labels)] += n
+        for series, d in delta.items():
+            if d == 0:
+                continue
+            total = self._totals[series] + d
+            if total > 0:
+                self._totals[series] = total
+                self.discrepancies.labels(*series).set(total)
+            else:
+                # A fixed problem leaves no 0-valued series behind forever (dashboards then
+                # show only what is wrong).
+                self._totals.pop(series, None)
+                with contextlib.suppress(KeyError):
+                    self.discrepancies.remove(*series)
 
     # ---- DNS and API -----------------------------------------------------------------------
     def dns_query(self, duration_seconds: float, outcome: str) -> None:
@@ -155,7 +167,8 @@ class Metrics:
             self.dns_failures.labels(outcome).inc()
 
     def dns_failed(self, reason: str, count: int = 1) -> None:
-        """DNS failures known only in aggregate (e.g. a whole probe failing)."""
+        """DNS failures not tied to one question: "unreachable" = a whole probe that got
+        nowhere (check: the reachability question failed; operator: no server known)."""
         self.dns_failures.labels(reason).inc(count)
 
     def api_error(self, resource: str, verb: str, status: int | str) -> None:

@@ -222,7 +222,8 @@ async def _probe_all(prepared: Sequence[Any], settings: Any, host: str | None, p
     async def server() -> tuple[str | None, int]:
         return host, port
 
-    prober = DnsProber(server, timeout=args.dns_timeout, concurrency=args.dns_concurrency)
+    prober = DnsProber(server, timeout=args.dns_timeout, concurrency=args.dns_concurrency,
+                       on_query=metrics.dns_query)
     first = await prober.probe([(f"kubernetes.default.svc.{settings.cluster_domain}.", "A")])
     if first.error:
         out.dns_error = first.error
@@ -236,8 +237,6 @@ async def _probe_all(prepared: Sequence[Any], settings: Any, host: str | None, p
         questions = translate.dns_questions(prep, settings)
         result = await prober.probe(questions) if questions else ProbeResult(
             frozenset(), None, first.server)
-        if result.error:
-            metrics.dns_failed("error")
         done += 1
         progress(f"querying DNS {done}/{len(prepared)} services", force=False)
         return prep.key, translate.dns_observation(result)

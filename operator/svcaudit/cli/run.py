@@ -152,8 +152,8 @@ def run(args: argparse.Namespace) -> int:
     from svcaudit.controller.handlers import build_registry
     from svcaudit.controller.indexes import Store
     from svcaudit.controller.kube import Kube, load_client
-    from svcaudit.controller.metrics import Metrics
     from svcaudit.controller.reconcile import Reconciler
+    from svcaudit.metrics import Metrics
 
     log = structlog.get_logger("svcaudit.run")
     if settings.kubeconfig:
@@ -162,10 +162,11 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_port:
         metrics.serve(args.metrics_port)
     kube = Kube(load_client(settings.kubeconfig), settings.field_manager,
-                on_write=lambda kind: metrics.writes.labels(kind).inc())
+                on_write=metrics.write, on_error=metrics.api_error)
     store = Store()
     prober = DnsProber(_dns_server(settings, kube), timeout=settings.dns_timeout_seconds,
-                       concurrency=settings.dns_concurrency) if settings.dns_check else None
+                       concurrency=settings.dns_concurrency,
+                       on_query=metrics.dns_query) if settings.dns_check else None
     instance = os.environ.get("POD_NAME") or socket.gethostname()
     reconciler = Reconciler(settings, store, kube, prober, instance, metrics=metrics)
     registry = build_registry(settings, store, reconciler)

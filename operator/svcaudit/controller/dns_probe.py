@@ -4,12 +4,17 @@ The prober answers a list of questions (name, type) with the raw records it got 
 decides nothing: NXDOMAIN and NODATA are simply "no records"; a server that does not answer
 (timeout, refused, SERVFAIL) makes the whole observation an error, which the core turns into
 DNSConsistent=Unknown (never False).
+
+`on_query(seconds, outcome)`, if given, is called once per question sent, with its latency
+(semaphore wait excluded) and outcome "answer" (NOERROR, NODATA included), "nxdomain",
+"timeout" or "error" (refused, SERVFAIL, network error): the metrics' `dns_query`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Awaitable, Callable, Iterable
 
 import dns.asyncquery
@@ -46,10 +51,12 @@ class DnsProber:
         server: Callable[[], Awaitable[tuple[str | None, int]]],
         timeout: float = 2.0,
         concurrency: int = 16,
+        on_query: Callable[[float, str], None] | None = None,
     ) -> None:
         self._server = server
         self._timeout = timeout
         self._sem = asyncio.Semaphore(concurrency)
+        self._on_query = on_query
 
     async def probe(self, questions: Iterable[tuple[str, str]]) -> ProbeResult:
         host, port = await self._server()
@@ -81,19 +88,34 @@ class DnsProber:
         """The answers, or None for NXDOMAIN."""
         query = dns.message.make_query(name if name.endswith(".") else name + ".", rtype)
         async with self._sem:
-            response, _ = await dns.asyncquery.udp_with_fallback(
-                query, host, port=port, timeout=self._timeout)
+            started = time.perf_counter()
+            try:
+                response, _ = await dns.asyncquery.udp_with_fallback(
+                    query, host, port=port, timeout=self._timeout)
+            except dns.exception.Timeout:
+                self._record(started, "timeout")
+                raise
+            except Exception:
+                self._record(started, "error")
+                raise
         rcode = response.rcode()
         if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+            self._record(started, "error")
             raise RuntimeError(f"rcode {dns.rcode.to_text(rcode)}")
         if rcode == dns.rcode.NXDOMAIN:
+            self._record(started, "nxdomain")
             return None
+        self._record(started, "answer")
         out: set[Answer] = set()
         for rrset in response.answer:
             for rdata in rrset:
                 out.add(Answer(_strip(rrset.name.to_text()),
                                dns.rdatatype.to_text(rrset.rdtype), rdata.to_text()))
         return out
+
+    def _record(self, started: float, outcome: str) -> None:
+        if self._on_query is not None:
+            self._on_query(time.perf_counter() - started, outcome)
 
 
 def _describe(exc: BaseException) -> str:

@@ -2,13 +2,18 @@
 
 All writes are server-side apply with our own field manager, or Event creation. The
 synchronous kubernetes client runs in worker threads; writes are rare (only on change).
+
+Hooks (the metrics): `on_write(kind)` per successful write, `on_error(resource, verb, status)`
+per failed call (HTTP status, 0 when no response came back), 404s included even where the
+caller treats them as an answer (a Service deleted mid-audit, a missing CRD).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import structlog
@@ -36,12 +41,28 @@ def load_client(kubeconfig: str | None) -> client.ApiClient:
 
 class Kube:
     def __init__(self, api: client.ApiClient, field_manager: str,
-                 on_write: Callable[[str], None] | None = None) -> None:
+                 on_write: Callable[[str], None] | None = None,
+                 on_error: Callable[[str, str, int], None] | None = None) -> None:
         self._core = client.CoreV1Api(api)
         self._custom = client.CustomObjectsApi(api)
         self.field_manager = field_manager
         self.writes: dict[str, int] = {}
         self._on_write = on_write
+        self._on_error = on_error
+
+    @contextmanager
+    def _call(self, resource: str, verb: str) -> Iterator[None]:
+        """Report a failed API call to `on_error`, then let the exception go on."""
+        try:
+            yield
+        except ApiException as exc:
+            if self._on_error is not None:
+                self._on_error(resource, verb, int(exc.status or 0))
+            raise
+        except Exception:  # urllib3 connection errors and the like: no response
+            if self._on_error is not None:
+                self._on_error(resource, verb, 0)
+            raise
 
     def _count(self, what: str, namespace: str = "", name: str = "") -> None:
         log.info("applied", kind=what, namespace=namespace, name=name)
@@ -52,8 +73,9 @@ class Kube:
     async def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
         def call() -> dict[str, Any] | None:
             try:
-                resp = self._core.read_namespaced_service(name, namespace,
-                                                          _preload_content=False)
+                with self._call("services", "get"):
+                    resp = self._core.read_namespaced_service(name, namespace,
+                                                              _preload_content=False)
             except ApiException as exc:
                 if exc.status == 404:
                     return None
@@ -67,8 +89,9 @@ class Kube:
                 "metadata": {"name": name, "namespace": namespace},
                 "status": {"conditions": conditions}}
         try:
-            resp = await asyncio.to_thread(
-                self._core.patch_namespaced_service_status, name, namespace, body,
+            with self._call("services/status", "apply"):
+                resp = await asyncio.to_thread(
+                    self._core.patch_namespaced_service_status, name, namespace, body,
                 field_manager=self.field_manager, force=True, _content_type=APPLY,
                 _preload_content=False)
         except ApiException as exc:
@@ -89,10 +112,11 @@ class Kube:
             },
             "spec": {},
         }
-        resp = await asyncio.to_thread(
-            self._custom.patch_namespaced_custom_object, CRD_GROUP, CRD_VERSION, namespace,
-            CRD_PLURAL, name, body, field_manager=self.field_manager, force=True,
-            _content_type=APPLY, _preload_content=False)
+        with self._call("serviceaudits", "apply"):
+            resp = await asyncio.to_thread(
+                self._custom.patch_namespaced_custom_object, CRD_GROUP, CRD_VERSION,
+                namespace, CRD_PLURAL, name, body, field_manager=self.field_manager,
+                force=True, _content_type=APPLY, _preload_content=False)
         self._count("serviceaudit", namespace, name)
         return _json(resp)
 
@@ -100,10 +124,11 @@ class Kube:
                                  status: Mapping[str, Any]) -> dict[str, Any] | None:
         body = {"apiVersion": f"{CRD_GROUP}/{CRD_VERSION}", "kind": CRD_KIND,
                 "metadata": {"name": name, "namespace": namespace}, "status": dict(status)}
-        resp = await asyncio.to_thread(
-            self._custom.patch_namespaced_custom_object_status, CRD_GROUP, CRD_VERSION,
-            namespace, CRD_PLURAL, name, body, field_manager=self.field_manager, force=True,
-            _content_type=APPLY, _preload_content=False)
+        with self._call("serviceaudits/status", "apply"):
+            resp = await asyncio.to_thread(
+                self._custom.patch_namespaced_custom_object_status, CRD_GROUP, CRD_VERSION,
+                namespace, CRD_PLURAL, name, body, field_manager=self.field_manager,
+                force=True, _content_type=APPLY, _preload_content=False)
         self._count("serviceaudit-status", namespace, name)
         return _json(resp)
 
@@ -111,8 +136,9 @@ class Kube:
         namespace = event["metadata"]["namespace"]
         body = client.CoreV1Event.from_dict(dict(event))
         assert body is not None
-        await asyncio.to_thread(self._core.create_namespaced_event, namespace, body,
-                                _preload_content=False)
+        with self._call("events", "create"):
+            await asyncio.to_thread(self._core.create_namespaced_event, namespace, body,
+                                    _preload_content=False)
         self._count("event", namespace, str(event["involvedObject"]["name"]))
 
 

@@ -30,9 +30,9 @@ from svcaudit.controller.dns_probe import DnsProber
 from svcaudit.controller.events import build_event, event_kind
 from svcaudit.controller.indexes import Key, Store
 from svcaudit.controller.kube import Kube
-from svcaudit.controller.metrics import Metrics
 from svcaudit.controller.settings import ControllerSettings
 from svcaudit.core.audit import DnsObservation, ServiceAudit
+from svcaudit.metrics import Metrics
 
 log = structlog.get_logger("svcaudit.reconcile")
 
@@ -148,8 +148,7 @@ class Reconciler:
                 self._due.pop(key, None)
                 self._burst_start.pop(key, None)
                 if self.metrics is not None:
-                    self.metrics.queue.set(len(self._due))
-                started = time.monotonic()
+                    self.metrics.queue_length(len(self._due))
                 try:
                     await self.audit(key)
                 except asyncio.CancelledError:
@@ -158,11 +157,10 @@ class Reconciler:
                     log.exception("audit failed", namespace=key[0], service=key[1],
                                   error=str(exc))
                     self.mark([key], delay=RETRY_SECONDS)
-                if self.metrics is not None:
-                    self.metrics.audit_seconds.observe(time.monotonic() - started)
 
     # ---- one audit -------------------------------------------------------------------------
     async def audit(self, key: Key) -> None:
+        started = time.perf_counter()
         body = self.store.services.get(key)
         if body is None:
             self._forget(key)
@@ -173,8 +171,6 @@ class Reconciler:
         uid = str(meta.get("uid") or "")
         now = self.clock()
         self.audits += 1
-        if self.metrics is not None:
-            self.metrics.audits.inc()
 
         prepared = translate.prepare(self.store, key, self.default_kubernetes)
         if prepared is None:
@@ -186,8 +182,8 @@ class Reconciler:
             probe = await self.prober.probe(questions)
             dns_server = probe.server
             dns_obs = translate.dns_observation(probe)
-            if probe.error and self.metrics is not None:
-                self.metrics.dns_failures.inc()
+            if probe.error and not probe.server and self.metrics is not None:
+                self.metrics.dns_failed("unreachable")  # no server known: nothing was asked
         result = translate.audit(prepared, dns_obs, now, self.settings)
 
         previous = self._settle.get(key)
@@ -202,8 +198,11 @@ class Reconciler:
         if pending_until is not None:
             wait = max(0.2, (pending_until - now).total_seconds() + 0.05)
             self.mark([key], delay=wait)
+        seconds = time.perf_counter() - started  # the audit itself, DNS included
 
         await self._publish(key, body, prepared, result, reported, dns_obs, dns_server, now)
+        if self.metrics is not None:  # after publishing: the gauges say what the cluster says
+            self.metrics.service_audited(key[0], key[1], reported, seconds)
 
     def _published(self, key: Key, body: Mapping[str, Any]) -> dict[str, str]:
         """Statuses (by condition type) last published for this incarnation of the service.
@@ -227,8 +226,9 @@ class Reconciler:
 
     def _forget(self, key: Key) -> None:
         self._settle.pop(key, None)
-        if self._reported.pop(key, None) is not None:
-            self._update_gauges()
+        self._reported.pop(key, None)
+        if self.metrics is not None:
+            self.metrics.service_forgotten(*key)
         for what in ("service", "audit"):
             self._written.pop((what, key), None)
 
@@ -312,8 +312,6 @@ class Reconciler:
         old = self._published(key, body)
         new = statuses(conditions)
         self._reported[key] = (uid, new)
-        if new != old:
-            self._update_gauges()
         by = by_type(conditions)
         for ctype, status in new.items():
             before = old.get(ctype)
@@ -327,7 +325,7 @@ class Reconciler:
                      pending=translate.codes_for(reported.pending, aspect),
                      message=cond["message"])
             if self.metrics is not None:
-                self.metrics.verdict_changes.labels(ctype, status).inc()
+                self.metrics.verdict_changed(ctype, status)
             kind = event_kind(ctype, before, status)
             if kind is not None and self.settings.write_events:
                 event = build_event(body, ctype, kind, str(cond["reason"]),
@@ -337,14 +335,3 @@ class Reconciler:
                 except Exception as exc:  # an event is best effort; the condition is the record
                     log.warning("event not recorded", namespace=key[0], service=key[1],
                                 error=str(exc))
-
-    def _update_gauges(self) -> None:
-        if self.metrics is None:
-            return
-        counts: dict[tuple[str, str], int] = {
-            (t, st): 0 for t in ASPECT_OF_TYPE for st in ("True", "False", "Unknown")}
-        for _, published in self._reported.values():
-            for ctype, status in published.items():
-                counts[(ctype, status)] = counts.get((ctype, status), 0) + 1
-        for (ctype, status), n in counts.items():
-            self.metrics.services.labels(ctype, status).set(n)
