@@ -431,11 +431,11 @@ def test_node_down_leaves_the_machine_as_it_was(real: Cluster) -> None:
     paths = realnode.Paths(state)
     assert paths.baseline.exists(), "up() records the machine before touching it"
     baseline = json.loads(paths.baseline.read_text())
-    during = realnode.snapshot()
+    during = realnode.snapshot(paths)
     assert realnode.differences(baseline, during), "the running node changes the machine"
     try:
         leftovers = realnode.down(state)
-        after = realnode.snapshot()
+        after = realnode.snapshot(paths)
         assert leftovers == {}
         assert realnode.differences(baseline, after) == {}
         assert after["processes"] == []

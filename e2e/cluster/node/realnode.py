@@ -21,6 +21,7 @@ Standard library only (cluster.py runs before any virtualenv exists).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -99,6 +100,11 @@ class Paths:
         self.resolv_conf = self.root / "resolv.conf"
         self.proxy_config = self.root / "kube-proxy.json"
         self.baseline = self.root / "baseline.json"
+        # The kubelet's cgroup root (cgroupRoot): one per state folder, so that a second node
+        # on this machine (another checkout, in another network namespace) never sees, and
+        # never "cleans up", this node's pod cgroups - cgroups are not per network namespace.
+        digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:8]
+        self.cgroup_name = f"svcaudit-{digest}"
         self.runtime_dirs = (self.containerd, self.kubelet, self.cni_conf, self.cni_ipam,
                              self.cni_cache, self.pod_logs)
 
@@ -149,23 +155,27 @@ def cgroup_mounts() -> list[str]:
     return mounts
 
 
-def our_processes() -> list[str]:
-    """`pid exe` of processes running node software or living in a pod's cgroup."""
-    found = []
+def node_processes(paths: Paths) -> tuple[list[str], list[str]]:
+    """(`pid exe` of this node's processes: its daemons, shims and runc, found by our state
+    folder in their command line, and whatever lives in its pods' cgroups; `pid exe` of node
+    software that belongs to some other node on this machine)."""
+    ours, foreign = [], []
+    marker, cgroup = str(paths.root).encode(), f"/{paths.cgroup_name}/"
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             exe = os.readlink(proc / "exe")
+            cmdline = (proc / "cmdline").read_bytes()
+            in_pod = cgroup in (proc / "cgroup").read_text()
         except OSError:
             continue
-        try:
-            in_pod = "/kubepods" in (proc / "cgroup").read_text()
-        except OSError:
-            in_pod = False
-        if in_pod or os.path.basename(exe.removesuffix(" (deleted)")) in OUR_EXES:
-            found.append(f"{proc.name} {exe}")
-    return sorted(found)
+        node_software = os.path.basename(exe.removesuffix(" (deleted)")) in OUR_EXES
+        if in_pod or (node_software and marker in cmdline):
+            ours.append(f"{proc.name} {exe}")
+        elif node_software:
+            foreign.append(f"{proc.name} {exe}")
+    return sorted(ours), sorted(foreign)
 
 
 def iptables_state(family: str) -> list[str]:
@@ -188,7 +198,7 @@ def iptables_state(family: str) -> list[str]:
     return sorted(lines)
 
 
-def snapshot() -> dict[str, Any]:
+def snapshot(paths: Paths) -> dict[str, Any]:
     """What the node could leave behind on this machine, in comparable form."""
     links = run("ip", "-o", "link", "show", check=False).stdout.splitlines()
     routes = []
@@ -201,14 +211,14 @@ def snapshot() -> dict[str, Any]:
             routes.append(f"{family} {line.strip()}")
     netns = sorted(os.listdir("/var/run/netns")) if os.path.isdir("/var/run/netns") else []
     return {
-        "processes": our_processes(),
+        "processes": node_processes(paths)[0],
         "netns": netns,
         "links": sorted(line.split(":")[1].strip().split("@")[0] for line in links),
         "routes": sorted(routes),
         "iptables": iptables_state("4") + iptables_state("6"),
         "mounts": sorted(mount_points()),
-        "cgroups": sorted(str(Path(m) / "kubepods") for m in cgroup_mounts()
-                          if (Path(m) / "kubepods").exists()),
+        "cgroups": sorted(str(Path(m) / paths.cgroup_name) for m in cgroup_mounts()
+                          if (Path(m) / paths.cgroup_name).exists()),
         "sysctls": {name: read_sysctl(name) for name in SYSCTLS},
         "host_paths": sorted(p for p in HOST_PATHS if os.path.lexists(p)),
     }
@@ -370,6 +380,7 @@ def kubelet_config(state: cluster.State, paths: Paths) -> dict[str, Any]:
         "authorization": {"mode": "Webhook"},
         "containerRuntimeEndpoint": f"unix://{paths.socket}",
         "cgroupDriver": "cgroupfs",
+        "cgroupRoot": f"/{paths.cgroup_name}",
         "failCgroupV1": False,
         "failSwapOn": False,
         "clusterDNS": [CLUSTER_DNS_IP],
@@ -556,11 +567,12 @@ def up(state: cluster.State) -> None:
     paths = Paths(state)
     paths.root.mkdir(parents=True, exist_ok=True)
     if not paths.baseline.exists() and not any(cluster.running_pid(state, c) for c in COMPONENTS):
-        paths.baseline.write_text(json.dumps(snapshot(), indent=1))
+        paths.baseline.write_text(json.dumps(snapshot(paths), indent=1))
     host_network_up(paths)
     start_containerd(state, paths)
     import_images(paths)
     apply_cluster_dns(state)
+    make_cgroup_root(paths)
     kubelet_started = 0.0 if cluster.running_pid(state, "kubelet") else time.time()
     start_kubelet(state, paths)
 
@@ -604,7 +616,7 @@ def kill_containers(state: cluster.State, paths: Paths) -> None:
             ctr(paths, "containers", "delete", *containers, check=False)
     # Whatever containerd did not stop: container processes (in pod cgroups), then the shims
     # recorded in containerd's state folder.
-    for line in our_processes():
+    for line in node_processes(paths)[0]:
         pid, exe = line.split(" ", 1)
         if os.path.basename(exe) not in OUR_EXES:
             kill(int(pid))
@@ -670,9 +682,23 @@ def remove_chains(baseline: list[str]) -> None:
                 run(tool, "-t", table, "-X", chain, check=False)
 
 
-def remove_cgroups(baseline: list[str]) -> None:
+def make_cgroup_root(paths: Paths) -> None:
+    """The kubelet's cgroupRoot must exist in every hierarchy; a new cpuset group starts with
+    no CPUs or memory nodes, so it inherits its parent's."""
     for mount in cgroup_mounts():
-        top = Path(mount) / "kubepods"
+        top = Path(mount) / paths.cgroup_name
+        top.mkdir(exist_ok=True)
+        for name in ("cpuset.cpus", "cpuset.mems"):
+            if (top / name).exists() and not (top / name).read_text().strip():
+                (top / name).write_text((Path(mount) / name).read_text())
+
+
+def remove_cgroups(paths: Paths, baseline: list[str], legacy: bool) -> None:
+    """Our cgroup root, bottom up (a group with live processes cannot be removed); with
+    `legacy`, also the /kubepods tree a node made before cgroupRoot was set."""
+    names = [paths.cgroup_name] + (["kubepods"] if legacy else [])
+    for mount, name in ((m, n) for m in cgroup_mounts() for n in names):
+        top = Path(mount) / name
         if not top.exists() or str(top) in baseline:
             continue
         dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
@@ -722,22 +748,23 @@ def down(state: cluster.State) -> dict[str, list[str]]:
         say("stopped containerd")
     kill_containers(state, paths)  # shims containerd may have left behind
     stuck = unmount_under(paths.root)
-    for ns in Path("/var/run/netns").glob("cni-*") if Path("/var/run/netns").is_dir() else []:
-        if ns.name not in baseline.get("netns", []):
-            run("ip", "netns", "delete", ns.name, check=False)
     if run("ip", "link", "show", BRIDGE, check=False).returncode == 0:
         run("ip", "link", "delete", BRIDGE, check=False)
-    for link in differences(baseline, snapshot()).get("links", []) if baseline else []:
+    for link in differences(baseline, snapshot(paths)).get("links", []) if baseline else []:
         if link.startswith("veth"):
             run("ip", "link", "delete", link, check=False)
     if cluster.binary("kubernetes", "kube-proxy").exists() and baseline:
         run(cluster.binary("kubernetes", "kube-proxy"), "--cleanup", check=False, timeout=60)
     remove_chains(baseline.get("iptables", []))
-    remove_cgroups(baseline.get("cgroups", []))
+    foreign = node_processes(paths)[1]
+    remove_cgroups(paths, baseline.get("cgroups", []), legacy=not foreign)
     for name, value in baseline.get("sysctls", {}).items():
         if value is not None and read_sysctl(name) != value:
             write_sysctl(name, value)
-    remove_host_paths(paths, baseline)
+    if foreign:  # another node shares /run/containerd, /var/lib/kubelet, ...: leave them
+        say(f"another node runs on this machine ({len(foreign)} processes): host paths kept")
+    else:
+        remove_host_paths(paths, baseline)
     if not stuck:
         for folder in paths.runtime_dirs:
             shutil.rmtree(folder, ignore_errors=True)
@@ -747,7 +774,12 @@ def down(state: cluster.State) -> dict[str, list[str]]:
         say(f"could not unmount {stuck}; left {paths.root} in place")
     if not baseline:
         return {}
-    leftovers = differences(baseline, snapshot())
+    leftovers = differences(baseline, snapshot(paths))
+    if foreign:  # shared host paths, and mounts elsewhere, may be the other node's doing
+        leftovers.pop("host_paths", None)
+        mine = [m for m in leftovers.pop("mounts", []) if m.startswith(str(paths.root))]
+        if mine:
+            leftovers["mounts"] = mine
     if leftovers:
         say(f"left on this machine after down: {json.dumps(leftovers, indent=1)}")
     else:
