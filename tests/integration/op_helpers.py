@@ -103,15 +103,23 @@ class Operator:
         except OSError:
             return False
 
-    def metrics(self) -> dict[str, float]:
-        """Prometheus samples, e.g. {'svcaudit_writes_total{kind="event"}': 1.0}."""
+    def metrics_text(self) -> str:
         import urllib.request
 
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
                                     timeout=5) as resp:
-            text = resp.read().decode()
+            return str(resp.read().decode())
+
+    def metric_types(self) -> dict[str, str]:
+        """Metric families exposed, from the `# TYPE` lines, e.g. {'svcaudit_writes_total':
+        'counter'} (labelled families appear even before their first sample)."""
+        return {parts[2]: parts[3] for line in self.metrics_text().splitlines()
+                if (parts := line.split())[:2] == ["#", "TYPE"] and len(parts) == 4}
+
+    def metrics(self) -> dict[str, float]:
+        """Prometheus samples, e.g. {'svcaudit_writes_total{kind="event"}': 1.0}."""
         out: dict[str, float] = {}
-        for line in text.splitlines():
+        for line in self.metrics_text().splitlines():
             if line and not line.startswith("#"):
                 name, _, value = line.rpartition(" ")
                 out[name] = float(value)

@@ -7,12 +7,13 @@ a 3 s resync, so verdicts come within seconds; waits are generous deadlines, not
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures import Cluster
+from tests.fixtures import REPO, Cluster
 from tests.integration.op_helpers import (
     PREFIX,
     UdpRelay,
@@ -332,6 +333,57 @@ def test_unreachable_dns_is_unknown_not_false(cluster: Cluster, namespace: str,
         dns_changes = [e["status"] for e in op.verdict_changes("simpleservice")
                        if e["condition"] == PREFIX + "DNSConsistent"]
         assert "False" not in dns_changes
+
+
+def _documented_metrics() -> dict[str, str]:
+    """{name: type} from the table of docs/metrics.md."""
+    text = (REPO / "docs" / "metrics.md").read_text()
+    found = re.findall(r"^\| `(svcaudit_[a-z_]+)` \| (gauge|counter|histogram) \|", text, re.M)
+    return dict(found)
+
+
+def test_metrics_endpoint_exposes_the_documented_metrics(cluster: Cluster, namespace: str,
+                                                         tmp_path: Path) -> None:
+    """/metrics serves every metric of docs/metrics.md with its type; after audits it holds
+    per-question DNS latencies, the settled discrepancies and services, and the writes; a
+    deleted Service leaves the gauges."""
+    apply(cluster, namespace, rc(1))
+    apply(cluster, namespace, service())
+    apply(cluster, namespace, service(name="broken", selector="{app: nothing}"))
+    eventually(lambda: running_pods(cluster, namespace, 1), 60, "one running sise pod")
+    documented = _documented_metrics()
+    assert len(documented) >= 10, documented
+    ns = f'namespace="{namespace}"'
+    with running_operator(cluster, namespace, tmp_path) as op:
+        eventually(lambda: all_true(cluster, namespace, "simpleservice"), 60, "all True")
+        wait_code(cluster, namespace, "broken", "EndpointsConsistent", "SVA-EP-101")
+        exposed = op.metric_types()
+        assert {n: exposed.get(n) for n in documented} == documented
+
+        def settled() -> dict[str, float] | None:
+            m = op.metrics()
+            return m if (m.get(f'svcaudit_services{{healthy="True",{ns}}}') == 1
+                         and m.get(f'svcaudit_services{{healthy="False",{ns}}}') == 1) else None
+
+        m = eventually(settled, 30, "one healthy and one unhealthy service in the gauge")
+        assert any(k.startswith("svcaudit_discrepancies{") and 'code="SVA-EP-101"' in k
+                   and ns in k and v >= 1 for k, v in m.items())
+        # Every audit asks DNS: latencies are observed per question, answered ones included.
+        answered = m.get('svcaudit_dns_query_duration_seconds_count{outcome="answer"}', 0)
+        assert answered >= 2, "per-question DNS latency observations"
+        assert m['svcaudit_dns_query_duration_seconds_sum{outcome="answer"}'] > 0
+        assert m["svcaudit_audit_duration_seconds_count"] >= 2
+        assert op.total('svcaudit_audits_total{healthy="False"}') >= 1
+        assert m.get('svcaudit_writes_total{kind="service-status"}', 0) >= 2
+        assert op.total("svcaudit_verdict_changes_total") >= 1
+        assert op.total("svcaudit_dns_query_failures_total") == 0
+        assert op.total("svcaudit_api_errors_total") == 0
+
+        cluster.run_kubectl("delete", "service", "broken", "-n", namespace)
+        eventually(lambda: not any(
+            k.startswith("svcaudit_discrepancies{") and 'code="SVA-EP-101"' in k and ns in k
+            for k in op.metrics()), 60, "the deleted Service's discrepancy series gone")
+        assert op.metrics()[f'svcaudit_services{{healthy="False",{ns}}}'] == 0
 
 
 # ---- lifecycle and manners ------------------------------------------------------------------
