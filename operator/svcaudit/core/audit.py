@@ -21,12 +21,11 @@ from svcaudit.core.endpoints import (
     ExpectedSlice,
     expected_endpoints,
 )
-from svcaudit.core.envvars import service_env
+from svcaudit.core.envvars import ServiceEnvIndex
 from svcaudit.core.findings import (
     endpoint_findings,
     env_findings,
     pod_ref,
-    sees,
     with_service,
 )
 from svcaudit.core.model import EndpointSlice, Node, Pod, Service
@@ -266,16 +265,18 @@ def audit_service(
     else:
         found += compare_dns(service, exp_dns, dns)
     observed_keys = frozenset(observed_env or {})
+    envs = ServiceEnvIndex(with_service(env_services, service))  # built once per audit
     env_found, env_unknown = env_findings(
         service,
         ns_pods,
         env_services,
         timedelta(seconds=settings.env_start_grace_seconds),
         observed_keys,
+        envs,
     )
     found += env_found
     if observed_env:
-        found += _observed_env(service, ns_pods, env_services, observed_env)
+        found += _observed_env(service, ns_pods, envs, observed_env)
     if env_unknown:
         unknown[Aspect.ENVIRONMENT] = "; ".join(env_unknown)
     all_found = _dedupe(found)
@@ -321,14 +322,14 @@ def _dns_slices(
 
 
 def _observed_env(
-    service: Service, pods: Sequence[Pod], env_services: Sequence[Service], observed: ObservedEnv
+    service: Service, pods: Sequence[Pod], envs: ServiceEnvIndex, observed: ObservedEnv
 ) -> list[Discrepancy]:
-    services = with_service(env_services, service)
+    """`envs`: a ServiceEnvIndex of with_service(env_services, service)."""
     out: list[Discrepancy] = []
     for pod in sorted(pods, key=lambda p: p.key):
-        if not sees(pod, service, services):
+        if not envs.sees(pod, service.key):
             continue
-        senv = service_env(pod.namespace, pod.enable_service_links, services)
+        senv = envs.for_pod(pod)
         for container in pod.all_containers:
             env = observed.get((pod.name, container.name))
             if env is not None:

@@ -12,8 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
 
-from svcaudit.core.model import Container, EnvFrom, Pod, Service
+from svcaudit.core.model import Container, EnvFrom, Pod, Service, ServicePort
 
 MASTER_SERVICE = ("default", "kubernetes")
 
@@ -31,19 +32,23 @@ def _host_port(ip: str, port: int) -> str:
 
 
 def service_variables(service: Service) -> tuple[tuple[str, str], ...]:
-    """FromServices for one service, in the kubelet's order; () without a cluster IP."""
+    """FromServices for one service, in the kubelet's order; () without a cluster IP.
+
+    Memoised on what the variables depend on (name, cluster IP, ports): an audit asks for
+    the variables of every service of a namespace, again for every service audited."""
     if not service.has_cluster_ip or not service.ports:
         return ()
-    prefix = env_name(service.name)
-    ip = service.cluster_ip
+    return _variables_cached(service.name, service.cluster_ip, service.ports)
+
+
+def _variables(name: str, ip: str, ports: tuple[ServicePort, ...]) -> tuple[tuple[str, str], ...]:
+    prefix = env_name(name)
     out: list[tuple[str, str]] = [
         (f"{prefix}_SERVICE_HOST", ip),
-        (f"{prefix}_SERVICE_PORT", str(service.ports[0].port)),
+        (f"{prefix}_SERVICE_PORT", str(ports[0].port)),
     ]
-    out.extend(
-        (f"{prefix}_SERVICE_PORT_{env_name(p.name)}", str(p.port)) for p in service.ports if p.name
-    )
-    for i, p in enumerate(service.ports):
+    out.extend((f"{prefix}_SERVICE_PORT_{env_name(p.name)}", str(p.port)) for p in ports if p.name)
+    for i, p in enumerate(ports):
         proto = p.protocol.lower()
         url = f"{proto}://{_host_port(ip, p.port)}"
         if i == 0:
@@ -58,6 +63,10 @@ def service_variables(service: Service) -> tuple[tuple[str, str], ...]:
             ]
         )
     return tuple(out)
+
+
+# Bounded: a few KB per entry; 8192 covers the 2k-service target several times over.
+_variables_cached = lru_cache(maxsize=8192)(_variables)
 
 
 def visible_services(
@@ -120,6 +129,39 @@ def service_env(
         sources={k: tuple(v) for k, v in sorted(sources.items())},
         services=visible,
     )
+
+
+class ServiceEnvIndex:
+    """service_env() of one services list for each (namespace, enableServiceLinks) asked,
+    each built once: what every pod of a namespace sees without re-deriving it per pod.
+
+    Holds no clock and does no I/O; it only memoises pure functions of its input for the
+    length of one call (build one per audit, or per snapshot of the services).
+    """
+
+    __slots__ = ("_envs", "_keys", "_services")
+
+    def __init__(self, services: Sequence[Service]) -> None:
+        self._services = tuple(services)
+        self._envs: dict[tuple[str, bool], ServiceEnv] = {}
+        self._keys: dict[tuple[str, bool], frozenset[ServiceKey]] = {}
+
+    def env(self, namespace: str, enable_service_links: bool) -> ServiceEnv:
+        key = (namespace, enable_service_links)
+        senv = self._envs.get(key)
+        if senv is None:
+            senv = service_env(namespace, enable_service_links, self._services)
+            self._envs[key] = senv
+            self._keys[key] = frozenset(s.key for s in senv.services)
+        return senv
+
+    def for_pod(self, pod: Pod) -> ServiceEnv:
+        return self.env(pod.namespace, pod.enable_service_links)
+
+    def sees(self, pod: Pod, service: ServiceKey) -> bool:
+        """Whether the kubelet gives `pod` the variables of the service keyed `service`."""
+        self.for_pod(pod)
+        return service in self._keys[(pod.namespace, pod.enable_service_links)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,9 +19,8 @@ from svcaudit.core.endpoints import (
 )
 from svcaudit.core.envvars import (
     Freshness,
-    container_env,
+    ServiceEnvIndex,
     freshness,
-    service_env,
     service_variables,
     visible_services,
 )
@@ -154,21 +153,48 @@ def env_findings(
     env_services: Sequence[Service],
     grace: timedelta,
     observed_containers: frozenset[tuple[str, str]] = frozenset(),
+    index: ServiceEnvIndex | None = None,
 ) -> tuple[list[Discrepancy], list[str]]:
     """Predicted environment problems involving `service`'s variables.
 
     Returns (findings, unknown_reasons). Containers in `observed_containers` (pod, container)
-    are judged by compare.compare_env instead of by the start-time prediction.
+    are judged by compare.compare_env instead of by the start-time prediction. Possibly
+    stale containers (SVA-ENV-002) are summarised in one finding per service and cause
+    (see summarise_possibly_stale). `index`: a ServiceEnvIndex of
+    `with_service(env_services, service)` to reuse (built here when None).
+
+    Cost: the namespace's service environment is built once (per enableServiceLinks value
+    met), then each container costs O(its explicit env + the service's variables).
     """
-    names = {n for n, _ in service_variables(service)}
+    per_container, unknown = env_container_findings(
+        service, pods, env_services, grace, observed_containers, index
+    )
+    return summarise_possibly_stale(service, per_container, grace), unknown
+
+
+def env_container_findings(
+    service: Service,
+    pods: Sequence[Pod],
+    env_services: Sequence[Service],
+    grace: timedelta,
+    observed_containers: frozenset[tuple[str, str]] = frozenset(),
+    index: ServiceEnvIndex | None = None,
+) -> tuple[list[Discrepancy], list[str]]:
+    """env_findings before the SVA-ENV-002 summary: one finding per pod x container."""
+    variables = service_variables(service)
+    names = {n for n, _ in variables}
     if not names:
         return [], []
     services = with_service(env_services, service)
+    envs = index if index is not None else ServiceEnvIndex(services)
     svc = service_ref(service)
     out: list[Discrepancy] = []
     unknown: list[str] = []
-    ns_env = service_env(service.namespace, True, services)
-    for col in ns_env.collisions:
+    created = _t(service.creation_timestamp)
+    expect_stale = f"started after {svc} was created ({created})"
+    expect_created = f"started after {svc} created ({created})"
+    expect_touched = f"started after {svc} spec last touched ({_t(service.env_spec_touched_at)})"
+    for col in envs.env(service.namespace, True).collisions:
         keys = [k for k, _ in col.sources]
         if service.key in keys:
             detail = "; ".join(f"{ns}/{n}={v}" for (ns, n), v in col.sources)
@@ -177,34 +203,35 @@ def env_findings(
                 discrepancy("SVA-ENV-003", svc, f"{col.name} from one service", detail, others)
             )
     for pod in sorted(pods, key=lambda p: p.key):
-        if not sees(pod, service, services):
+        if not envs.sees(pod, service.key):
             continue
-        senv = service_env(pod.namespace, pod.enable_service_links, services)
+        senv = envs.for_pod(pod)
         for container in pod.all_containers:
             subject = f"{pod_ref(pod)} container {container.name}"
-            cenv = container_env(container, senv)
-            for sh in cenv.shadowed:
-                if sh.name not in names or sh.service != service.key:
+            # container_env(container, senv) restricted to this service's names: the
+            # kubelet's precedence (explicit env wins) without copying the whole map.
+            explicit = {e.name: e.value for e in container.env}
+            for name in sorted(explicit):
+                if name not in names or name not in senv.values:
                     continue
-                shown = "<valueFrom>" if sh.explicit_value is None else sh.explicit_value
-                code = (
-                    "SVA-ENV-004"
-                    if sh.explicit_value not in (None, sh.service_value)
-                    else ("SVA-ENV-005")
-                )
+                if senv.sources[name][-1][0] != service.key:
+                    continue  # hidden value is another (colliding) service's
+                value, explicit_value = senv.values[name], explicit[name]
+                shown = "<valueFrom>" if explicit_value is None else explicit_value
+                code = "SVA-ENV-004" if explicit_value not in (None, value) else "SVA-ENV-005"
                 out.append(
                     discrepancy(
                         code,
                         subject,
-                        f"{sh.name}={sh.service_value}",
-                        f"{sh.name}={shown}",
+                        f"{name}={value}",
+                        f"{name}={shown}",
                         (svc,),
                         pod=pod.name,
                         container=container.name,
                     )
                 )
-            if cenv.unresolved_env_from:
-                srcs = ", ".join(f"{e.kind}/{e.name}" for e in cenv.unresolved_env_from)
+            if container.env_from:
+                srcs = ", ".join(f"{e.kind}/{e.name}" for e in container.env_from)
                 out.append(
                     discrepancy(
                         "SVA-ENV-006",
@@ -218,7 +245,7 @@ def env_findings(
                 )
             if (pod.name, container.name) in observed_containers:
                 continue
-            if not any(n in cenv.env for n in names):
+            if not any(n in senv.values and n not in explicit for n in names):
                 continue  # every variable of the service is explicitly set
             fresh = freshness(pod, container.name, service, grace)
             started = (
@@ -226,13 +253,12 @@ def env_findings(
                 if fresh not in (Freshness.NOT_RUNNING,)
                 else None
             )
-            created = service.creation_timestamp
             if fresh is Freshness.STALE:
                 out.append(
                     discrepancy(
                         "SVA-ENV-001",
                         subject,
-                        f"started after {svc} was created ({_t(created)})",
+                        expect_stale,
                         f"started {_t(started)}",
                         (svc,),
                         pod=pod.name,
@@ -240,13 +266,11 @@ def env_findings(
                     )
                 )
             elif fresh in (Freshness.UNCERTAIN, Freshness.SPEC_CHANGED):
-                when = created if fresh is Freshness.UNCERTAIN else service.env_spec_touched_at
-                what = "created" if fresh is Freshness.UNCERTAIN else "spec last touched"
                 out.append(
                     discrepancy(
                         "SVA-ENV-002",
                         subject,
-                        f"started after {svc} {what} ({_t(when)})",
+                        expect_created if fresh is Freshness.UNCERTAIN else expect_touched,
                         f"started {_t(started)}",
                         (svc,),
                         pod=pod.name,
@@ -260,6 +284,53 @@ def env_findings(
                     else f"{svc}: no creationTimestamp"
                 )
     return out, unknown
+
+
+POSSIBLY_STALE_EXAMPLES = 5  # containers named in a SVA-ENV-002 summary
+
+
+def summarise_possibly_stale(
+    service: Service, findings: Sequence[Discrepancy], grace: timedelta
+) -> list[Discrepancy]:
+    """Replace the per-container SVA-ENV-002 findings by one per cause (the `expected` text:
+    created within the grace window, or spec touched after the start), about the Service,
+    listing the container and pod counts and the first POSSIBLY_STALE_EXAMPLES containers
+    (pod order) with their start times; `related` names those pods. Other findings keep
+    their order; the summaries follow them."""
+    svc = service_ref(service)
+    kept: list[Discrepancy] = []
+    groups: dict[str, list[Discrepancy]] = {}
+    for d in findings:
+        if d.code == "SVA-ENV-002" and d.pod is not None:
+            groups.setdefault(d.expected, []).append(d)
+        else:
+            kept.append(d)
+    window = f"{grace.total_seconds():g}s"
+    for expected, group in groups.items():
+        pods = list(dict.fromkeys(d.pod for d in group if d.pod is not None))
+        shown = group[:POSSIBLY_STALE_EXAMPLES]
+        examples = ", ".join(f"{d.pod}/{d.container} {d.observed}" for d in shown)
+        more = len(group) - len(shown)
+        cause = (
+            f"within the {window} grace window of its creation"
+            if "created (" in expected
+            else "before its last possible spec change"
+        )
+        observed = (
+            f"{len(group)} container(s) in {len(pods)} pod(s) started {cause}: {examples}"
+            + (f" and {more} more" if more else "")
+        )
+        related = tuple(dict.fromkeys(ref("Pod", service.namespace, d.pod) for d in shown if d.pod))
+        kept.append(
+            discrepancy(
+                "SVA-ENV-002",
+                svc,
+                f"running containers {expected}",
+                observed,
+                related,
+            )
+        )
+    return kept
 
 
 def _t(value: object) -> str:
