@@ -310,8 +310,8 @@ CATALOGUE: Mapping[str, CodeInfo] = {
             "EnvPossiblyStale",
             ENV,
             I,
-            "A running container started close to the service's creation or before a spec "
-            "change that may have touched its ports/IP.",
+            "Running containers started close to the service's creation or before a spec "
+            "change that may have touched its ports/IP (one summary per service and cause).",
             "Creation within the grace window, or a managedFields time after the start.",
             "Read the container's env to be sure; restart the pod if it is stale.",
         ),
