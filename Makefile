@@ -38,8 +38,8 @@ cluster-status: ## show the local cluster's components
 	$(CLUSTER) status
 
 lint: venv ## ruff
-	$(VENV)/bin/ruff check operator tests e2e
-	$(VENV)/bin/ruff format --check operator tests
+	$(VENV)/bin/ruff check operator tests e2e bench conftest.py
+	$(VENV)/bin/ruff format --check operator tests e2e bench conftest.py
 
 typecheck: venv ## mypy (strict on the core)
 	$(VENV)/bin/mypy

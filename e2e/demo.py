@@ -44,8 +44,12 @@ class Demo:
     def kubectl(self, *args: str, stdin: str | None = None, show: bool = False) -> str:
         if show:
             print(f"$ kubectl {' '.join(args)}", flush=True)
-        proc = subprocess.run([self.kubectl_bin, f"--kubeconfig={self.kubeconfig}", *args],
-                              input=stdin, capture_output=True, text=True)
+        proc = subprocess.run(
+            [self.kubectl_bin, f"--kubeconfig={self.kubeconfig}", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0 and not args[0] == "delete":
             raise RuntimeError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
         if show:
@@ -56,11 +60,24 @@ class Demo:
         log = open(self.state / "logs" / "operator-demo.log", "w")  # noqa: SIM115
         svcaudit = Path(sys.executable).parent / "svcaudit"
         self.operator = subprocess.Popen(
-            [str(svcaudit), "run", "--kubeconfig", self.kubeconfig, "--dns-server", self.dns,
-             "--settle-seconds", SETTLE_SECONDS, "-n", NAMESPACE],
-            stdout=log, stderr=subprocess.STDOUT)
-        print(f"operator started (pid {self.operator.pid}, settle {SETTLE_SECONDS}s, "
-              f"log {log.name})")
+            [
+                str(svcaudit),
+                "run",
+                "--kubeconfig",
+                self.kubeconfig,
+                "--dns-server",
+                self.dns,
+                "--settle-seconds",
+                SETTLE_SECONDS,
+                "-n",
+                NAMESPACE,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        print(
+            f"operator started (pid {self.operator.pid}, settle {SETTLE_SECONDS}s, log {log.name})"
+        )
 
     def stop_operator(self) -> None:
         if self.operator and self.operator.poll() is None:
@@ -71,17 +88,21 @@ class Demo:
                 self.operator.kill()
 
     def conditions(self) -> dict[str, dict[str, Any]]:
-        svc = json.loads(self.kubectl("get", "svc", "simpleservice", "-n", NAMESPACE, "-o",
-                                      "json"))
-        return {c["type"]: c for c in (svc.get("status") or {}).get("conditions") or []
-                if c["type"].startswith("svcaudit.dev/")}
+        svc = json.loads(self.kubectl("get", "svc", "simpleservice", "-n", NAMESPACE, "-o", "json"))
+        return {
+            c["type"]: c
+            for c in (svc.get("status") or {}).get("conditions") or []
+            if c["type"].startswith("svcaudit.dev/")
+        }
 
     def wait_healthy(self, status: str, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.operator and self.operator.poll() is not None:
-                sys.exit(f"the operator exited (code {self.operator.returncode}); "
-                         f"see {self.state / 'logs/operator-demo.log'}")
+                sys.exit(
+                    f"the operator exited (code {self.operator.returncode}); "
+                    f"see {self.state / 'logs/operator-demo.log'}"
+                )
             healthy = self.conditions().get("svcaudit.dev/DiscoveryHealthy")
             if healthy and healthy["status"] == status:
                 return
@@ -114,14 +135,17 @@ class Demo:
         self.wait_healthy("False")
         print(f"(verdict False after {time.monotonic() - started:.1f}s)")
         self.show()
-        detail = json.loads(self.kubectl("get", "sva", "simpleservice", "-n", NAMESPACE,
-                                         "-o", "json"))
+        detail = json.loads(
+            self.kubectl("get", "sva", "simpleservice", "-n", NAMESPACE, "-o", "json")
+        )
         findings = (detail.get("status") or {}).get("discrepancies") or []
         print("$ kubectl get sva simpleservice -o yaml   # status.discrepancies")
         info = [item for item in findings if item.get("severity") == "info"]
         for item in (item for item in findings if item.get("severity") != "info"):
-            print(f"  {item.get('code')} [{item.get('severity')}] {item.get('subject')}: "
-                  f"expected {item.get('expected')}, observed {item.get('observed')}")
+            print(
+                f"  {item.get('code')} [{item.get('severity')}] {item.get('subject')}: "
+                f"expected {item.get('expected')}, observed {item.get('observed')}"
+            )
             if item.get("hint"):
                 print(f"      hint: {item['hint']}")
         if info:
@@ -135,8 +159,10 @@ class Demo:
         print(f"(verdict True again after {time.monotonic() - started:.1f}s)")
         self.show()
         banner("done")
-        print(f"The cluster is still running: export KUBECONFIG={self.kubeconfig}; "
-              "`make cluster-down` stops it.")
+        print(
+            f"The cluster is still running: export KUBECONFIG={self.kubeconfig}; "
+            "`make cluster-down` stops it."
+        )
 
 
 def main() -> int:

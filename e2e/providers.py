@@ -21,8 +21,12 @@ def docker_available() -> bool:
     if shutil.which("docker") is None:
         return False
     try:
-        probe = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"],
-                               capture_output=True, text=True, timeout=10)
+        probe = subprocess.run(
+            ["docker", "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return probe.returncode == 0 and bool(probe.stdout.strip())

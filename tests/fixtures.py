@@ -36,11 +36,16 @@ class Cluster:
     kubectl: str
     provider: str
 
-    def run_kubectl(self, *args: str, check: bool = True, input: str | None = None,
-                    timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def run_kubectl(
+        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [self.kubectl, f"--kubeconfig={self.kubeconfig}", *args],
-            check=check, capture_output=True, text=True, input=input, timeout=timeout,
+            check=check,
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
         )
 
     def api_client(self):  # type: ignore[no-untyped-def]
@@ -62,11 +67,18 @@ def _local_cluster(real_node: bool) -> Cluster:
         pytest.fail(f"local cluster failed to start:\n{proc.stdout}\n{proc.stderr}", pytrace=False)
     info = json.loads((_state_dir() / "cluster.json").read_text())
     versions = info["versions"]
-    kubectl = (Path(os.environ.get("SVCAUDIT_CACHE", Path.home() / ".cache" / "svcaudit"))
-               / f"kubernetes-{versions['KUBE_VERSION']}" / "kubectl")
+    kubectl = (
+        Path(os.environ.get("SVCAUDIT_CACHE", Path.home() / ".cache" / "svcaudit"))
+        / f"kubernetes-{versions['KUBE_VERSION']}"
+        / "kubectl"
+    )
     return Cluster(
-        kubeconfig=info["kubeconfig"], dns_host=info["dns"]["host"], dns_port=info["dns"]["port"],
-        state_dir=_state_dir(), real_node=bool(info["realNode"]), kubectl=str(kubectl),
+        kubeconfig=info["kubeconfig"],
+        dns_host=info["dns"]["host"],
+        dns_port=info["dns"]["port"],
+        state_dir=_state_dir(),
+        real_node=bool(info["realNode"]),
+        kubectl=str(kubectl),
         provider="local",
     )
 
@@ -76,14 +88,23 @@ def _existing_cluster() -> Cluster | None:
     if not kubeconfig or not Path(kubeconfig).exists():
         return None
     kubectl = os.environ.get("KUBECTL", "kubectl")
-    probe = subprocess.run([kubectl, f"--kubeconfig={kubeconfig}", "get", "--raw", "/readyz"],
-                           capture_output=True, text=True)
+    probe = subprocess.run(
+        [kubectl, f"--kubeconfig={kubeconfig}", "get", "--raw", "/readyz"],
+        capture_output=True,
+        text=True,
+    )
     if probe.returncode != 0:
         return None
     host, _, port = os.environ.get("SVCAUDIT_DNS_SERVER", "").partition(":")
-    return Cluster(kubeconfig=kubeconfig, dns_host=host, dns_port=int(port or 53),
-                   state_dir=None, real_node=os.environ.get("NODE") == "real", kubectl=kubectl,
-                   provider="existing")
+    return Cluster(
+        kubeconfig=kubeconfig,
+        dns_host=host,
+        dns_port=int(port or 53),
+        state_dir=None,
+        real_node=os.environ.get("NODE") == "real",
+        kubectl=kubectl,
+        provider="existing",
+    )
 
 
 def _kind_cluster() -> Iterator[Cluster]:
@@ -97,8 +118,15 @@ def _kind_cluster() -> Iterator[Cluster]:
     image = os.environ.get("SVCAUDIT_IMAGE", "svcaudit:dev")
     subprocess.run(["docker", "build", "-t", image, str(REPO)], check=True)
     kind.load_docker_image(image)
-    yield Cluster(kubeconfig=str(kind.kubeconfig_path), dns_host="", dns_port=53, state_dir=None,
-                  real_node=True, kubectl=str(kind.kubectl_path), provider="kind")
+    yield Cluster(
+        kubeconfig=str(kind.kubeconfig_path),
+        dns_host="",
+        dns_port=53,
+        state_dir=None,
+        real_node=True,
+        kubectl=str(kind.kubectl_path),
+        provider="kind",
+    )
     if os.environ.get("SVCAUDIT_CLUSTER_TEARDOWN") == "1":
         kind.delete()
 
@@ -131,8 +159,10 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     name = f"{base}-{uuid.uuid4().hex[:6]}"
     cluster.run_kubectl("create", "namespace", name)
     deadline = time.monotonic() + 30
-    while cluster.run_kubectl("get", "serviceaccount", "default", "-n", name,
-                              check=False).returncode != 0:
+    while (
+        cluster.run_kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode
+        != 0
+    ):
         if time.monotonic() > deadline:
             pytest.fail(f"default ServiceAccount never appeared in {name}")
         time.sleep(0.2)

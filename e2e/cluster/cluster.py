@@ -169,35 +169,82 @@ def make_pki(state: State) -> None:
     pki.mkdir(parents=True, exist_ok=True)
     openssl("genrsa", "-out", str(pki / "ca.key"), "2048")
     openssl(
-        "req", "-x509", "-new", "-nodes", "-key", str(pki / "ca.key"), "-sha256", "-days", "3650",
-        "-subj", "/CN=svcaudit-local-ca", "-out", str(pki / "ca.crt"),
+        "req",
+        "-x509",
+        "-new",
+        "-nodes",
+        "-key",
+        str(pki / "ca.key"),
+        "-sha256",
+        "-days",
+        "3650",
+        "-subj",
+        "/CN=svcaudit-local-ca",
+        "-out",
+        str(pki / "ca.crt"),
     )
     sans = [
-        "DNS:localhost", "DNS:kubernetes", "DNS:kubernetes.default", "DNS:kubernetes.default.svc",
-        "DNS:kubernetes.default.svc.cluster.local", "IP:127.0.0.1", f"IP:{ADVERTISE_IP}",
+        "DNS:localhost",
+        "DNS:kubernetes",
+        "DNS:kubernetes.default",
+        "DNS:kubernetes.default.svc",
+        "DNS:kubernetes.default.svc.cluster.local",
+        "IP:127.0.0.1",
+        f"IP:{ADVERTISE_IP}",
         f"IP:{next(ipaddress.ip_network(SERVICE_CIDR).hosts())}",
     ]
     sign_cert(pki, "apiserver", "/CN=kube-apiserver", "serverAuth", ",".join(sans))
     # apiserver -> kubelet client identity (exec/logs on the real node)
-    sign_cert(pki, "apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client",
-              "clientAuth", None)
+    sign_cert(
+        pki,
+        "apiserver-kubelet-client",
+        "/O=system:masters/CN=kube-apiserver-kubelet-client",
+        "clientAuth",
+        None,
+    )
     openssl("genrsa", "-out", str(pki / "sa.key"), "2048")
     openssl("rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
 
 
 def sign_cert(pki: Path, name: str, subject: str, usage: str, sans: str | None) -> None:
     ext = pki / f"{name}.ext"
-    lines = ["basicConstraints=CA:FALSE", "keyUsage=digitalSignature,keyEncipherment",
-             f"extendedKeyUsage={usage}"]
+    lines = [
+        "basicConstraints=CA:FALSE",
+        "keyUsage=digitalSignature,keyEncipherment",
+        f"extendedKeyUsage={usage}",
+    ]
     if sans:
         lines.append(f"subjectAltName={sans}")
     ext.write_text("\n".join(lines) + "\n")
     openssl("genrsa", "-out", str(pki / f"{name}.key"), "2048")
-    openssl("req", "-new", "-key", str(pki / f"{name}.key"), "-subj", subject,
-            "-out", str(pki / f"{name}.csr"))
-    openssl("x509", "-req", "-in", str(pki / f"{name}.csr"), "-CA", str(pki / "ca.crt"),
-            "-CAkey", str(pki / "ca.key"), "-CAcreateserial", "-days", "3650", "-sha256",
-            "-extfile", str(ext), "-out", str(pki / f"{name}.crt"))
+    openssl(
+        "req",
+        "-new",
+        "-key",
+        str(pki / f"{name}.key"),
+        "-subj",
+        subject,
+        "-out",
+        str(pki / f"{name}.csr"),
+    )
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(pki / f"{name}.csr"),
+        "-CA",
+        str(pki / "ca.crt"),
+        "-CAkey",
+        str(pki / "ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "3650",
+        "-sha256",
+        "-extfile",
+        str(ext),
+        "-out",
+        str(pki / f"{name}.crt"),
+    )
 
 
 # user name -> groups, for the static token file. Every component gets its own identity and
@@ -245,11 +292,16 @@ def write_kubeconfig(state: State, path: Path, user: str, token: str) -> None:
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "svcaudit-local",
-                      "cluster": {"server": server, "certificate-authority-data": ca}}],
+        "clusters": [
+            {
+                "name": "svcaudit-local",
+                "cluster": {"server": server, "certificate-authority-data": ca},
+            }
+        ],
         "users": [{"name": user, "user": {"token": token}}],
-        "contexts": [{"name": "svcaudit-local",
-                      "context": {"cluster": "svcaudit-local", "user": user}}],
+        "contexts": [
+            {"name": "svcaudit-local", "context": {"cluster": "svcaudit-local", "user": user}}
+        ],
         "current-context": "svcaudit-local",
     }
     path.write_text(json.dumps(config, indent=2))
@@ -304,16 +356,26 @@ def running_pid(state: State, name: str) -> int | None:
     return pid if cmdline == exe.strip() else None
 
 
-def start_process(state: State, name: str, argv: list[str], env: dict[str, str] | None = None,
-                  ) -> None:
+def start_process(
+    state: State,
+    name: str,
+    argv: list[str],
+    env: dict[str, str] | None = None,
+) -> None:
     if running_pid(state, name):
         return
     state.logs.mkdir(parents=True, exist_ok=True)
     state.pids.mkdir(parents=True, exist_ok=True)
     log = open(state.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, env={**os.environ, **(env or {})},
-                            cwd=state.dir)
+    proc = subprocess.Popen(
+        argv,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+        cwd=state.dir,
+    )
     log.close()
     pid_file(state, name).write_text(f"{proc.pid}\n{argv[0]}\n")
     # Popen returns once exec has closed the child's CLOEXEC pipe, a moment before the kernel
@@ -360,9 +422,11 @@ def wait_for(state: State, name: str, check, timeout: float, what: str) -> None:
     last_error = ""
     while time.monotonic() < deadline:
         if name and pid_file(state, name).exists() and running_pid(state, name) is None:
-            raise ClusterError(f"{name} exited while waiting for {what}.\n"
-                               f"--- {state.logs / (name + '.log')} (tail) ---\n"
-                               f"{log_tail(state, name)}")
+            raise ClusterError(
+                f"{name} exited while waiting for {what}.\n"
+                f"--- {state.logs / (name + '.log')} (tail) ---\n"
+                f"{log_tail(state, name)}"
+            )
         try:
             if check():
                 return
@@ -370,23 +434,35 @@ def wait_for(state: State, name: str, check, timeout: float, what: str) -> None:
             last_error = str(exc)
         time.sleep(0.3)
     tail = log_tail(state, name) if name else ""
-    raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what} ({last_error}).\n"
-                       f"--- {name} log tail ---\n{tail}")
+    raise ClusterError(
+        f"timed out after {timeout:.0f}s waiting for {what} ({last_error}).\n"
+        f"--- {name} log tail ---\n{tail}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Talking to the apiserver without any third-party client
 
 
-def api(state: State, method: str, path: str, body: object | None = None,
-        content_type: str = "application/json", token: str | None = None,
-        ) -> dict[str, object]:
+def api(
+    state: State,
+    method: str,
+    path: str,
+    body: object | None = None,
+    content_type: str = "application/json",
+    token: str | None = None,
+) -> dict[str, object]:
     ctx = ssl.create_default_context(cafile=str(state.pki / "ca.crt"))
     data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
     req = urllib.request.Request(
-        f"https://127.0.0.1:{PORTS['apiserver']}{path}", data=data, method=method,
-        headers={"Authorization": f"Bearer {token or state.tokens['admin']}",
-                 "Content-Type": content_type, "Accept": "application/json"},
+        f"https://127.0.0.1:{PORTS['apiserver']}{path}",
+        data=data,
+        method=method,
+        headers={
+            "Authorization": f"Bearer {token or state.tokens['admin']}",
+            "Content-Type": content_type,
+            "Accept": "application/json",
+        },
     )
     with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
         raw = resp.read()
@@ -406,8 +482,13 @@ def api_ok(state: State, path: str) -> bool:
 
 def apply(state: State, path: str, obj: dict[str, object]) -> None:
     """Server-side apply of one object at its API path (create or update)."""
-    api(state, "PATCH", f"{path}?fieldManager=svcaudit-cluster&force=true", obj,
-        content_type="application/apply-patch+yaml")
+    api(
+        state,
+        "PATCH",
+        f"{path}?fieldManager=svcaudit-cluster&force=true",
+        obj,
+        content_type="application/apply-patch+yaml",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,15 +497,23 @@ def apply(state: State, path: str, obj: dict[str, object]) -> None:
 
 def start_etcd(state: State) -> None:
     data = state.dir / "etcd-data"
-    start_process(state, "etcd", [
-        str(binary("etcd")), "--name=svcaudit", f"--data-dir={data}",
-        f"--listen-client-urls=http://127.0.0.1:{PORTS['etcd']}",
-        f"--advertise-client-urls=http://127.0.0.1:{PORTS['etcd']}",
-        f"--listen-peer-urls=http://127.0.0.1:{PORTS['etcd-peer']}",
-        f"--initial-advertise-peer-urls=http://127.0.0.1:{PORTS['etcd-peer']}",
-        f"--initial-cluster=svcaudit=http://127.0.0.1:{PORTS['etcd-peer']}",
-        "--unsafe-no-fsync=true", "--quota-backend-bytes=4294967296", "--log-level=warn",
-    ])
+    start_process(
+        state,
+        "etcd",
+        [
+            str(binary("etcd")),
+            "--name=svcaudit",
+            f"--data-dir={data}",
+            f"--listen-client-urls=http://127.0.0.1:{PORTS['etcd']}",
+            f"--advertise-client-urls=http://127.0.0.1:{PORTS['etcd']}",
+            f"--listen-peer-urls=http://127.0.0.1:{PORTS['etcd-peer']}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{PORTS['etcd-peer']}",
+            f"--initial-cluster=svcaudit=http://127.0.0.1:{PORTS['etcd-peer']}",
+            "--unsafe-no-fsync=true",
+            "--quota-backend-bytes=4294967296",
+            "--log-level=warn",
+        ],
+    )
 
     def healthy() -> bool:
         with urllib.request.urlopen(f"http://127.0.0.1:{PORTS['etcd']}/health", timeout=2) as r:
@@ -435,80 +524,125 @@ def start_etcd(state: State) -> None:
 
 def start_apiserver(state: State) -> None:
     pki = state.pki
-    start_process(state, "apiserver", [
-        str(binary("kubernetes", "kube-apiserver")),
-        f"--etcd-servers=http://127.0.0.1:{PORTS['etcd']}",
-        "--bind-address=0.0.0.0", f"--secure-port={PORTS['apiserver']}",
-        f"--advertise-address={ADVERTISE_IP}",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
-        "--authorization-mode=Node,RBAC",
-        f"--token-auth-file={pki / 'tokens.csv'}",
-        f"--client-ca-file={pki / 'ca.crt'}",
-        f"--tls-cert-file={pki / 'apiserver.crt'}",
-        f"--tls-private-key-file={pki / 'apiserver.key'}",
-        f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
-        f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
-        f"--kubelet-certificate-authority={pki / 'ca.crt'}",
-        # the real node's Hostname address ("realnode") resolves nowhere: dial its InternalIP
-        "--kubelet-preferred-address-types=InternalIP,Hostname",
-        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-        f"--service-account-key-file={pki / 'sa.pub'}",
-        f"--service-account-signing-key-file={pki / 'sa.key'}",
-        "--allow-privileged=true", "--profiling=false", "--v=1",
-    ])
+    start_process(
+        state,
+        "apiserver",
+        [
+            str(binary("kubernetes", "kube-apiserver")),
+            f"--etcd-servers=http://127.0.0.1:{PORTS['etcd']}",
+            "--bind-address=0.0.0.0",
+            f"--secure-port={PORTS['apiserver']}",
+            f"--advertise-address={ADVERTISE_IP}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--authorization-mode=Node,RBAC",
+            f"--token-auth-file={pki / 'tokens.csv'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+            # the real node's Hostname address ("realnode") resolves nowhere: dial its InternalIP
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--v=1",
+        ],
+    )
     wait_for(state, "apiserver", lambda: api_ok(state, "/readyz"), 120, "kube-apiserver /readyz")
 
 
 def start_controller_manager(state: State) -> None:
     pki = state.pki
     kc = state.dir / "kubeconfigs" / "controller-manager.kubeconfig"
-    start_process(state, "controller-manager", [
-        str(binary("kubernetes", "kube-controller-manager")),
-        f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}",
-        f"--authorization-kubeconfig={kc}",
-        "--bind-address=127.0.0.1", f"--secure-port={PORTS['controller-manager']}",
-        "--use-service-account-credentials=true",
-        f"--service-account-private-key-file={pki / 'sa.key'}",
-        f"--root-ca-file={pki / 'ca.crt'}",
-        "--allocate-node-cidrs=true", f"--cluster-cidr={CLUSTER_CIDR}", "--node-cidr-mask-size=24",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
-        "--controllers=*", "--leader-elect=false", "--profiling=false", "--v=1",
-    ])
+    start_process(
+        state,
+        "controller-manager",
+        [
+            str(binary("kubernetes", "kube-controller-manager")),
+            f"--kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}",
+            f"--authorization-kubeconfig={kc}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={PORTS['controller-manager']}",
+            "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--root-ca-file={pki / 'ca.crt'}",
+            "--allocate-node-cidrs=true",
+            f"--cluster-cidr={CLUSTER_CIDR}",
+            "--node-cidr-mask-size=24",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--controllers=*",
+            "--leader-elect=false",
+            "--profiling=false",
+            "--v=1",
+        ],
+    )
 
 
 def start_scheduler(state: State) -> None:
     kc = state.dir / "kubeconfigs" / "scheduler.kubeconfig"
-    start_process(state, "scheduler", [
-        str(binary("kubernetes", "kube-scheduler")),
-        f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}",
-        f"--authorization-kubeconfig={kc}",
-        "--bind-address=127.0.0.1", f"--secure-port={PORTS['scheduler']}",
-        "--leader-elect=false", "--profiling=false", "--v=1",
-    ])
+    start_process(
+        state,
+        "scheduler",
+        [
+            str(binary("kubernetes", "kube-scheduler")),
+            f"--kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}",
+            f"--authorization-kubeconfig={kc}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={PORTS['scheduler']}",
+            "--leader-elect=false",
+            "--profiling=false",
+            "--v=1",
+        ],
+    )
 
 
 def create_kwok_nodes(state: State) -> None:
     """Node objects kwok will manage: distinct InternalIPs and zones, no taints."""
     for i in range(state.nodes):
         name = node_name(i)
-        apply(state, f"/api/v1/nodes/{name}", {
-            "apiVersion": "v1", "kind": "Node",
-            "metadata": {
-                "name": name,
-                "annotations": {"kwok.x-k8s.io/node": "fake"},
-                "labels": {
-                    "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
-                    "kubernetes.io/arch": "amd64", "type": "kwok",
-                    "topology.kubernetes.io/zone": ZONES[i % len(ZONES)],
+        apply(
+            state,
+            f"/api/v1/nodes/{name}",
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": name,
+                    "annotations": {"kwok.x-k8s.io/node": "fake"},
+                    "labels": {
+                        "kubernetes.io/hostname": name,
+                        "kubernetes.io/os": "linux",
+                        "kubernetes.io/arch": "amd64",
+                        "type": "kwok",
+                        "topology.kubernetes.io/zone": ZONES[i % len(ZONES)],
+                    },
                 },
             },
-        })
-        status = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
-                  "status": {"addresses": [
-                      {"type": "InternalIP", "address": f"{NODE_IP_BASE}{10 + i}"},
-                      {"type": "Hostname", "address": name}]}}
-        api(state, "PATCH", f"/api/v1/nodes/{name}/status?fieldManager=svcaudit-cluster&force=true",
-            status, content_type="application/apply-patch+yaml")
+        )
+        status = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name},
+            "status": {
+                "addresses": [
+                    {"type": "InternalIP", "address": f"{NODE_IP_BASE}{10 + i}"},
+                    {"type": "Hostname", "address": name},
+                ]
+            },
+        }
+        api(
+            state,
+            "PATCH",
+            f"/api/v1/nodes/{name}/status?fieldManager=svcaudit-cluster&force=true",
+            status,
+            content_type="application/apply-patch+yaml",
+        )
 
 
 def start_kwok(state: State) -> None:
@@ -516,42 +650,67 @@ def start_kwok(state: State) -> None:
     if not stages.is_dir():
         raise ClusterError(f"kwok stage definitions missing in {stages}: run e2e/cluster/build.sh")
     config = state.dir / "kwok.yaml"
-    docs = ["apiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\noptions:\n"
-            f"  cidr: 10.244.255.0/24\n  nodeIP: {NODE_IP_BASE}9\n"
-            "  manageAllNodes: false\n"
-            # kwok applies no defaults to a configuration read from a file
-            "  podPlayStageParallelism: 8\n  nodePlayStageParallelism: 4\n"
-            "  nodeLeaseParallelism: 4\n  podsOnNodeSyncParallelism: 1\n"
-            "  enablePodsOnNodeSyncListPager: true\n  enablePodsOnNodeSyncStreamWatch: false\n"
-            "  manageNodesWithAnnotationSelector: kwok.x-k8s.io/node=fake\n"
-            f"  serverAddress: 127.0.0.1:{PORTS['kwok']}\n"]
+    docs = [
+        "apiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\noptions:\n"
+        f"  cidr: 10.244.255.0/24\n  nodeIP: {NODE_IP_BASE}9\n"
+        "  manageAllNodes: false\n"
+        # kwok applies no defaults to a configuration read from a file
+        "  podPlayStageParallelism: 8\n  nodePlayStageParallelism: 4\n"
+        "  nodeLeaseParallelism: 4\n  podsOnNodeSyncParallelism: 1\n"
+        "  enablePodsOnNodeSyncListPager: true\n  enablePodsOnNodeSyncStreamWatch: false\n"
+        "  manageNodesWithAnnotationSelector: kwok.x-k8s.io/node=fake\n"
+        f"  serverAddress: 127.0.0.1:{PORTS['kwok']}\n"
+    ]
     docs += [p.read_text() for p in sorted(stages.glob("*.yaml"))]
     config.write_text("\n---\n".join(docs))
-    start_process(state, "kwok", [
-        str(binary("kwok")), f"--kubeconfig={state.dir / 'kubeconfigs' / 'kwok.kubeconfig'}",
-        f"--config={config}",
-    ])
+    start_process(
+        state,
+        "kwok",
+        [
+            str(binary("kwok")),
+            f"--kubeconfig={state.dir / 'kubeconfigs' / 'kwok.kubeconfig'}",
+            f"--config={config}",
+        ],
+    )
 
 
 COREDNS_RBAC = [
-    ("/apis/rbac.authorization.k8s.io/v1/clusterroles/system:coredns", {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-        "metadata": {"name": "system:coredns"},
-        "rules": [
-            {"apiGroups": [""], "resources": ["endpoints", "services", "pods", "namespaces"],
-             "verbs": ["list", "watch"]},
-            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
-             "verbs": ["list", "watch"]},
-        ],
-    }),
-    ("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/system:coredns", {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-        "metadata": {"name": "system:coredns"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                    "name": "system:coredns"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
-                      "name": "system:coredns"}],
-    }),
+    (
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles/system:coredns",
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "system:coredns"},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["endpoints", "services", "pods", "namespaces"],
+                    "verbs": ["list", "watch"],
+                },
+                {
+                    "apiGroups": ["discovery.k8s.io"],
+                    "resources": ["endpointslices"],
+                    "verbs": ["list", "watch"],
+                },
+            ],
+        },
+    ),
+    (
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/system:coredns",
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "system:coredns"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "system:coredns",
+            },
+            "subjects": [
+                {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:coredns"}
+            ],
+        },
+    ),
 ]
 
 
@@ -579,7 +738,8 @@ def start_coredns(state: State) -> None:
             f"    bind {bind}\n    errors\n    health 127.0.0.1:{18080 if port != 53 else 18081}\n"
             f"    kubernetes cluster.local in-addr.arpa ip6.arpa {{\n"
             f"        kubeconfig {kc} svcaudit-local\n        pods insecure\n        ttl 5\n"
-            f"    }}\n    loadbalance\n}}\n")
+            f"    }}\n    loadbalance\n}}\n"
+        )
     corefile.write_text("\n".join(blocks))
     start_process(state, "coredns", [str(binary("coredns")), f"-conf={corefile}"])
 
@@ -606,8 +766,9 @@ def nodes_ready(state: State, names: list[str]) -> bool:
 
 def check_binaries(state: State) -> None:
     needed = [binary("etcd"), binary("kwok"), binary("coredns")] + [
-        binary("kubernetes", b) for b in ("kube-apiserver", "kube-controller-manager",
-                                          "kube-scheduler", "kubectl")]
+        binary("kubernetes", b)
+        for b in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+    ]
     if state.real_node:
         needed += [binary("kubernetes", b) for b in ("kubelet", "kube-proxy")]
     missing = [str(p) for p in needed if not p.exists()]
@@ -644,9 +805,11 @@ def _real_node_running(state: State) -> bool:
 def _up(args: argparse.Namespace) -> int:
     folder = state_dir()
     state = State.load(folder) or State(dir=folder)
-    if all(running_pid(state, c) for c in COMPONENT_ORDER) and (
-            not args.real_node or state.real_node) and (
-            not state.real_node or _real_node_running(state)):
+    if (
+        all(running_pid(state, c) for c in COMPONENT_ORDER)
+        and (not args.real_node or state.real_node)
+        and (not state.real_node or _real_node_running(state))
+    ):
         say(f"already running; export KUBECONFIG={state.kubeconfig}")
         return 0
     state.nodes = args.nodes
@@ -686,9 +849,13 @@ def _up(args: argparse.Namespace) -> int:
         if state.real_node:
             names.append("realnode")
         wait_for(state, "kwok", lambda: nodes_ready(state, names), 120, f"nodes {names} Ready")
-        wait_for(state, "controller-manager",
-                 lambda: api_ok(state, "/api/v1/namespaces/default/serviceaccounts/default"),
-                 120, "the default ServiceAccount")
+        wait_for(
+            state,
+            "controller-manager",
+            lambda: api_ok(state, "/api/v1/namespaces/default/serviceaccounts/default"),
+            120,
+            "the default ServiceAccount",
+        )
     except (ClusterError, subprocess.CalledProcessError) as exc:
         print(f"[cluster] FAILED: {exc}", file=sys.stderr)
         print(f"[cluster] all logs: {state.logs}", file=sys.stderr)
@@ -756,9 +923,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_up = sub.add_parser("up", help="start the cluster (idempotent)")
     p_up.add_argument("--nodes", type=int, default=int(os.environ.get("KWOK_NODES", "2")))
-    p_up.add_argument("--real-node", action="store_true",
-                      default=os.environ.get("NODE", "") == "real",
-                      help="also run a real kubelet+containerd node")
+    p_up.add_argument(
+        "--real-node",
+        action="store_true",
+        default=os.environ.get("NODE", "") == "real",
+        help="also run a real kubelet+containerd node",
+    )
     p_up.set_defaults(func=up)
     p_down = sub.add_parser("down", help="stop everything `up` started")
     p_down.add_argument("--keep", action="store_true", help="keep etcd data")

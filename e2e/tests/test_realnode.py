@@ -43,8 +43,11 @@ def real(cluster: Cluster) -> Cluster:
 def other_namespace(real: Cluster) -> Iterator[str]:
     name = f"other-{uuid.uuid4().hex[:6]}"
     real.run_kubectl("create", "namespace", name)
-    wait_for(lambda: real.run_kubectl("get", "sa", "default", "-n", name,
-                                      check=False).returncode == 0, 30, "default SA")
+    wait_for(
+        lambda: real.run_kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
+        30,
+        "default SA",
+    )
     yield name
     real.run_kubectl("delete", "namespace", name, "--wait=false", check=False)
 
@@ -64,49 +67,79 @@ def wait_for(check: Any, timeout: float, what: str) -> None:
 
 def apply(cluster: Cluster, namespace: str, *objects: dict[str, Any]) -> None:
     doc = {"apiVersion": "v1", "kind": "List", "items": list(objects)}
-    proc = cluster.run_kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(doc),
-                               check=False)
+    proc = cluster.run_kubectl(
+        "apply", "-n", namespace, "-f", "-", input=json.dumps(doc), check=False
+    )
     assert proc.returncode == 0, proc.stderr
 
 
-def container(name: str = "sise", image: str = SIMPLESERVICE, env: dict[str, str] | None = None,
-              probe: bool = True) -> dict[str, Any]:
+def container(
+    name: str = "sise",
+    image: str = SIMPLESERVICE,
+    env: dict[str, str] | None = None,
+    probe: bool = True,
+) -> dict[str, Any]:
     c: dict[str, Any] = {"name": name, "image": image, "imagePullPolicy": "Never"}
     if image == SIMPLESERVICE:
         c["ports"] = [{"containerPort": 9876}]
         if probe:
-            c["readinessProbe"] = {"httpGet": {"path": "/health", "port": 9876},
-                                   "periodSeconds": 1}
+            c["readinessProbe"] = {"httpGet": {"path": "/health", "port": 9876}, "periodSeconds": 1}
     if env:
         c["env"] = [{"name": k, "value": v} for k, v in env.items()]
     return c
 
 
 def pod_spec(*containers: dict[str, Any]) -> dict[str, Any]:
-    return {"nodeSelector": ON_REAL_NODE, "terminationGracePeriodSeconds": 1,
-            "containers": list(containers)}
+    return {
+        "nodeSelector": ON_REAL_NODE,
+        "terminationGracePeriodSeconds": 1,
+        "containers": list(containers),
+    }
 
 
 def rc(name: str = "rcsise", replicas: int = 1) -> dict[str, Any]:
     """The tutorial's ReplicationController: app=sise, simpleservice on 9876."""
-    return {"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": name},
-            "spec": {"replicas": replicas, "selector": {"app": "sise"},
-                     "template": {"metadata": {"labels": {"app": "sise"}},
-                                  "spec": pod_spec(container())}}}
+    return {
+        "apiVersion": "v1",
+        "kind": "ReplicationController",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"app": "sise"},
+            "template": {"metadata": {"labels": {"app": "sise"}}, "spec": pod_spec(container())},
+        },
+    }
 
 
-def pod(name: str, *containers: dict[str, Any], labels: dict[str, str] | None = None,
-        ) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "labels": labels or {}},
-            "spec": pod_spec(*(containers or (container(),)))}
+def pod(
+    name: str,
+    *containers: dict[str, Any],
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": pod_spec(*(containers or (container(),))),
+    }
 
 
-def service(name: str, ports: list[dict[str, Any]] | None = None,
-            selector: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
-            "spec": {"selector": selector if selector is not None else {"app": "sise"},
-                     "ports": ports or [{"port": 80, "targetPort": 9876}], **spec}}
+def service(
+    name: str,
+    ports: list[dict[str, Any]] | None = None,
+    selector: dict[str, str] | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {
+            "selector": selector if selector is not None else {"app": "sise"},
+            "ports": ports or [{"port": 80, "targetPort": 9876}],
+            **spec,
+        },
+    }
 
 
 def get(cluster: Cluster, namespace: str, *what: str) -> dict[str, Any]:
@@ -114,23 +147,31 @@ def get(cluster: Cluster, namespace: str, *what: str) -> dict[str, Any]:
     return json.loads(out)  # type: ignore[no-any-return]
 
 
-def wait_ready(cluster: Cluster, namespace: str, selector: str, count: int,
-               timeout: float = 90) -> list[dict[str, Any]]:
+def wait_ready(
+    cluster: Cluster, namespace: str, selector: str, count: int, timeout: float = 90
+) -> list[dict[str, Any]]:
     pods: list[dict[str, Any]] = []
 
     def ready() -> bool:
         nonlocal pods
         pods = get(cluster, namespace, "pods", "-l", selector)["items"]
-        ok = [p for p in pods if any(c["type"] == "Ready" and c["status"] == "True"
-                                     for c in p.get("status", {}).get("conditions", []))]
+        ok = [
+            p
+            for p in pods
+            if any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in p.get("status", {}).get("conditions", [])
+            )
+        ]
         return len(ok) == count == len(pods)
 
     wait_for(ready, timeout, f"{count} Ready pods {selector} in {namespace}")
     return pods
 
 
-def kexec(cluster: Cluster, namespace: str, pod_name: str, *cmd: str,
-          check: bool = True) -> subprocess.CompletedProcess[str]:
+def kexec(
+    cluster: Cluster, namespace: str, pod_name: str, *cmd: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     return cluster.run_kubectl("exec", "-n", namespace, pod_name, "--", *cmd, check=check)
 
 
@@ -180,13 +221,16 @@ def test_node_is_a_real_registered_node(real: Cluster) -> None:
     assert info["kubeletVersion"].startswith("v1.34")
     assert node["metadata"]["labels"]["type"] == "real"
     assert ipaddress.ip_network(node["spec"]["podCIDR"]).subnet_of(
-        ipaddress.ip_network("10.244.0.0/16"))
+        ipaddress.ip_network("10.244.0.0/16")
+    )
     addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
     assert addresses["InternalIP"] == "10.201.0.1"
     dns = get(real, "kube-system", "service", "kube-dns")["spec"]
     assert dns["clusterIP"] == "10.96.0.10"
     assert {(p["name"], p["protocol"], p["port"]) for p in dns["ports"]} == {
-        ("dns", "UDP", 53), ("dns-tcp", "TCP", 53)}
+        ("dns", "UDP", 53),
+        ("dns-tcp", "TCP", 53),
+    }
 
 
 def test_rc_pods_become_ready_through_the_readiness_probe(real: Cluster, namespace: str) -> None:
@@ -206,10 +250,16 @@ def test_rc_pods_become_ready_through_the_readiness_probe(real: Cluster, namespa
     want = {p["status"]["podIP"] for p in pods}
 
     def published() -> bool:
-        slices = get(real, namespace, "endpointslices", "-l",
-                     "kubernetes.io/service-name=simpleservice")["items"]
-        ready = {a for s in slices for e in s.get("endpoints") or []
-                 if e["conditions"].get("ready") for a in e["addresses"]}
+        slices = get(
+            real, namespace, "endpointslices", "-l", "kubernetes.io/service-name=simpleservice"
+        )["items"]
+        ready = {
+            a
+            for s in slices
+            for e in s.get("endpoints") or []
+            if e["conditions"].get("ready")
+            for a in e["addresses"]
+        }
         return ready == want
 
     wait_for(published, 30, "both pods in simpleservice's EndpointSlice")
@@ -238,14 +288,21 @@ def test_tutorial_services_from_inside_the_pod(real: Cluster, namespace: str) ->
 
 def test_scaled_rc_is_load_balanced_by_kube_proxy(real: Cluster, namespace: str) -> None:
     """Services page step 8: two replicas, the ClusterIP spreads requests over both."""
-    apply(real, namespace, rc(replicas=2), service("simpleservice"),
-          pod("jumpod", container("shell", SHELL)))
+    apply(
+        real,
+        namespace,
+        rc(replicas=2),
+        service("simpleservice"),
+        pod("jumpod", container("shell", SHELL)),
+    )
     pods = wait_ready(real, namespace, "app=sise", 2)
     wait_ready(real, namespace, "!app", 1)
     names = {p["metadata"]["name"] for p in pods}
     seen: set[str] = set()
     for _ in range(30):  # /env tells which pod answered: its HOSTNAME
-        seen.add(curl_json(real, namespace, "jumpod", "http://simpleservice/env")["env"]["HOSTNAME"])
+        seen.add(
+            curl_json(real, namespace, "jumpod", "http://simpleservice/env")["env"]["HOSTNAME"]
+        )
         if seen == names:
             break
     assert seen == names
@@ -265,8 +322,9 @@ def test_pods_resolve_through_cluster_dns(real: Cluster, namespace: str) -> None
     assert f"Address: {cip}" in out, out
 
 
-def test_cross_namespace_name_from_the_jump_pod(real: Cluster, namespace: str,
-                                                other_namespace: str) -> None:
+def test_cross_namespace_name_from_the_jump_pod(
+    real: Cluster, namespace: str, other_namespace: str
+) -> None:
     """Service discovery page: thesvc in two namespaces; `thesvc.<other>` from the jump pod."""
     for ns in (namespace, other_namespace):
         apply(real, ns, rc(replicas=1), service("thesvc"))
@@ -284,8 +342,9 @@ def test_cross_namespace_name_from_the_jump_pod(real: Cluster, namespace: str,
     # the answer really came from the other namespace's pod (its client: the jump pod)
     jump_ip = get(real, namespace, "pod", "jumpod")["status"]["podIP"]
     assert there["from"] == jump_ip
-    out = kexec(real, namespace, "jumpod", "nslookup",
-                f"thesvc.{other_namespace}.svc.cluster.local").stdout
+    out = kexec(
+        real, namespace, "jumpod", "nslookup", f"thesvc.{other_namespace}.svc.cluster.local"
+    ).stdout
     assert f"Address: {other_ip}" in out and local_ip != other_ip
     assert remote["spec"]["nodeName"] == "realnode"
 
@@ -309,8 +368,7 @@ def test_env_vars_only_for_pods_started_after_the_service(real: Cluster, namespa
     assert app_env["SIMPLESERVICE_SERVICE_HOST"] == cip
 
 
-def test_recreated_service_leaves_old_pods_with_the_stale_ip(real: Cluster,
-                                                             namespace: str) -> None:
+def test_recreated_service_leaves_old_pods_with_the_stale_ip(real: Cluster, namespace: str) -> None:
     apply(real, namespace, service("simpleservice"))
     old_ip = cluster_ip(real, namespace, "simpleservice")
     apply(real, namespace, pod("old", labels={"app": "sise"}))
@@ -327,8 +385,11 @@ def test_recreated_service_leaves_old_pods_with_the_stale_ip(real: Cluster,
 
 def test_version_from_the_environment(real: Cluster, namespace: str) -> None:
     """Environment variables page: SIMPLE_SERVICE_VERSION=1.0 makes /info report 1.0."""
-    apply(real, namespace, pod("envs", container(env={"SIMPLE_SERVICE_VERSION": "1.0"}),
-                               labels={"app": "envs"}))
+    apply(
+        real,
+        namespace,
+        pod("envs", container(env={"SIMPLE_SERVICE_VERSION": "1.0"}), labels={"app": "envs"}),
+    )
     wait_ready(real, namespace, "app=envs", 1)
     info = curl_json(real, namespace, "envs", "http://127.0.0.1:9876/info")
     assert info == {"host": "127.0.0.1:9876", "version": "1.0", "from": "127.0.0.1"}
@@ -339,31 +400,53 @@ def test_version_from_the_environment(real: Cluster, namespace: str) -> None:
     assert printenv(real, namespace, "envs")["SIMPLE_SERVICE_VERSION"] == "1.0"
 
 
-def test_envvars_engine_predicts_exactly_what_printenv_shows(real: Cluster,
-                                                             namespace: str) -> None:
+def test_envvars_engine_predicts_exactly_what_printenv_shows(real: Cluster, namespace: str) -> None:
     """The expectation engine (svcaudit.core.envvars) against the kubelet, as sets."""
     envvars = pytest.importorskip("svcaudit.core.envvars")
     from svcaudit.core.model import Pod, Service
 
     apply(
-        real, namespace,
+        real,
+        namespace,
         service("simpleservice"),
-        service("multi-port", [{"name": "http", "port": 80, "targetPort": 9876},
-                               {"name": "metrics-tcp", "port": 9100, "protocol": "TCP"},
-                               {"name": "mdns", "port": 5353, "protocol": "UDP"}]),
-        service("dns-like", [{"name": "dns", "port": 53, "protocol": "UDP"},
-                             {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]),
+        service(
+            "multi-port",
+            [
+                {"name": "http", "port": 80, "targetPort": 9876},
+                {"name": "metrics-tcp", "port": 9100, "protocol": "TCP"},
+                {"name": "mdns", "port": 5353, "protocol": "UDP"},
+            ],
+        ),
+        service(
+            "dns-like",
+            [
+                {"name": "dns", "port": 53, "protocol": "UDP"},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
+            ],
+        ),
         service("headless-one", [{"port": 80}], clusterIP="None"),
         service("selectorless", [{"name": "web", "port": 8080}], selector={}),
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "external"},
-         "spec": {"type": "ExternalName", "externalName": "example.invalid"}},
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "external"},
+            "spec": {"type": "ExternalName", "externalName": "example.invalid"},
+        },
         service("node-port", [{"port": 81, "targetPort": 9876}], type="NodePort"),
     )
-    apply(real, namespace,
-          pod("probe", container(env={"MULTI_PORT_SERVICE_HOST": "explicit-wins"}),
-              labels={"app": "probe"}),
-          {**pod("nolinks", container(), labels={"app": "probe"}),
-           "spec": {**pod_spec(container()), "enableServiceLinks": False}})
+    apply(
+        real,
+        namespace,
+        pod(
+            "probe",
+            container(env={"MULTI_PORT_SERVICE_HOST": "explicit-wins"}),
+            labels={"app": "probe"},
+        ),
+        {
+            **pod("nolinks", container(), labels={"app": "probe"}),
+            "spec": {**pod_spec(container()), "enableServiceLinks": False},
+        },
+    )
     wait_ready(real, namespace, "app=probe", 2)
     services = [Service.from_api(s) for s in get(real, namespace, "services")["items"]]
     services += [Service.from_api(get(real, "default", "service", "kubernetes"))]
@@ -373,8 +456,9 @@ def test_envvars_engine_predicts_exactly_what_printenv_shows(real: Cluster,
         (predicted,) = envvars.pod_env(Pod.from_api(obj), services)
         explicit = {e["name"] for e in obj["spec"]["containers"][0].get("env", [])}
         shown = printenv(real, namespace, name)
-        service_derived = {(k, v) for k, v in shown.items()
-                           if k not in image_env and k not in explicit}
+        service_derived = {
+            (k, v) for k, v in shown.items() if k not in image_env and k not in explicit
+        }
         assert set(predicted.env.items()) == service_derived, name
     assert printenv(real, namespace, "probe")["MULTI_PORT_SERVICE_HOST"] == "explicit-wins"
 
@@ -391,24 +475,40 @@ def test_pods_cannot_address_the_outside_world(real: Cluster, namespace: str) ->
     assert refused.returncode != 0
     assert "unreachable" in refused.stderr.lower()
     _, realnode, _ = local_node_module(real)
-    guard = subprocess.run(["iptables", "-t", "mangle", "-S", realnode.GUARD_CHAIN],
-                           capture_output=True, text=True, check=True).stdout
+    guard = subprocess.run(
+        ["iptables", "-t", "mangle", "-S", realnode.GUARD_CHAIN],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert f"-s {realnode.cluster.CLUSTER_CIDR} " in guard and "-j DROP" in guard
     assert "--ctorigdst 10.96.0.0/16" in guard
-    hooks = subprocess.run(["iptables", "-t", "mangle", "-S", "POSTROUTING"],
-                           capture_output=True, text=True, check=True).stdout
+    hooks = subprocess.run(
+        ["iptables", "-t", "mangle", "-S", "POSTROUTING"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert f"-j {realnode.GUARD_CHAIN}" in hooks
     kubelet_resolv = (real.state_dir / "node" / "resolv.conf").read_text()  # type: ignore[operator]
     servers = [ln.split()[1] for ln in kubelet_resolv.splitlines() if ln.startswith("nameserver")]
-    assert servers and all(ipaddress.ip_address(s) in ipaddress.ip_network("10.201.0.0/24")
-                           for s in servers)
+    assert servers and all(
+        ipaddress.ip_address(s) in ipaddress.ip_network("10.201.0.0/24") for s in servers
+    )
 
 
 def test_image_pulls_never_leave_the_machine(real: Cluster, namespace: str) -> None:
     """An image that was not imported fails to pull at once, through the closed local
     "proxy" containerd is given: no registry name is ever resolved or dialled."""
-    apply(real, namespace, pod("nopull", {"name": "x", "image": "registry.invalid/nothing:1",
-                                          "imagePullPolicy": "Always"}, labels={"app": "x"}))
+    apply(
+        real,
+        namespace,
+        pod(
+            "nopull",
+            {"name": "x", "image": "registry.invalid/nothing:1", "imagePullPolicy": "Always"},
+            labels={"app": "x"},
+        ),
+    )
     message = ""
 
     def refused() -> bool:

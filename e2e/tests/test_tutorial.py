@@ -62,15 +62,23 @@ def container(**kwargs: Any) -> dict[str, Any]:
 
 def rc(replicas: int) -> dict[str, Any]:
     """The tutorial's ReplicationController rcsise: app=sise, simpleservice on 9876."""
-    return {"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "rcsise"},
-            "spec": {"replicas": replicas, "selector": {"app": "sise"},
-                     "template": {"metadata": {"labels": {"app": "sise"}},
-                                  "spec": pod_spec(container())}}}
+    return {
+        "apiVersion": "v1",
+        "kind": "ReplicationController",
+        "metadata": {"name": "rcsise"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"app": "sise"},
+            "template": {"metadata": {"labels": {"app": "sise"}}, "spec": pod_spec(container())},
+        },
+    }
 
 
 def wait_past_env_grace(pod: dict[str, Any]) -> None:
-    started = min(datetime.fromisoformat(s["state"]["running"]["startedAt"])
-                  for s in pod["status"]["containerStatuses"])
+    started = min(
+        datetime.fromisoformat(s["state"]["running"]["startedAt"])
+        for s in pod["status"]["containerStatuses"]
+    )
     delay = (started - datetime.now(UTC)).total_seconds() + ENV_GRACE_SECONDS + 1.5
     if delay > 0:
         time.sleep(delay)
@@ -91,11 +99,13 @@ class Tutorial:
 
     def statuses(self, name: str, ns: str | None = None) -> dict[str, str]:
         conds = service_conditions(self.cluster, ns or self.ns, name)
-        return {t.removeprefix(PREFIX): c["status"] for t, c in conds.items()
-                if t.startswith(PREFIX)}
+        return {
+            t.removeprefix(PREFIX): c["status"] for t, c in conds.items() if t.startswith(PREFIX)
+        }
 
-    def wait_statuses(self, name: str, want: dict[str, str], ns: str | None = None,
-                      timeout: float = 60) -> dict[str, str]:
+    def wait_statuses(
+        self, name: str, want: dict[str, str], ns: str | None = None, timeout: float = 60
+    ) -> dict[str, str]:
         seen: dict[str, Any] = {}
 
         def check() -> dict[str, str] | None:
@@ -107,10 +117,12 @@ class Tutorial:
             return eventually(check, timeout, f"{name} conditions {want}")  # type: ignore[no-any-return]
         except pytest.fail.Exception:
             detail = (audit(self.cluster, ns or self.ns, name) or {}).get("status") or {}
-            pytest.fail(f"{name}: wanted {want}, last seen {seen.get('last')}; summary "
-                        f"{detail.get('summary')}; discrepancies "
-                        f"{[(d['code'], d['subject']) for d in detail.get('discrepancies') or []]}"
-                        f"\noperator log tail:\n{self.operator.logs_text()[-1500:]}")
+            pytest.fail(
+                f"{name}: wanted {want}, last seen {seen.get('last')}; summary "
+                f"{detail.get('summary')}; discrepancies "
+                f"{[(d['code'], d['subject']) for d in detail.get('discrepancies') or []]}"
+                f"\noperator log tail:\n{self.operator.logs_text()[-1500:]}"
+            )
 
     def audit(self, name: str, ns: str | None = None) -> dict[str, Any]:
         data = audit(self.cluster, ns or self.ns, name)
@@ -125,17 +137,24 @@ class Tutorial:
 def _namespace(cluster: Cluster, prefix: str) -> str:
     name = f"{prefix}-{uuid.uuid4().hex[:6]}"
     cluster.run_kubectl("create", "namespace", name)
-    eventually(lambda: cluster.run_kubectl("get", "sa", "default", "-n", name,
-                                           check=False).returncode == 0, 30, "default SA")
+    eventually(
+        lambda: (
+            cluster.run_kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0
+        ),
+        30,
+        "default SA",
+    )
     return name
 
 
 @pytest.fixture(scope="module")
 def tut(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tutorial]:
     if not cluster.real_node:
-        pytest.skip(f"not applicable on provider {cluster.provider!r} without a real node: "
-                    "the tutorial's curl and printenv steps need pods that really run "
-                    "(run with NODE=real)")
+        pytest.skip(
+            f"not applicable on provider {cluster.provider!r} without a real node: "
+            "the tutorial's curl and printenv steps need pods that really run "
+            "(run with NODE=real)"
+        )
     ns = _namespace(cluster, "tutorial")
     other = _namespace(cluster, "other")
     ensure_crd(cluster)
@@ -174,20 +193,34 @@ def test_services_2_service_publishes_the_pod(tut: Tutorial) -> None:
     ip = cluster_ip(tut.cluster, tut.ns, "simpleservice")
     pod_ip = tut.pods["first"][0]["status"]["podIP"]
     described = eventually(
-        lambda: (d := tut.kubectl("describe", "svc", "simpleservice", "-n", tut.ns))
-        and f"{pod_ip}:9876" in d and d, 30, "Endpoints in describe")
+        lambda: (
+            (d := tut.kubectl("describe", "svc", "simpleservice", "-n", tut.ns))
+            and f"{pod_ip}:9876" in d
+            and d
+        ),
+        30,
+        "Endpoints in describe",
+    )
     assert ip in described
-    statuses = tut.wait_statuses("simpleservice", {"EndpointsConsistent": "True",
-                                                   "DNSConsistent": "True",
-                                                   "EnvironmentConsistent": "False",
-                                                   "DiscoveryHealthy": "False"})
+    statuses = tut.wait_statuses(
+        "simpleservice",
+        {
+            "EndpointsConsistent": "True",
+            "DNSConsistent": "True",
+            "EnvironmentConsistent": "False",
+            "DiscoveryHealthy": "False",
+        },
+    )
     assert statuses["DiscoveryHealthy"] == "False"
     status = tut.audit("simpleservice")["status"]
     assert status["summary"]["endpointsExpected"] == status["summary"]["endpointsObserved"] == 1
     observed = {a for ep in status["endpoints"]["observed"] for a in ep["addresses"]}
     assert observed == {pod_ip}
-    assert {"name": f"simpleservice.{tut.ns}.svc.cluster.local.", "type": "A", "value": ip} \
-        in status["dns"]["observed"]
+    assert {
+        "name": f"simpleservice.{tut.ns}.svc.cluster.local.",
+        "type": "A",
+        "value": ip,
+    } in status["dns"]["observed"]
     assert "SVA-ENV-001" in tut.codes("simpleservice")
     stale = {p["pod"] for p in status["environment"]["pods"]}
     assert tut.pods["first"][0]["metadata"]["name"] in stale
@@ -197,8 +230,10 @@ def test_services_2_service_publishes_the_pod(tut: Tutorial) -> None:
 
 
 def test_services_3_pod_ip_answers(tut: Tutorial) -> None:
-    name, pod_ip = (tut.pods["first"][0]["metadata"]["name"],
-                    tut.pods["first"][0]["status"]["podIP"])
+    name, pod_ip = (
+        tut.pods["first"][0]["metadata"]["name"],
+        tut.pods["first"][0]["status"]["podIP"],
+    )
     info = curl_json(tut.cluster, tut.ns, name, f"http://{pod_ip}:9876/info")
     assert info["version"] == "0.5.0"
     assert info["host"] == f"{pod_ip}:9876"
@@ -226,11 +261,18 @@ def test_services_6_scale_to_two(tut: Tutorial) -> None:
 
     def audited_both() -> bool:
         status = tut.audit("simpleservice").get("status") or {}
-        observed = {a for ep in (status.get("endpoints") or {}).get("observed") or []
-                    for a in ep["addresses"]}
+        observed = {
+            a
+            for ep in (status.get("endpoints") or {}).get("observed") or []
+            for a in ep["addresses"]
+        }
         summary = status.get("summary") or {}
-        return observed == ips and summary.get("endpointsExpected") == 2 \
-            and summary.get("endpointsObserved") == 2 and summary.get("endpoints") == "True"
+        return (
+            observed == ips
+            and summary.get("endpointsExpected") == 2
+            and summary.get("endpointsObserved") == 2
+            and summary.get("endpoints") == "True"
+        )
 
     eventually(audited_both, 60, "the ServiceAudit to show both endpoints")
     # The new pod started after the service: it has the variables; the first one still not.
@@ -246,10 +288,16 @@ def test_services_7_clean_up(tut: Tutorial) -> None:
     """Deleting the service removes its ServiceAudit (owner reference, garbage collector)."""
     tut.kubectl("delete", "svc", "simpleservice", "-n", tut.ns)
     tut.kubectl("delete", "rc", "rcsise", "-n", tut.ns)
-    eventually(lambda: audit(tut.cluster, tut.ns, "simpleservice") is None, 60,
-               "the ServiceAudit to be garbage-collected")
-    eventually(lambda: not get(tut.cluster, tut.ns, "pods", "-l", "app=sise")["items"], 60,
-               "the pods to go")
+    eventually(
+        lambda: audit(tut.cluster, tut.ns, "simpleservice") is None,
+        60,
+        "the ServiceAudit to be garbage-collected",
+    )
+    eventually(
+        lambda: not get(tut.cluster, tut.ns, "pods", "-l", "app=sise")["items"],
+        60,
+        "the pods to go",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,13 +308,22 @@ def test_discovery_1_thesvc_and_jump_pod(tut: Tutorial) -> None:
     """Service thesvc first, then RC rcsise (2 replicas) and the jump pod: everything started
     after the service, so svcaudit finds all three routes consistent."""
     apply(tut.cluster, tut.ns, service("thesvc"))
-    apply(tut.cluster, tut.ns, rc(replicas=2),
-          pod("jumpod", base_container("shell", image=SHELL)))
+    apply(tut.cluster, tut.ns, rc(replicas=2), pod("jumpod", base_container("shell", image=SHELL)))
     wait_ready(tut.cluster, tut.ns, "app=sise", 2)
-    eventually(lambda: get(tut.cluster, tut.ns, "pod", "jumpod")["status"].get("phase")
-               == "Running", 60, "jumpod Running")
-    tut.wait_statuses("thesvc", {"EndpointsConsistent": "True", "DNSConsistent": "True",
-                                 "EnvironmentConsistent": "True", "DiscoveryHealthy": "True"})
+    eventually(
+        lambda: get(tut.cluster, tut.ns, "pod", "jumpod")["status"].get("phase") == "Running",
+        60,
+        "jumpod Running",
+    )
+    tut.wait_statuses(
+        "thesvc",
+        {
+            "EndpointsConsistent": "True",
+            "DNSConsistent": "True",
+            "EnvironmentConsistent": "True",
+            "DiscoveryHealthy": "True",
+        },
+    )
     assert tut.codes("thesvc") == set()
 
 
@@ -288,8 +345,10 @@ def test_discovery_3_cross_namespace_name(tut: Tutorial) -> None:
     assert info["host"] == f"thesvc.{tut.other}"
     tut.wait_statuses("thesvc", {"DiscoveryHealthy": "True"}, ns=tut.other)
     # The two services are distinct: each audit lists its own namespace's pods only.
-    mine = {ep["targetRef"]["namespace"]
-            for ep in tut.audit("thesvc", tut.other)["status"]["endpoints"]["observed"]}
+    mine = {
+        ep["targetRef"]["namespace"]
+        for ep in tut.audit("thesvc", tut.other)["status"]["endpoints"]["observed"]
+    }
     assert mine == {tut.other}
 
 
@@ -310,34 +369,52 @@ def test_env_1_version_override_and_injected_variables(tut: Tutorial) -> None:
     """Pod `envs` with SIMPLE_SERVICE_VERSION=1.0: /info says 1.0; /env and printenv show
     KUBERNETES_* and the variables of every service that existed when it started — exactly
     what svcaudit expects (its environment verdict is True)."""
-    apply(tut.cluster, tut.ns, service("simpleservice", ports=[
-        {"name": "web", "port": 80, "targetPort": 9876},
-        {"name": "metrics", "port": 9090, "targetPort": 9876, "protocol": "TCP"}]))
-    apply(tut.cluster, tut.ns, pod("envs", container(env={"SIMPLE_SERVICE_VERSION": "1.0"}),
-                                   labels={"app": "sise"}))
+    apply(
+        tut.cluster,
+        tut.ns,
+        service(
+            "simpleservice",
+            ports=[
+                {"name": "web", "port": 80, "targetPort": 9876},
+                {"name": "metrics", "port": 9090, "targetPort": 9876, "protocol": "TCP"},
+            ],
+        ),
+    )
+    apply(
+        tut.cluster,
+        tut.ns,
+        pod("envs", container(env={"SIMPLE_SERVICE_VERSION": "1.0"}), labels={"app": "sise"}),
+    )
     wait_ready(tut.cluster, tut.ns, "app=sise", 1)
     info = curl_json(tut.cluster, tut.ns, "envs", "http://127.0.0.1:9876/info")
     assert info["version"] == "1.0"
     served = curl_json(tut.cluster, tut.ns, "envs", "http://127.0.0.1:9876/env")
     printed = printenv(tut.cluster, tut.ns, "envs")
     for variables in (served["env"], printed):
-        assert variables["KUBERNETES_SERVICE_HOST"] == cluster_ip(tut.cluster, "default",
-                                                                  "kubernetes")
+        assert variables["KUBERNETES_SERVICE_HOST"] == cluster_ip(
+            tut.cluster, "default", "kubernetes"
+        )
         assert variables["KUBERNETES_PORT_443_TCP"].startswith("tcp://")
         assert variables["SIMPLESERVICE_SERVICE_PORT_METRICS"] == "9090"
-    tut.wait_statuses("simpleservice", {"EnvironmentConsistent": "True",
-                                        "DiscoveryHealthy": "True"})
+    tut.wait_statuses(
+        "simpleservice", {"EnvironmentConsistent": "True", "DiscoveryHealthy": "True"}
+    )
     # svcaudit's expected variables for this service == what the kubelet injected.
     ip = cluster_ip(tut.cluster, tut.ns, "simpleservice")
     injected = {k: v for k, v in printed.items() if k.startswith("SIMPLESERVICE_")}
     assert injected == {
-        "SIMPLESERVICE_SERVICE_HOST": ip, "SIMPLESERVICE_SERVICE_PORT": "80",
-        "SIMPLESERVICE_SERVICE_PORT_WEB": "80", "SIMPLESERVICE_SERVICE_PORT_METRICS": "9090",
+        "SIMPLESERVICE_SERVICE_HOST": ip,
+        "SIMPLESERVICE_SERVICE_PORT": "80",
+        "SIMPLESERVICE_SERVICE_PORT_WEB": "80",
+        "SIMPLESERVICE_SERVICE_PORT_METRICS": "9090",
         "SIMPLESERVICE_PORT": f"tcp://{ip}:80",
-        "SIMPLESERVICE_PORT_80_TCP": f"tcp://{ip}:80", "SIMPLESERVICE_PORT_80_TCP_PROTO": "tcp",
-        "SIMPLESERVICE_PORT_80_TCP_PORT": "80", "SIMPLESERVICE_PORT_80_TCP_ADDR": ip,
+        "SIMPLESERVICE_PORT_80_TCP": f"tcp://{ip}:80",
+        "SIMPLESERVICE_PORT_80_TCP_PROTO": "tcp",
+        "SIMPLESERVICE_PORT_80_TCP_PORT": "80",
+        "SIMPLESERVICE_PORT_80_TCP_ADDR": ip,
         "SIMPLESERVICE_PORT_9090_TCP": f"tcp://{ip}:9090",
-        "SIMPLESERVICE_PORT_9090_TCP_PROTO": "tcp", "SIMPLESERVICE_PORT_9090_TCP_PORT": "9090",
+        "SIMPLESERVICE_PORT_9090_TCP_PROTO": "tcp",
+        "SIMPLESERVICE_PORT_9090_TCP_PORT": "9090",
         "SIMPLESERVICE_PORT_9090_TCP_ADDR": ip,
     }
 
@@ -371,35 +448,43 @@ def test_surprise_service_recreated_leaves_stale_env(tut: Tutorial) -> None:
     apply(tut.cluster, tut.ns, pod("envs", container(), labels={"app": "sise"}))
     wait_ready(tut.cluster, tut.ns, "app=sise", 1)
     assert printenv(tut.cluster, tut.ns, "envs")["SIMPLESERVICE_SERVICE_HOST"] == new_ip
-    tut.wait_statuses("simpleservice", {"EnvironmentConsistent": "True",
-                                        "DiscoveryHealthy": "True"})
+    tut.wait_statuses(
+        "simpleservice", {"EnvironmentConsistent": "True", "DiscoveryHealthy": "True"}
+    )
 
 
 def test_surprise_selector_typo(tut: Tutorial) -> None:
     patch = json.dumps({"spec": {"selector": {"app": "sies"}}})
     tut.kubectl("patch", "svc", "simpleservice", "-n", tut.ns, "-p", patch)
-    tut.wait_statuses("simpleservice", {"EndpointsConsistent": "False",
-                                        "DiscoveryHealthy": "False"})
+    tut.wait_statuses(
+        "simpleservice", {"EndpointsConsistent": "False", "DiscoveryHealthy": "False"}
+    )
     discrepancy(tut, "simpleservice", "SVA-EP-101")
     patch = json.dumps({"spec": {"selector": {"app": "sise"}}})
     tut.kubectl("patch", "svc", "simpleservice", "-n", tut.ns, "-p", patch)
-    tut.wait_statuses("simpleservice", {"EndpointsConsistent": "True",
-                                        "DiscoveryHealthy": "True"})
+    tut.wait_statuses("simpleservice", {"EndpointsConsistent": "True", "DiscoveryHealthy": "True"})
 
 
 def test_surprise_named_target_port_not_declared(tut: Tutorial) -> None:
-    apply(tut.cluster, tut.ns, service("named", ports=[
-        {"name": "web", "port": 80, "targetPort": "http"}]))
+    apply(
+        tut.cluster,
+        tut.ns,
+        service("named", ports=[{"name": "web", "port": 80, "targetPort": "http"}]),
+    )
     tut.wait_statuses("named", {"EndpointsConsistent": "False"})
     discrepancy(tut, "named", "SVA-EP-102")
     # The slice really has the pod with no port for it.
-    slices = get(tut.cluster, tut.ns, "endpointslices", "-l",
-                 "kubernetes.io/service-name=named")["items"]
+    slices = get(tut.cluster, tut.ns, "endpointslices", "-l", "kubernetes.io/service-name=named")[
+        "items"
+    ]
     assert any(s.get("endpoints") for s in slices)
     assert all(not s.get("ports") for s in slices)
     # The fix: target the number the pod declares.
-    apply(tut.cluster, tut.ns, service("named", ports=[
-        {"name": "web", "port": 80, "targetPort": 9876}]))
+    apply(
+        tut.cluster,
+        tut.ns,
+        service("named", ports=[{"name": "web", "port": 80, "targetPort": 9876}]),
+    )
     tut.wait_statuses("named", {"EndpointsConsistent": "True"})
 
 
@@ -408,12 +493,18 @@ def test_surprise_not_ready_pod(tut: Tutorial) -> None:
     a finding; headless DNS then lists nobody."""
     bad = container(probe=False)
     bad["readinessProbe"] = {"httpGet": {"path": "/nope", "port": 9876}, "periodSeconds": 1}
-    apply(tut.cluster, tut.ns,
-          service("unready", selector={"app": "unready"}),
-          service("unready-headless", selector={"app": "unready"}, clusterIP="None"),
-          pod("unready-0", bad, labels={"app": "unready"}))
-    eventually(lambda: get(tut.cluster, tut.ns, "pod", "unready-0")["status"].get("phase")
-               == "Running", 60, "unready-0 Running")
+    apply(
+        tut.cluster,
+        tut.ns,
+        service("unready", selector={"app": "unready"}),
+        service("unready-headless", selector={"app": "unready"}, clusterIP="None"),
+        pod("unready-0", bad, labels={"app": "unready"}),
+    )
+    eventually(
+        lambda: get(tut.cluster, tut.ns, "pod", "unready-0")["status"].get("phase") == "Running",
+        60,
+        "unready-0 Running",
+    )
     tut.wait_statuses("unready", {"EndpointsConsistent": "False"})
     discrepancy(tut, "unready", "SVA-EP-107")
     status = tut.audit("unready")["status"]
@@ -430,15 +521,32 @@ def test_surprise_not_ready_pod(tut: Tutorial) -> None:
 
 def test_surprise_external_name(tut: Tutorial) -> None:
     """ExternalName: a CNAME, no endpoints, no variables; svcaudit checks exactly that."""
-    apply(tut.cluster, tut.ns, {"apiVersion": "v1", "kind": "Service",
-                                "metadata": {"name": "db"},
-                                "spec": {"type": "ExternalName",
-                                         "externalName": "db.example.invalid"}})
-    tut.wait_statuses("db", {"EndpointsConsistent": "True", "DNSConsistent": "True",
-                             "DiscoveryHealthy": "True"})
+    apply(
+        tut.cluster,
+        tut.ns,
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "db"},
+            "spec": {"type": "ExternalName", "externalName": "db.example.invalid"},
+        },
+    )
+    tut.wait_statuses(
+        "db", {"EndpointsConsistent": "True", "DNSConsistent": "True", "DiscoveryHealthy": "True"}
+    )
     expected = tut.audit("db")["status"]["dns"]["expected"]
-    assert {"name": f"db.{tut.ns}.svc.cluster.local.", "type": "CNAME",
-            "value": "db.example.invalid."} in expected
-    lookup = kexec(tut.cluster, tut.ns, "envs", "nslookup", "-type=CNAME",
-                   f"db.{tut.ns}.svc.cluster.local", check=False).stdout
+    assert {
+        "name": f"db.{tut.ns}.svc.cluster.local.",
+        "type": "CNAME",
+        "value": "db.example.invalid.",
+    } in expected
+    lookup = kexec(
+        tut.cluster,
+        tut.ns,
+        "envs",
+        "nslookup",
+        "-type=CNAME",
+        f"db.{tut.ns}.svc.cluster.local",
+        check=False,
+    ).stdout
     assert "db.example.invalid" in lookup

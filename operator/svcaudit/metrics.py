@@ -73,48 +73,87 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.discrepancies = Gauge(
-            "discrepancies", "Reported (settled) discrepancies, by code.",
-            ["namespace", "code", "aspect", "severity"], namespace=NAMESPACE, registry=r)
+            "discrepancies",
+            "Reported (settled) discrepancies, by code.",
+            ["namespace", "code", "aspect", "severity"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.services = Gauge(
-            "services", "Audited services, by DiscoveryHealthy verdict.",
-            ["namespace", "healthy"], namespace=NAMESPACE, registry=r)
+            "services",
+            "Audited services, by DiscoveryHealthy verdict.",
+            ["namespace", "healthy"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.audits = Counter(
-            "audits", "Service audits performed, by DiscoveryHealthy verdict.",
-            ["healthy"], namespace=NAMESPACE, registry=r)
+            "audits",
+            "Service audits performed, by DiscoveryHealthy verdict.",
+            ["healthy"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.audit_duration = Histogram(
             "audit_duration_seconds",
             "Time to audit one service (DNS queries included).",
-            namespace=NAMESPACE, registry=r, buckets=AUDIT_BUCKETS)
+            namespace=NAMESPACE,
+            registry=r,
+            buckets=AUDIT_BUCKETS,
+        )
         self.dns_duration = Histogram(
-            "dns_query_duration_seconds", "Latency of one cluster DNS question, by outcome.",
-            ["outcome"], namespace=NAMESPACE, registry=r, buckets=DNS_BUCKETS)
+            "dns_query_duration_seconds",
+            "Latency of one cluster DNS question, by outcome.",
+            ["outcome"],
+            namespace=NAMESPACE,
+            registry=r,
+            buckets=DNS_BUCKETS,
+        )
         self.dns_failures = Counter(
-            "dns_query_failures", "DNS questions that got no usable answer (timeout, "
+            "dns_query_failures",
+            "DNS questions that got no usable answer (timeout, "
             "refused, SERVFAIL...); NXDOMAIN is an answer, not a failure.",
-            ["reason"], namespace=NAMESPACE, registry=r)
+            ["reason"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.api_errors = Counter(
-            "api_errors", "Failed Kubernetes API calls.",
-            ["resource", "verb", "code"], namespace=NAMESPACE, registry=r)
+            "api_errors",
+            "Failed Kubernetes API calls.",
+            ["resource", "verb", "code"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.writes = Counter(
-            "writes", "API writes, by kind (service-status, serviceaudit, "
-            "serviceaudit-status, event).", ["kind"], namespace=NAMESPACE, registry=r)
+            "writes",
+            "API writes, by kind (service-status, serviceaudit, serviceaudit-status, event).",
+            ["kind"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.verdict_changes = Counter(
-            "verdict_changes", "Published condition status changes.",
-            ["condition", "status"], namespace=NAMESPACE, registry=r)
+            "verdict_changes",
+            "Published condition status changes.",
+            ["condition", "status"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.queue = Gauge(
-            "queue_length", "Services waiting for an audit.", namespace=NAMESPACE, registry=r)
+            "queue_length", "Services waiting for an audit.", namespace=NAMESPACE, registry=r
+        )
         # (ns, name) -> (healthy verdict, Tally of (code, aspect, severity))
         self._last: dict[tuple[str, str], tuple[str, Tally[tuple[str, str, str]]]] = {}
         # (ns, code, aspect, severity) -> count: the value of each live discrepancy series
         self._totals: Tally[tuple[str, str, str, str]] = Tally()
 
     # ---- audits ----------------------------------------------------------------------------
-    def service_audited(self, namespace: str, name: str, reported: AuditLike,
-                        duration_seconds: float | None = None) -> None:
+    def service_audited(
+        self, namespace: str, name: str, reported: AuditLike, duration_seconds: float | None = None
+    ) -> None:
         """Record one audit of a service; `reported` is what was published (settled)."""
         healthy = _healthy(reported)
         tally: Tally[tuple[str, str, str]] = Tally(
-            (d.code, str(d.aspect), str(d.severity)) for d in reported.discrepancies)
+            (d.code, str(d.aspect), str(d.severity)) for d in reported.discrepancies
+        )
         self._replace((namespace, name), (healthy, tally))
         self.audits.labels(healthy).inc()
         if duration_seconds is not None:
@@ -124,8 +163,9 @@ class Metrics:
         """The service is gone: drop its contribution to the gauges."""
         self._replace((namespace, name), None)
 
-    def _replace(self, key: tuple[str, str],
-                 new: tuple[str, Tally[tuple[str, str, str]]] | None) -> None:
+    def _replace(
+        self, key: tuple[str, str], new: tuple[str, Tally[tuple[str, str, str]]] | None
+    ) -> None:
         """Swap one service's contribution. Costs O(its discrepancies), not O(all series):
         the operator calls this for every Service at every resync."""
         ns = key[0]

@@ -24,8 +24,9 @@ PREFIX = "svcaudit.dev/"
 ASPECTS = ("EndpointsConsistent", "EnvironmentConsistent", "DNSConsistent", "DiscoveryHealthy")
 
 
-def eventually(check: Callable[[], Any], timeout: float = 90, what: str = "",
-               interval: float = 0.25) -> Any:
+def eventually(
+    check: Callable[[], Any], timeout: float = 90, what: str = "", interval: float = 0.25
+) -> Any:
     """Poll until `check` returns a truthy value; fail with the last value seen."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -50,8 +51,9 @@ def apply(cluster: Cluster, namespace: str, manifest: str) -> None:
 
 def ensure_crd(cluster: Cluster) -> None:
     cluster.run_kubectl("apply", "-f", str(CRD))
-    cluster.run_kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                        "crd/serviceaudits.svcaudit.dev")
+    cluster.run_kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "crd/serviceaudits.svcaudit.dev"
+    )
 
 
 def free_port() -> int:
@@ -63,8 +65,16 @@ def free_port() -> int:
 class Operator:
     """`svcaudit run` as a subprocess, scoped to the test's namespace, JSON logs to a file."""
 
-    def __init__(self, cluster: Cluster, namespace: str, log_path: Path, *,
-                 dns: str | None = None, settle: float = 2.0, extra: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        cluster: Cluster,
+        namespace: str,
+        log_path: Path,
+        *,
+        dns: str | None = None,
+        settle: float = 2.0,
+        extra: tuple[str, ...] = (),
+    ):
         self.cluster = cluster
         self.namespace = namespace
         self.log_path = log_path
@@ -72,20 +82,40 @@ class Operator:
         self.metrics_port = free_port()
         dns = dns or f"{cluster.dns_host}:{cluster.dns_port}"
         self.args = [
-            sys.executable, "-m", "svcaudit", "run", "--kubeconfig", cluster.kubeconfig,
-            "-n", namespace, "--settle-seconds", str(settle), "--resync-seconds", "3",
-            "--debounce-seconds", "0.3", "--warmup-seconds", "1", "--dns-server", dns,
-            "--dns-timeout", "1", "--liveness",
+            sys.executable,
+            "-m",
+            "svcaudit",
+            "run",
+            "--kubeconfig",
+            cluster.kubeconfig,
+            "-n",
+            namespace,
+            "--settle-seconds",
+            str(settle),
+            "--resync-seconds",
+            "3",
+            "--debounce-seconds",
+            "0.3",
+            "--warmup-seconds",
+            "1",
+            "--dns-server",
+            dns,
+            "--dns-timeout",
+            "1",
+            "--liveness",
             f"http://127.0.0.1:{self.liveness_port}/healthz",
-            "--metrics-port", str(self.metrics_port), *extra,
+            "--metrics-port",
+            str(self.metrics_port),
+            *extra,
         ]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Operator:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SVCAUDIT_")}
         self._log = open(self.log_path, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env=env, cwd=REPO)
+        self.proc = subprocess.Popen(
+            self.args, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO
+        )
         eventually(self.alive, 60, "the operator's liveness endpoint")
         return self
 
@@ -97,7 +127,8 @@ class Operator:
             pytest.fail(f"operator exited with {self.proc.returncode}:\n{self.logs_text()}")
         try:
             with urllib.request.urlopen(
-                    f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=2) as resp:
+                f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=2
+            ) as resp:
                 data = json.loads(resp.read() or b"{}")
                 return bool(resp.status == 200 and data.get("svcaudit", {}).get("ready"))
         except OSError:
@@ -106,15 +137,19 @@ class Operator:
     def metrics_text(self) -> str:
         import urllib.request
 
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
-                                    timeout=5) as resp:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+        ) as resp:
             return str(resp.read().decode())
 
     def metric_types(self) -> dict[str, str]:
         """Metric families exposed, from the `# TYPE` lines, e.g. {'svcaudit_writes_total':
         'counter'} (labelled families appear even before their first sample)."""
-        return {parts[2]: parts[3] for line in self.metrics_text().splitlines()
-                if (parts := line.split())[:2] == ["#", "TYPE"] and len(parts) == 4}
+        return {
+            parts[2]: parts[3]
+            for line in self.metrics_text().splitlines()
+            if (parts := line.split())[:2] == ["#", "TYPE"] and len(parts) == 4
+        }
 
     def metrics(self) -> dict[str, float]:
         """Prometheus samples, e.g. {'svcaudit_writes_total{kind="event"}': 1.0}."""
@@ -149,13 +184,19 @@ class Operator:
         return self.log_path.read_text(errors="replace")[-6000:]
 
     def verdict_changes(self, service: str) -> list[dict[str, Any]]:
-        return [e for e in self.logs() if e.get("event") == "verdict changed"
-                and e.get("service") == service and e.get("namespace") == self.namespace]
+        return [
+            e
+            for e in self.logs()
+            if e.get("event") == "verdict changed"
+            and e.get("service") == service
+            and e.get("namespace") == self.namespace
+        ]
 
 
 @contextlib.contextmanager
-def running_operator(cluster: Cluster, namespace: str, tmp_path: Path,
-                     **kwargs: Any) -> Iterator[Operator]:
+def running_operator(
+    cluster: Cluster, namespace: str, tmp_path: Path, **kwargs: Any
+) -> Iterator[Operator]:
     ensure_crd(cluster)
     op = Operator(cluster, namespace, tmp_path / "operator.log", **kwargs).start()
     try:
@@ -175,8 +216,9 @@ def audit(cluster: Cluster, ns: str, name: str) -> dict[str, Any] | None:
     return data
 
 
-def condition_is(cluster: Cluster, ns: str, name: str, aspect: str,
-                 status: str) -> dict[str, Any] | None:
+def condition_is(
+    cluster: Cluster, ns: str, name: str, aspect: str, status: str
+) -> dict[str, Any] | None:
     cond = service_conditions(cluster, ns, name).get(PREFIX + aspect)
     return cond if cond and cond["status"] == status else None
 
@@ -192,11 +234,23 @@ def audit_codes(cluster: Cluster, ns: str, name: str) -> set[str]:
 
 
 def events_for(cluster: Cluster, ns: str, name: str) -> list[dict[str, Any]]:
-    data = kubectl_json(cluster, "events", "-n", ns,
-                        "--field-selector", f"involvedObject.kind=Service,"
-                        f"involvedObject.name={name}") or {}
-    return [e for e in data.get("items", []) if (e.get("source") or {}).get(
-        "component") == "svcaudit" or e.get("reportingComponent") == "svcaudit.dev/operator"]
+    data = (
+        kubectl_json(
+            cluster,
+            "events",
+            "-n",
+            ns,
+            "--field-selector",
+            f"involvedObject.kind=Service,involvedObject.name={name}",
+        )
+        or {}
+    )
+    return [
+        e
+        for e in data.get("items", [])
+        if (e.get("source") or {}).get("component") == "svcaudit"
+        or e.get("reportingComponent") == "svcaudit.dev/operator"
+    ]
 
 
 class UdpRelay:

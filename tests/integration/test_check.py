@@ -34,8 +34,7 @@ pytestmark = pytest.mark.cluster
 
 def _stable(doc: dict) -> dict:
     """The parts of a report that do not depend on timing."""
-    return {(s["namespace"], s["name"]): (statuses(s), sorted(codes(s)))
-            for s in doc["services"]}
+    return {(s["namespace"], s["name"]): (statuses(s), sorted(codes(s))) for s in doc["services"]}
 
 
 def test_check_reports_verdicts_formats_and_exit_codes(cluster: Cluster, namespace: str) -> None:
@@ -45,8 +44,12 @@ def test_check_reports_verdicts_formats_and_exit_codes(cluster: Cluster, namespa
     assert set(services) == {"web", "named"}, "-n scopes the check to one namespace"
     assert {s["namespace"] for s in doc["services"]} == {namespace}
     web, named = services["web"], services["named"]
-    assert statuses(web) == {"Endpoints": "True", "Environment": "True", "DNS": "True",
-                             "Healthy": "True"}
+    assert statuses(web) == {
+        "Endpoints": "True",
+        "Environment": "True",
+        "DNS": "True",
+        "Healthy": "True",
+    }
     assert statuses(named)["Endpoints"] == "False"
     assert statuses(named)["Healthy"] == "False"
     assert "SVA-EP-102" in codes(named)
@@ -85,10 +88,24 @@ def test_check_progress_only_on_a_terminal(cluster: Cluster, namespace: str) -> 
     master, slave = pty.openpty()
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "svcaudit", "check", f"--kubeconfig={cluster.kubeconfig}",
-             f"--dns-server={cluster.dns_host}:{cluster.dns_port}", "-n", namespace,
-             "-o", "json"],
-            stdout=subprocess.PIPE, stderr=slave, text=True, timeout=60, cwd=REPO)
+            [
+                sys.executable,
+                "-m",
+                "svcaudit",
+                "check",
+                f"--kubeconfig={cluster.kubeconfig}",
+                f"--dns-server={cluster.dns_host}:{cluster.dns_port}",
+                "-n",
+                namespace,
+                "-o",
+                "json",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+        )
         os.close(slave)
         slave = -1
         chunks = []
@@ -129,8 +146,16 @@ def test_unreachable_dns_is_unknown_never_false(cluster: Cluster, namespace: str
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
         silent.bind(("127.0.0.1", 0))
         silent_port = silent.getsockname()[1]
-        _, doc = check_json(cluster, "-n", namespace, "--dns-server",
-                            f"127.0.0.1:{silent_port}", "--dns-timeout", "0.5", dns=False)
+        _, doc = check_json(
+            cluster,
+            "-n",
+            namespace,
+            "--dns-server",
+            f"127.0.0.1:{silent_port}",
+            "--dns-timeout",
+            "0.5",
+            dns=False,
+        )
     assert {s["verdicts"]["DNS"]["status"] for s in doc["services"]} == {"Unknown"}
     assert "timeout" in doc["dns"]["error"]
     # --no-dns: not checked at all.
@@ -176,8 +201,12 @@ subjects: [{{kind: ServiceAccount, name: nslister, namespace: {namespace}}}]
     cluster.run_kubectl("apply", "-f", "-", input=rbac)
     try:
         lister = f"system:serviceaccount:{namespace}:lister"
-        assert cluster.run_kubectl("auth", "can-i", "get", "services", "--as", lister,
-                                   check=False).stdout.strip() == "no"
+        assert (
+            cluster.run_kubectl(
+                "auth", "can-i", "get", "services", "--as", lister, check=False
+            ).stdout.strip()
+            == "no"
+        )
         _, admin = check_json(cluster, "-n", namespace)
         _, listed = check_json(cluster, "-n", namespace, "--as", lister)
         assert _stable(listed) == _stable(admin)
@@ -186,20 +215,29 @@ subjects: [{{kind: ServiceAccount, name: nslister, namespace: {namespace}}}]
         assert any(s["namespace"] == namespace for s in everything["services"])
 
         # Namespace-only: no nodes (zones unchecked), no default/kubernetes; still audits.
-        proc = check(cluster, "-n", namespace, "-o", "json", "--as",
-                     f"system:serviceaccount:{namespace}:nslister")
+        proc = check(
+            cluster,
+            "-n",
+            namespace,
+            "-o",
+            "json",
+            "--as",
+            f"system:serviceaccount:{namespace}:nslister",
+        )
         assert proc.returncode in (0, 1), proc.stderr
         doc = json.loads(proc.stdout)
         assert any("nodes" in w for w in doc["warnings"]), doc["warnings"]
         assert set(by_name(doc, namespace)) == {"web", "named"}
         # Without list on services at all: a clear error and exit code 3.
-        proc = check(cluster, "-n", "kube-system", "--as",
-                     f"system:serviceaccount:{namespace}:nslister")
+        proc = check(
+            cluster, "-n", "kube-system", "--as", f"system:serviceaccount:{namespace}:nslister"
+        )
         assert proc.returncode == 3
         assert "cannot list services: HTTP 403" in proc.stderr
     finally:
-        cluster.run_kubectl("delete", "clusterrole,clusterrolebinding", role, "--wait=false",
-                            check=False)
+        cluster.run_kubectl(
+            "delete", "clusterrole,clusterrolebinding", role, "--wait=false", check=False
+        )
 
 
 def test_check_paginates(cluster: Cluster, namespace: str) -> None:
@@ -234,23 +272,47 @@ def test_check_settle_marks_new_findings_pending(cluster: Cluster, namespace: st
     make_workload(cluster, namespace)
     settled_workload(cluster, namespace)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "svcaudit", "check", f"--kubeconfig={cluster.kubeconfig}",
-         f"--dns-server={cluster.dns_host}:{cluster.dns_port}", "-n", namespace, "-o", "json",
-         "--settle", "6"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        [
+            sys.executable,
+            "-m",
+            "svcaudit",
+            "check",
+            f"--kubeconfig={cluster.kubeconfig}",
+            f"--dns-server={cluster.dns_host}:{cluster.dns_port}",
+            "-n",
+            namespace,
+            "-o",
+            "json",
+            "--settle",
+            "6",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
     time.sleep(2.5)  # the first pass is done (it takes well under a second here)
-    cluster.run_kubectl("apply", "-n", namespace, "-f", "-", input="""
+    cluster.run_kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input="""
 apiVersion: v1
 kind: Service
 metadata: {name: late}
 spec:
   selector: {app: web}
   ports: [{port: 81, targetPort: nope}]
-""")
+""",
+    )
     out, _ = proc.communicate(timeout=60)
     doc = json.loads(out)
     late = by_name(doc, namespace)["late"]
-    assert late["discrepancies"] == [] or all(d["severity"] == "info"
-                                             for d in late["discrepancies"])
+    assert late["discrepancies"] == [] or all(
+        d["severity"] == "info" for d in late["discrepancies"]
+    )
     assert "SVA-EP-102" in {d["code"] for d in late["pending"]}, late
     assert late["verdicts"]["Endpoints"]["status"] == "Unknown"
     assert late["verdicts"]["Endpoints"]["reason"] == "Settling"
@@ -263,8 +325,10 @@ def test_check_metrics_file(cluster: Cluster, namespace: str, tmp_path: Path) ->
     proc = check(cluster, "-n", namespace, "--metrics-file", str(path))
     assert proc.returncode == 1
     text = path.read_text()
-    assert (f'svcaudit_discrepancies{{aspect="Endpoints",code="SVA-EP-102",'
-            f'namespace="{namespace}",severity="warning"}} 1.0') in text
+    assert (
+        f'svcaudit_discrepancies{{aspect="Endpoints",code="SVA-EP-102",'
+        f'namespace="{namespace}",severity="warning"}} 1.0'
+    ) in text
     assert f'svcaudit_services{{healthy="True",namespace="{namespace}"}} 1.0' in text
     assert f'svcaudit_services{{healthy="False",namespace="{namespace}"}} 1.0' in text
     assert 'svcaudit_audits_total{healthy="False"} 1.0' in text
@@ -273,22 +337,47 @@ def test_check_metrics_file(cluster: Cluster, namespace: str, tmp_path: Path) ->
 
 def test_check_unreachable_cluster_exits_3(tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "nowhere",
-        "clusters": [{"name": "nowhere", "cluster": {"server": "https://127.0.0.1:9"}}],
-        "users": [{"name": "nobody", "user": {"token": "x"}}],
-        "contexts": [{"name": "nowhere", "context": {"cluster": "nowhere", "user": "nobody"}}],
-    }))
-    proc = subprocess.run([sys.executable, "-m", "svcaudit", "check", "-A",
-                           f"--kubeconfig={kubeconfig}"], capture_output=True, text=True,
-                          timeout=120, cwd=REPO)
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "nowhere",
+                "clusters": [{"name": "nowhere", "cluster": {"server": "https://127.0.0.1:9"}}],
+                "users": [{"name": "nobody", "user": {"token": "x"}}],
+                "contexts": [
+                    {"name": "nowhere", "context": {"cluster": "nowhere", "user": "nobody"}}
+                ],
+            }
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "svcaudit", "check", "-A", f"--kubeconfig={kubeconfig}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert proc.returncode == 3
     assert proc.stderr.startswith("error: cannot list services")
     assert proc.stdout == ""
     # An unknown context is an error too, not a silent fallback.
-    proc = subprocess.run([sys.executable, "-m", "svcaudit", "check", "-A",
-                           f"--kubeconfig={kubeconfig}", "--context", "elsewhere"],
-                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "svcaudit",
+            "check",
+            "-A",
+            f"--kubeconfig={kubeconfig}",
+            "--context",
+            "elsewhere",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
     assert proc.returncode == 3 and "context 'elsewhere' not found" in proc.stderr
 
 
@@ -298,15 +387,31 @@ def test_kubectl_plugin(cluster: Cluster, namespace: str) -> None:
     make_workload(cluster, namespace)
     settled_workload(cluster, namespace)
     kubectl_dir = str(Path(cluster.kubectl).parent)
-    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{kubectl_dir}{os.pathsep}/usr/bin"
-                                 f"{os.pathsep}/bin", "KUBECONFIG": cluster.kubeconfig}
-    plugins = subprocess.run([cluster.kubectl, "plugin", "list"], capture_output=True,
-                             text=True, env=env, timeout=30)
+    env = {
+        **os.environ,
+        "PATH": f"{VENV_BIN}{os.pathsep}{kubectl_dir}{os.pathsep}/usr/bin{os.pathsep}/bin",
+        "KUBECONFIG": cluster.kubeconfig,
+    }
+    plugins = subprocess.run(
+        [cluster.kubectl, "plugin", "list"], capture_output=True, text=True, env=env, timeout=30
+    )
     assert str(VENV_BIN / "kubectl-svcaudit") in plugins.stdout, plugins.stdout + plugins.stderr
     proc = subprocess.run(
-        [cluster.kubectl, "svcaudit", "check", "-n", namespace, "-o", "json",
-         f"--dns-server={cluster.dns_host}:{cluster.dns_port}"],
-        capture_output=True, text=True, env=env, timeout=120)
+        [
+            cluster.kubectl,
+            "svcaudit",
+            "check",
+            "-n",
+            namespace,
+            "-o",
+            "json",
+            f"--dns-server={cluster.dns_host}:{cluster.dns_port}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 1, proc.stderr  # the named-port finding
     doc = json.loads(proc.stdout)
     assert set(by_name(doc, namespace)) == {"web", "named"}

@@ -20,14 +20,29 @@ VENV_BIN = Path(sys.executable).parent
 SA_USER = "system:serviceaccount:svcaudit-system:svcaudit"
 
 
-def check(cluster: Cluster, *args: str, dns: bool = True, env: dict[str, str] | None = None,
-          timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def check(
+    cluster: Cluster,
+    *args: str,
+    dns: bool = True,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
     """`svcaudit check` as a user runs it (a subprocess, no TTY)."""
     extra = [f"--dns-server={cluster.dns_host}:{cluster.dns_port}"] if dns else []
     return subprocess.run(
-        [sys.executable, "-m", "svcaudit", "check", f"--kubeconfig={cluster.kubeconfig}",
-         *extra, *args],
-        capture_output=True, text=True, timeout=timeout, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "svcaudit",
+            "check",
+            f"--kubeconfig={cluster.kubeconfig}",
+            *extra,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
         env={**os.environ, **(env or {})},
     )
 
@@ -52,8 +67,9 @@ def codes(svc: dict[str, Any]) -> set[str]:
     return {d["code"] for d in svc["discrepancies"]}
 
 
-def eventually(fn: Callable[[], Any], timeout: float = 90, what: str = "",
-               interval: float = 0.5) -> Any:
+def eventually(
+    fn: Callable[[], Any], timeout: float = 90, what: str = "", interval: float = 0.5
+) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:

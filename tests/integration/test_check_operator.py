@@ -39,8 +39,12 @@ spec:
   ports: [{port: 80, targetPort: 9876}]
 """
 
-SUMMARY_KEYS = {"Endpoints": "endpoints", "Environment": "environment", "DNS": "dns",
-                "Healthy": "healthy"}
+SUMMARY_KEYS = {
+    "Endpoints": "endpoints",
+    "Environment": "environment",
+    "DNS": "dns",
+    "Healthy": "healthy",
+}
 
 
 def operator_view(cluster: Cluster, namespace: str) -> dict[str, Any]:
@@ -59,12 +63,10 @@ def operator_view(cluster: Cluster, namespace: str) -> dict[str, Any]:
 
 def check_view(cluster: Cluster, namespace: str) -> dict[str, Any]:
     _, doc = check_json(cluster, "-A")
-    return {name: (statuses(s), sorted(codes(s)))
-            for name, s in by_name(doc, namespace).items()}
+    return {name: (statuses(s), sorted(codes(s))) for name, s in by_name(doc, namespace).items()}
 
 
-def test_check_agrees_with_the_operator(cluster: Cluster, namespace: str,
-                                        tmp_path: Path) -> None:
+def test_check_agrees_with_the_operator(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
     make_workload(cluster, namespace)
     cluster.run_kubectl("apply", "-n", namespace, "-f", "-", input=HEADLESS)
     settled_workload(cluster, namespace)

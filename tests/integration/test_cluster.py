@@ -20,9 +20,11 @@ pytestmark = pytest.mark.cluster
 
 
 def read_versions() -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in
-             (REPO / "e2e/cluster/versions.env").read_text().splitlines()
-             if "=" in line and not line.startswith("#"))
+    pairs = (
+        line.split("=", 1)
+        for line in (REPO / "e2e/cluster/versions.env").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
     return {k.strip(): v.strip() for k, v in pairs}
 
 
@@ -42,8 +44,11 @@ def test_server_reports_pinned_version(cluster: Cluster) -> None:
 
 
 def test_fake_nodes_are_ready_with_distinct_ips_and_zones(cluster: Cluster) -> None:
-    nodes = [n for n in get_json(cluster, "nodes")["items"]
-             if n["metadata"]["labels"].get("type") == "kwok"]
+    nodes = [
+        n
+        for n in get_json(cluster, "nodes")["items"]
+        if n["metadata"]["labels"].get("type") == "kwok"
+    ]
     assert len(nodes) >= 2
     ips, zones = set(), set()
     for node in nodes:
@@ -59,14 +64,14 @@ def test_fake_nodes_are_ready_with_distinct_ips_and_zones(cluster: Cluster) -> N
 
 def slice_endpoints(cluster: Cluster, namespace: str) -> tuple[set[str], set[int]]:
     """Ready endpoint addresses and ports of simpleservice's controller-managed slices."""
-    slices = get_json(cluster, "endpointslices", "-n", namespace,
-                      "-l", "kubernetes.io/service-name=simpleservice")["items"]
+    slices = get_json(
+        cluster, "endpointslices", "-n", namespace, "-l", "kubernetes.io/service-name=simpleservice"
+    )["items"]
     addresses: set[str] = set()
     ports: set[int] = set()
     for s in slices:
         labels = s["metadata"]["labels"]
-        assert labels["endpointslice.kubernetes.io/managed-by"] == \
-            "endpointslice-controller.k8s.io"
+        assert labels["endpointslice.kubernetes.io/managed-by"] == "endpointslice-controller.k8s.io"
         for ep in s.get("endpoints") or []:
             if ep["conditions"].get("ready"):
                 addresses.update(ep["addresses"])
@@ -76,13 +81,18 @@ def slice_endpoints(cluster: Cluster, namespace: str) -> tuple[set[str], set[int
 
 def running_pod_ips(cluster: Cluster, namespace: str) -> list[str]:
     pods = get_json(cluster, "pods", "-n", namespace, "-l", "app=sise")["items"]
-    return [p["status"]["podIP"] for p in pods
-            if p["status"].get("phase") == "Running" and p["status"].get("podIP")
-            and not p["metadata"].get("deletionTimestamp")]
+    return [
+        p["status"]["podIP"]
+        for p in pods
+        if p["status"].get("phase") == "Running"
+        and p["status"].get("podIP")
+        and not p["metadata"].get("deletionTimestamp")
+    ]
 
 
 def test_tutorial_service_gets_endpoints_from_the_real_controller(
-        cluster: Cluster, namespace: str) -> None:
+    cluster: Cluster, namespace: str
+) -> None:
     cluster.run_kubectl("apply", "-n", namespace, "-f", "-", input=TUTORIAL_RC)
 
     def settled(n: int) -> Callable[[], Any]:
@@ -92,6 +102,7 @@ def test_tutorial_service_gets_endpoints_from_the_real_controller(
                 return None
             addresses, ports = slice_endpoints(cluster, namespace)
             return (ips, addresses, ports) if addresses == set(ips) else None
+
         return check
 
     ips, addresses, ports = eventually(settled(2), what="2 running pods in the slice")
@@ -129,8 +140,12 @@ def test_up_twice_is_harmless(cluster: Cluster) -> None:
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, str(REPO / "e2e/cluster/cluster.py"), "up"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "e2e/cluster/cluster.py"), "up"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "already running" in proc.stdout
     pids_after = {p.name: p.read_text() for p in (cluster.state_dir / "pids").glob("*.pid")}
@@ -169,8 +184,9 @@ def test_down_leaves_no_process_and_no_port(cluster: Cluster) -> None:
     assert ports & listening_ports(), "the running cluster should be listening"
     script = str(REPO / "e2e/cluster/cluster.py")
     try:
-        down = subprocess.run([sys.executable, script, "down"], capture_output=True, text=True,
-                              timeout=180)
+        down = subprocess.run(
+            [sys.executable, script, "down"], capture_output=True, text=True, timeout=180
+        )
         assert down.returncode == 0, down.stderr
         alive = [name for name, pid in pids.items() if Path(f"/proc/{pid}").exists()]
         assert alive == []

@@ -20,9 +20,12 @@ def _deployment() -> dict:
 
 
 def test_crd_is_referenced_not_duplicated() -> None:
-    crds = [(p.name, d) for p in DEPLOY.glob("*.yaml")
-            for d in __import__("yaml").safe_load_all(p.read_text())
-            if d and d.get("kind") == "CustomResourceDefinition"]
+    crds = [
+        (p.name, d)
+        for p in DEPLOY.glob("*.yaml")
+        for d in __import__("yaml").safe_load_all(p.read_text())
+        if d and d.get("kind") == "CustomResourceDefinition"
+    ]
     assert [name for name, _ in crds] == ["crd-serviceaudits.yaml"]
     # The namespace is applied first (kubectl apply -f DIR goes in file-name order).
     assert sorted(p.name for p in DEPLOY.glob("*.yaml"))[0] == "00-namespace.yaml"
@@ -38,12 +41,27 @@ def test_apply_is_clean_and_idempotent(cluster: Cluster) -> None:
 
 def test_deployment_is_hardened_and_its_pod_runs(cluster: Cluster) -> None:
     apply_deploy(cluster)
-    cluster.run_kubectl("rollout", "status", "deployment/svcaudit", "-n", "svcaudit-system",
-                        "--timeout=90s", timeout=120)
-    pods = json.loads(cluster.run_kubectl(
-        "get", "pods", "-n", "svcaudit-system", "-l",
-        "app.kubernetes.io/name=svcaudit,app.kubernetes.io/component=operator",
-        "-o", "json").stdout)["items"]
+    cluster.run_kubectl(
+        "rollout",
+        "status",
+        "deployment/svcaudit",
+        "-n",
+        "svcaudit-system",
+        "--timeout=90s",
+        timeout=120,
+    )
+    pods = json.loads(
+        cluster.run_kubectl(
+            "get",
+            "pods",
+            "-n",
+            "svcaudit-system",
+            "-l",
+            "app.kubernetes.io/name=svcaudit,app.kubernetes.io/component=operator",
+            "-o",
+            "json",
+        ).stdout
+    )["items"]
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
     assert len(live) == 1
     spec = live[0]["spec"]
@@ -72,8 +90,15 @@ def test_metrics_service_selects_the_operator_pod(cluster: Cluster) -> None:
     """The metrics Service's EndpointSlice holds the operator pod on the metrics port, and
     svcaudit itself finds the svcaudit-system namespace consistent."""
     apply_deploy(cluster)
-    cluster.run_kubectl("rollout", "status", "deployment/svcaudit", "-n", "svcaudit-system",
-                        "--timeout=90s", timeout=120)
+    cluster.run_kubectl(
+        "rollout",
+        "status",
+        "deployment/svcaudit",
+        "-n",
+        "svcaudit-system",
+        "--timeout=90s",
+        timeout=120,
+    )
 
     def healthy() -> dict | None:
         _, doc = check_json(cluster, "-n", "svcaudit-system", "--no-dns", dns=False)
@@ -81,9 +106,18 @@ def test_metrics_service_selects_the_operator_pod(cluster: Cluster) -> None:
         return svc if svc and statuses(svc)["Endpoints"] == "True" else None
 
     eventually(healthy, 60, "svcaudit-metrics: EndpointsConsistent")
-    slices = json.loads(cluster.run_kubectl(
-        "get", "endpointslices", "-n", "svcaudit-system", "-l",
-        "kubernetes.io/service-name=svcaudit-metrics", "-o", "json").stdout)["items"]
+    slices = json.loads(
+        cluster.run_kubectl(
+            "get",
+            "endpointslices",
+            "-n",
+            "svcaudit-system",
+            "-l",
+            "kubernetes.io/service-name=svcaudit-metrics",
+            "-o",
+            "json",
+        ).stdout
+    )["items"]
     endpoints = [e for s in slices for e in s.get("endpoints") or []]
     ports = [p["port"] for s in slices for p in s.get("ports") or []]
     assert len(endpoints) == 1 and endpoints[0]["targetRef"]["kind"] == "Pod"
@@ -96,8 +130,9 @@ def test_every_setting_of_the_deployment_is_read_by_the_operator() -> None:
     source = (REPO / "operator" / "svcaudit" / "cli" / "run.py").read_text()
     read = set(re.findall(r'_env(?:_float)?\("([A-Z_]+)"', source))
     (c,) = _deployment()["spec"]["template"]["spec"]["containers"]
-    ours = {e["name"].removeprefix("SVCAUDIT_") for e in c["env"]
-            if e["name"].startswith("SVCAUDIT_")}
+    ours = {
+        e["name"].removeprefix("SVCAUDIT_") for e in c["env"] if e["name"].startswith("SVCAUDIT_")
+    }
     assert ours - read == set(), f"not read by svcaudit run: {sorted(ours - read)}"
 
 

@@ -95,20 +95,26 @@ def granted(cluster: Cluster, user: str, baseline_user: str) -> Rules:
     return out
 
 
-def sa_kubeconfig(cluster: Cluster, path: Path, namespace: str = SA_NAMESPACE,
-                  name: str = SA_NAME) -> Path:
+def sa_kubeconfig(
+    cluster: Cluster, path: Path, namespace: str = SA_NAMESPACE, name: str = SA_NAME
+) -> Path:
     """A kubeconfig holding a real token of the ServiceAccount (TokenRequest API): the very
     credentials the operator's pod gets, not impersonation."""
-    admin = json.loads(cluster.run_kubectl("config", "view", "--raw", "--minify",
-                                           "-o", "json").stdout)
-    token = cluster.run_kubectl("create", "token", name, "-n", namespace,
-                                "--duration=1h").stdout.strip()
+    admin = json.loads(
+        cluster.run_kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout
+    )
+    token = cluster.run_kubectl(
+        "create", "token", name, "-n", namespace, "--duration=1h"
+    ).stdout.strip()
     kc = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "sa",
         "clusters": [{"name": "c", "cluster": admin["clusters"][0]["cluster"]}],
         "users": [{"name": "sa", "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa",
-                                                "namespace": namespace}}],
+        "contexts": [
+            {"name": "sa", "context": {"cluster": "c", "user": "sa", "namespace": namespace}}
+        ],
     }
     path.write_text(yaml.safe_dump(kc))
     path.chmod(0o600)
@@ -123,8 +129,10 @@ KWOK_ONLY = '{"spec":{"template":{"spec":{"nodeSelector":{"type":"kwok"}}}}}'
 
 def apply_deploy(cluster: Cluster) -> subprocess.CompletedProcess[str]:
     proc = cluster.run_kubectl("apply", "-f", str(DEPLOY), timeout=120)
-    cluster.run_kubectl("patch", "deployment", "svcaudit", "-n", SA_NAMESPACE,
-                        "--type=merge", "-p", KWOK_ONLY)
-    cluster.run_kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                        "crd/serviceaudits.svcaudit.dev")
+    cluster.run_kubectl(
+        "patch", "deployment", "svcaudit", "-n", SA_NAMESPACE, "--type=merge", "-p", KWOK_ONLY
+    )
+    cluster.run_kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "crd/serviceaudits.svcaudit.dev"
+    )
     return proc

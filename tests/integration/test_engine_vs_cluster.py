@@ -149,8 +149,17 @@ spec:
   - {name: main, image: example.invalid/named:1, ports: [{containerPort: 7000}]}
 """
 
-SERVICES = ("simple", "multi", "front", "web-headless", "nobody-headless", "typo", "nodeport",
-            "external", "sub")
+SERVICES = (
+    "simple",
+    "multi",
+    "front",
+    "web-headless",
+    "nobody-headless",
+    "typo",
+    "nodeport",
+    "external",
+    "sub",
+)
 
 
 def get_items(cluster: Cluster, *args: str) -> list[dict[str, Any]]:
@@ -161,9 +170,16 @@ def get_items(cluster: Cluster, *args: str) -> list[dict[str, Any]]:
 
 def endpoint_key(ep: Any) -> tuple[Any, ...]:
     ref = ep.target_ref
-    return (tuple(sorted(ep.addresses)), ep.conditions.ready, ep.conditions.serving,
-            ep.conditions.terminating, ep.hostname, ep.node_name, ep.zone,
-            (ref.kind, ref.namespace, ref.name) if ref else None)
+    return (
+        tuple(sorted(ep.addresses)),
+        ep.conditions.ready,
+        ep.conditions.serving,
+        ep.conditions.terminating,
+        ep.hostname,
+        ep.node_name,
+        ep.zone,
+        (ref.kind, ref.namespace, ref.name) if ref else None,
+    )
 
 
 def slice_set(slices: Any) -> frozenset[tuple[Any, ...]]:
@@ -176,13 +192,15 @@ def slice_set(slices: Any) -> frozenset[tuple[Any, ...]]:
     return frozenset((k[0], k[1], frozenset(v)) for k, v in grouped.items())
 
 
-def snapshot(cluster: Cluster, namespace: str) -> tuple[list[Service], list[Pod],
-                                                       dict[str, Node], list[EndpointSlice]]:
+def snapshot(
+    cluster: Cluster, namespace: str
+) -> tuple[list[Service], list[Pod], dict[str, Node], list[EndpointSlice]]:
     services = [Service.from_api(o) for o in get_items(cluster, "svc", "-n", namespace)]
     pods = [Pod.from_api(o) for o in get_items(cluster, "pods", "-n", namespace)]
     nodes = {n.name: n for n in (Node.from_api(o) for o in get_items(cluster, "nodes"))}
-    slices = [EndpointSlice.from_api(o) for o in get_items(cluster, "endpointslices", "-n",
-                                                           namespace)]
+    slices = [
+        EndpointSlice.from_api(o) for o in get_items(cluster, "endpointslices", "-n", namespace)
+    ]
     return services, pods, nodes, slices
 
 
@@ -194,8 +212,9 @@ def compare_slices_once(cluster: Cluster, namespace: str) -> dict[str, tuple[Any
     differ = {}
     for svc in services:
         expected = expected_endpoints(svc, pods, nodes)
-        managed = [s for s in slices
-                   if s.service_name == svc.name and s.managed_by == CONTROLLER_NAME]
+        managed = [
+            s for s in slices if s.service_name == svc.name and s.managed_by == CONTROLLER_NAME
+        ]
         if not expected.managed:
             if managed:
                 differ[svc.name] = ("no managed slices", managed)
@@ -232,9 +251,11 @@ def ask(cluster: Cluster, name: str, rtype: str) -> tuple[int, set[DnsRecord]]:
     query = dns.message.make_query(name, rtype)
     reply = dns.query.udp(query, cluster.dns_host, port=cluster.dns_port, timeout=3)
     records = {
-        record_from_answer(rrset.name.to_text(), dns.rdatatype.to_text(rrset.rdtype),
-                           rdata.to_text())
-        for rrset in reply.answer for rdata in rrset
+        record_from_answer(
+            rrset.name.to_text(), dns.rdatatype.to_text(rrset.rdtype), rdata.to_text()
+        )
+        for rrset in reply.answer
+        for rdata in rrset
         if dns.rdatatype.to_text(rrset.rdtype) == rtype
     }
     return reply.rcode(), records
@@ -272,6 +293,9 @@ def test_expected_dns_equals_coredns(cluster: Cluster, namespace: str) -> None:
         differ = compare_dns_once(cluster, namespace)
     assert differ == {}
     services, pods, nodes, _ = snapshot(cluster, namespace)
-    kinds = {r.type for svc in services
-             for r in expected_dns(svc, expected_endpoints(svc, pods, nodes).slices).records}
+    kinds = {
+        r.type
+        for svc in services
+        for r in expected_dns(svc, expected_endpoints(svc, pods, nodes).slices).records
+    }
     assert {"A", "SRV", "PTR", "CNAME"} <= kinds

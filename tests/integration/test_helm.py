@@ -44,12 +44,17 @@ def helm(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     cache = Path(os.environ.get("SVCAUDIT_CACHE", Path.home() / ".cache" / "svcaudit"))
     binary = cache / f"helm-{_versions()['HELM_VERSION']}" / "helm"
     if not binary.exists():
-        subprocess.run(["bash", str(REPO / "e2e" / "cluster" / "build.sh"), "helm"],
-                       check=True, timeout=1800)
+        subprocess.run(
+            ["bash", str(REPO / "e2e" / "cluster" / "build.sh"), "helm"], check=True, timeout=1800
+        )
     home = tmp_path_factory.mktemp("helm-home")
-    os.environ.update({"HELM_CACHE_HOME": str(home / "cache"),
-                       "HELM_CONFIG_HOME": str(home / "config"),
-                       "HELM_DATA_HOME": str(home / "data")})
+    os.environ.update(
+        {
+            "HELM_CACHE_HOME": str(home / "cache"),
+            "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_DATA_HOME": str(home / "data"),
+        }
+    )
     return [str(binary)]
 
 
@@ -60,8 +65,9 @@ def run_helm(helm: list[str], *args: str, check: bool = True) -> subprocess.Comp
     return proc
 
 
-def render(helm: list[str], *sets: str, release: str = "svcaudit",
-           namespace: str = "svcaudit-system") -> list[dict[str, Any]]:
+def render(
+    helm: list[str], *sets: str, release: str = "svcaudit", namespace: str = "svcaudit-system"
+) -> list[dict[str, Any]]:
     args = ["template", release, str(CHART), "-n", namespace, "--include-crds"]
     for s in sets:
         args += ["--set", s]
@@ -82,8 +88,11 @@ def env_of(deployment: dict[str, Any]) -> dict[str, Any]:
 def test_lint(helm: list[str]) -> None:
     proc = run_helm(helm, "lint", "--strict", str(CHART))
     assert "0 chart(s) failed" in proc.stdout
-    for sets in (["metrics.serviceMonitor.enabled=true"], ["watchNamespaces={a,b}"],
-                 ["rbac.create=false", "serviceAccount.create=false"]):
+    for sets in (
+        ["metrics.serviceMonitor.enabled=true"],
+        ["watchNamespaces={a,b}"],
+        ["rbac.create=false", "serviceAccount.create=false"],
+    ):
         args = [a for s in sets for a in ("--set", s)]
         run_helm(helm, "lint", "--strict", str(CHART), *args)
 
@@ -95,15 +104,23 @@ def test_chart_is_equivalent_to_deploy(helm: list[str]) -> None:
     assert rules_of(chart) == rules_of(deploy) == REQUIRED
     assert one(chart, "CustomResourceDefinition") == one(deploy, "CustomResourceDefinition")
     binding = one(chart, "ClusterRoleBinding")
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "svcaudit",
-                                    "namespace": "svcaudit-system"}]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "svcaudit", "namespace": "svcaudit-system"}
+    ]
     assert binding["roleRef"]["name"] == one(chart, "ClusterRole")["metadata"]["name"]
     ours, theirs = one(chart, "Deployment"), one(deploy, "Deployment")
     pod, ref = ours["spec"]["template"]["spec"], theirs["spec"]["template"]["spec"]
     assert pod["securityContext"] == ref["securityContext"]
     (c,), (rc,) = pod["containers"], ref["containers"]
-    for key in ("image", "args", "ports", "livenessProbe", "readinessProbe", "securityContext",
-                "volumeMounts"):
+    for key in (
+        "image",
+        "args",
+        "ports",
+        "livenessProbe",
+        "readinessProbe",
+        "securityContext",
+        "volumeMounts",
+    ):
         assert c[key] == rc[key], key
     assert c["resources"] == rc["resources"]
     assert env_of(ours) == env_of(theirs)
@@ -116,12 +133,21 @@ def test_chart_is_equivalent_to_deploy(helm: list[str]) -> None:
 
 
 def test_values_reach_the_operator(helm: list[str]) -> None:
-    docs = render(helm, "watchNamespaces={team-a,team-b}", "settleSeconds=10",
-                  "dnsServer=10.0.0.10:53", "clusterDomain=example.internal",
-                  "reports={conditions}", "image.repository=registry.local/svcaudit",
-                  "image.tag=1.2.3", "resources.limits.memory=1Gi",
-                  "metrics.port=9191", "metrics.serviceMonitor.enabled=true",
-                  "metrics.serviceMonitor.labels.release=prom", release="audit")
+    docs = render(
+        helm,
+        "watchNamespaces={team-a,team-b}",
+        "settleSeconds=10",
+        "dnsServer=10.0.0.10:53",
+        "clusterDomain=example.internal",
+        "reports={conditions}",
+        "image.repository=registry.local/svcaudit",
+        "image.tag=1.2.3",
+        "resources.limits.memory=1Gi",
+        "metrics.port=9191",
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.serviceMonitor.labels.release=prom",
+        release="audit",
+    )
     dep = one(docs, "Deployment")
     env = env_of(dep)
     assert env["SVCAUDIT_NAMESPACES"] == "team-a,team-b"
@@ -145,13 +171,17 @@ def test_values_reach_the_operator(helm: list[str]) -> None:
     assert "SVCAUDIT_NAMESPACES" not in env and "SVCAUDIT_DNS_SERVER" not in env
 
 
-def test_install_on_the_local_cluster(helm: list[str], cluster: Cluster,
-                                      namespace: str) -> None:
+def test_install_on_the_local_cluster(helm: list[str], cluster: Cluster, namespace: str) -> None:
     """`helm install` into a fresh namespace: the pod runs (kwok), and the chart's
     ServiceAccount may do exactly what deploy/'s may."""
     release = f"sva-{uuid.uuid4().hex[:6]}"
-    base = [f"--kubeconfig={cluster.kubeconfig}", "-n", namespace,
-            "--set", "nodeSelector.type=kwok"]  # not the real node: svcaudit:dev isn't built
+    base = [
+        f"--kubeconfig={cluster.kubeconfig}",
+        "-n",
+        namespace,
+        "--set",
+        "nodeSelector.type=kwok",
+    ]  # not the real node: svcaudit:dev isn't built
     try:
         run_helm(helm, "install", release, str(CHART), *base, "--wait", "--timeout", "120s")
         listed = json.loads(run_helm(helm, "list", *base[:3], "-o", "json").stdout)
@@ -160,19 +190,43 @@ def test_install_on_the_local_cluster(helm: list[str], cluster: Cluster,
         sa = f"system:serviceaccount:{namespace}:{fullname}"
         bare = f"system:serviceaccount:{namespace}:default"
         assert granted(cluster, sa, bare) == REQUIRED
-        dep = json.loads(cluster.run_kubectl("get", "deployment", fullname, "-n", namespace,
-                                             "-o", "json").stdout)
+        dep = json.loads(
+            cluster.run_kubectl("get", "deployment", fullname, "-n", namespace, "-o", "json").stdout
+        )
         assert dep["status"].get("availableReplicas") == 1
         # The metrics Service selects the operator pod.
-        eventually(lambda: json.loads(cluster.run_kubectl(
-            "get", "endpointslices", "-n", namespace, "-l",
-            f"kubernetes.io/service-name={fullname}-metrics", "-o", "json").stdout)["items"][0]
-            .get("endpoints"), 60, "the metrics Service's endpoints")
+        eventually(
+            lambda: json.loads(
+                cluster.run_kubectl(
+                    "get",
+                    "endpointslices",
+                    "-n",
+                    namespace,
+                    "-l",
+                    f"kubernetes.io/service-name={fullname}-metrics",
+                    "-o",
+                    "json",
+                ).stdout
+            )["items"][0].get("endpoints"),
+            60,
+            "the metrics Service's endpoints",
+        )
         # Upgrading with new values rolls the new settings out.
-        run_helm(helm, "upgrade", release, str(CHART), *base, "--set", "settleSeconds=5",
-                 "--wait", "--timeout", "120s")
-        dep = json.loads(cluster.run_kubectl("get", "deployment", fullname, "-n", namespace,
-                                             "-o", "json").stdout)
+        run_helm(
+            helm,
+            "upgrade",
+            release,
+            str(CHART),
+            *base,
+            "--set",
+            "settleSeconds=5",
+            "--wait",
+            "--timeout",
+            "120s",
+        )
+        dep = json.loads(
+            cluster.run_kubectl("get", "deployment", fullname, "-n", namespace, "-o", "json").stdout
+        )
         assert env_of(dep)["SVCAUDIT_SETTLE_SECONDS"] == "5"
     finally:
         run_helm(helm, "uninstall", release, *base[:3], "--wait", "--timeout", "60s", check=False)

@@ -51,8 +51,9 @@ spec:
 """
 
 
-def service(name: str = "simpleservice", selector: str = "{app: sise}",
-            target: str = "9876") -> str:
+def service(
+    name: str = "simpleservice", selector: str = "{app: sise}", target: str = "9876"
+) -> str:
     return f"""
 apiVersion: v1
 kind: Service
@@ -79,10 +80,16 @@ spec:
 
 def running_pods(cluster: Cluster, ns: str, n: int) -> list[dict]:
     data = kubectl_json(cluster, "pods", "-n", ns, "-l", "app=sise") or {"items": []}
-    ready = [p for p in data["items"] if p.get("status", {}).get("podIP")
-             and any(c["type"] == "Ready" and c["status"] == "True"
-                     for c in p["status"].get("conditions", []))
-             and not p["metadata"].get("deletionTimestamp")]
+    ready = [
+        p
+        for p in data["items"]
+        if p.get("status", {}).get("podIP")
+        and any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in p["status"].get("conditions", [])
+        )
+        and not p["metadata"].get("deletionTimestamp")
+    ]
     return ready if len(ready) == n else []
 
 
@@ -91,29 +98,36 @@ def observed_endpoints(cluster: Cluster, ns: str, name: str) -> int | None:
     return ((sva.get("status") or {}).get("summary") or {}).get("endpointsObserved")
 
 
-def wait_code(cluster: Cluster, ns: str, name: str, aspect: str, code: str,
-              timeout: float = 90) -> dict:
+def wait_code(
+    cluster: Cluster, ns: str, name: str, aspect: str, code: str, timeout: float = 90
+) -> dict:
     def check() -> dict | None:
         cond = condition_is(cluster, ns, name, aspect, "False")
         return cond if cond and code in audit_codes(cluster, ns, name) else None
+
     result: dict = eventually(check, timeout, f"{aspect}=False with {code}")
     return result
 
 
 # ---- tutorial ---------------------------------------------------------------------------------
 
-def test_tutorial_is_consistent_and_follows_scaling(cluster: Cluster, namespace: str,
-                                                    tmp_path: Path) -> None:
+
+def test_tutorial_is_consistent_and_follows_scaling(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
     apply(cluster, namespace, rc(1))
     apply(cluster, namespace, service())
     eventually(lambda: running_pods(cluster, namespace, 1), 60, "one running sise pod")
     with running_operator(cluster, namespace, tmp_path) as op:
-        eventually(lambda: all_true(cluster, namespace, "simpleservice"), 60,
-                   "all conditions True")
+        eventually(lambda: all_true(cluster, namespace, "simpleservice"), 60, "all conditions True")
         conds = service_conditions(cluster, namespace, "simpleservice")
         svc = kubectl_json(cluster, "service", "simpleservice", "-n", namespace)
-        for aspect in ("EndpointsConsistent", "EnvironmentConsistent", "DNSConsistent",
-                       "DiscoveryHealthy"):
+        for aspect in (
+            "EndpointsConsistent",
+            "EnvironmentConsistent",
+            "DNSConsistent",
+            "DiscoveryHealthy",
+        ):
             c = conds[PREFIX + aspect]
             assert c["reason"] and c["reason"][0].isupper() and " " not in c["reason"]
             # Services have no metadata.generation (0, omitted): so is observedGeneration.
@@ -121,8 +135,11 @@ def test_tutorial_is_consistent_and_follows_scaling(cluster: Cluster, namespace:
             assert c["lastTransitionTime"].endswith("Z")
 
         pod_ip = running_pods(cluster, namespace, 1)[0]["status"]["podIP"]
-        sva = eventually(lambda: (audit(cluster, namespace, "simpleservice") or {}).get("status"),
-                         30, "ServiceAudit status")
+        sva = eventually(
+            lambda: (audit(cluster, namespace, "simpleservice") or {}).get("status"),
+            30,
+            "ServiceAudit status",
+        )
         assert sva["summary"]["endpointsExpected"] == 1
         assert sva["summary"]["endpointsObserved"] == 1
         assert sva["summary"]["healthy"] == "True"
@@ -140,8 +157,16 @@ def test_tutorial_is_consistent_and_follows_scaling(cluster: Cluster, namespace:
 
         table = cluster.run_kubectl("get", "sva", "-A").stdout
         header = table.splitlines()[0].split()
-        assert header[:8] == ["NAMESPACE", "NAME", "EXPECTED", "OBSERVED", "ENDPOINTS", "ENV",
-                              "DNS", "HEALTHY"]
+        assert header[:8] == [
+            "NAMESPACE",
+            "NAME",
+            "EXPECTED",
+            "OBSERVED",
+            "ENDPOINTS",
+            "ENV",
+            "DNS",
+            "HEALTHY",
+        ]
         row = next(line.split() for line in table.splitlines() if namespace in line)
         assert row[1:8] == ["simpleservice", "1", "1", "True", "True", "True", "True"]
 
@@ -149,46 +174,71 @@ def test_tutorial_is_consistent_and_follows_scaling(cluster: Cluster, namespace:
         timings = {}
         for replicas in (2, 1):
             start = time.monotonic()
-            cluster.run_kubectl("scale", "-n", namespace, f"--replicas={replicas}",
-                                "rc/rcsise")
-            eventually(lambda r=replicas: observed_endpoints(cluster, namespace,
-                                                             "simpleservice") == r,
-                       60, f"{replicas} observed endpoints")
+            cluster.run_kubectl("scale", "-n", namespace, f"--replicas={replicas}", "rc/rcsise")
+            eventually(
+                lambda r=replicas: observed_endpoints(cluster, namespace, "simpleservice") == r,
+                60,
+                f"{replicas} observed endpoints",
+            )
             timings[replicas] = round(time.monotonic() - start, 2)
-            eventually(lambda: all_true(cluster, namespace, "simpleservice"), 60,
-                       "all True after scaling")
+            eventually(
+                lambda: all_true(cluster, namespace, "simpleservice"), 60, "all True after scaling"
+            )
         print(f"scale -> ServiceAudit endpoints: {timings}")
-        assert op.verdict_changes("simpleservice")[changes_before:] == [], \
+        assert op.verdict_changes("simpleservice")[changes_before:] == [], (
             "normal churn (scaling) must not flap a condition"
-        assert [e for e in events_for(cluster, namespace, "simpleservice")
-                if e["type"] == "Warning"] == []
+        )
+        assert [
+            e for e in events_for(cluster, namespace, "simpleservice") if e["type"] == "Warning"
+        ] == []
 
 
 # ---- discrepancies and recovery ---------------------------------------------------------------
 
-def test_selector_typo_reports_no_endpoints_then_recovers(cluster: Cluster, namespace: str,
-                                                         tmp_path: Path) -> None:
+
+def test_selector_typo_reports_no_endpoints_then_recovers(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
     apply(cluster, namespace, rc(1))
     apply(cluster, namespace, service(selector="{app: sisee}"))
     eventually(lambda: running_pods(cluster, namespace, 1), 60, "one running sise pod")
     with running_operator(cluster, namespace, tmp_path) as op:
-        cond = wait_code(cluster, namespace, "simpleservice", "EndpointsConsistent",
-                         "SVA-EP-101")
+        cond = wait_code(cluster, namespace, "simpleservice", "EndpointsConsistent", "SVA-EP-101")
         assert cond["reason"] == "SelectorMatchesNoPod"
         assert "app=sisee" in cond["message"]
         assert condition_is(cluster, namespace, "simpleservice", "DiscoveryHealthy", "False")
-        warnings = eventually(lambda: [e for e in events_for(cluster, namespace,
-                                                             "simpleservice")
-                                       if e["type"] == "Warning"], 30, "a Warning event")
+        warnings = eventually(
+            lambda: [
+                e for e in events_for(cluster, namespace, "simpleservice") if e["type"] == "Warning"
+            ],
+            30,
+            "a Warning event",
+        )
         assert warnings[0]["reason"] == "SelectorMatchesNoPod"
 
-        cluster.run_kubectl("patch", "service", "simpleservice", "-n", namespace,
-                            "--type=merge", "-p", '{"spec":{"selector":{"app":"sise"}}}')
+        cluster.run_kubectl(
+            "patch",
+            "service",
+            "simpleservice",
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            '{"spec":{"selector":{"app":"sise"}}}',
+        )
         eventually(lambda: all_true(cluster, namespace, "simpleservice"), 60, "recovery")
-        eventually(lambda: [e for e in events_for(cluster, namespace, "simpleservice")
-                            if e["type"] == "Normal"], 30, "a Normal recovery event")
-        changes = [e for e in op.verdict_changes("simpleservice")
-                   if e["condition"] == PREFIX + "EndpointsConsistent"]
+        eventually(
+            lambda: [
+                e for e in events_for(cluster, namespace, "simpleservice") if e["type"] == "Normal"
+            ],
+            30,
+            "a Normal recovery event",
+        )
+        changes = [
+            e
+            for e in op.verdict_changes("simpleservice")
+            if e["condition"] == PREFIX + "EndpointsConsistent"
+        ]
         # A finding younger than the settle time shows as Unknown("Settling") first.
         assert [e["status"] for e in changes if e["status"] != "Unknown"] == ["False", "True"]
         first_false = next(e for e in changes if e["status"] == "False")
@@ -197,14 +247,14 @@ def test_selector_typo_reports_no_endpoints_then_recovers(cluster: Cluster, name
         assert len(events_for(cluster, namespace, "simpleservice")) == 2
 
 
-def test_named_target_port_no_pod_declares(cluster: Cluster, namespace: str,
-                                           tmp_path: Path) -> None:
+def test_named_target_port_no_pod_declares(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
     apply(cluster, namespace, rc(1))
     apply(cluster, namespace, service(target="http"))
     eventually(lambda: running_pods(cluster, namespace, 1), 60, "one running sise pod")
     with running_operator(cluster, namespace, tmp_path):
-        cond = wait_code(cluster, namespace, "simpleservice", "EndpointsConsistent",
-                         "SVA-EP-102")
+        cond = wait_code(cluster, namespace, "simpleservice", "EndpointsConsistent", "SVA-EP-102")
         assert cond["reason"] == "NamedTargetPortNotDeclared"
         assert "http" in cond["message"]
         # Fix the pods: declare the port name (new RC template, pods recreated).
@@ -215,15 +265,17 @@ def test_named_target_port_no_pod_declares(cluster: Cluster, namespace: str,
         assert sva["status"]["summary"]["endpointsObserved"] == 1
 
 
-def test_pod_created_before_service_lacks_env(cluster: Cluster, namespace: str,
-                                              tmp_path: Path) -> None:
+def test_pod_created_before_service_lacks_env(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
     apply(cluster, namespace, pod("early"))
     eventually(lambda: running_pods(cluster, namespace, 1), 60, "pod early running")
     time.sleep(6)  # beyond the core's clock-skew grace around creation
     apply(cluster, namespace, service())
     with running_operator(cluster, namespace, tmp_path):
-        cond = wait_code(cluster, namespace, "simpleservice", "EnvironmentConsistent",
-                         "SVA-ENV-001")
+        cond = wait_code(
+            cluster, namespace, "simpleservice", "EnvironmentConsistent", "SVA-ENV-001"
+        )
         assert "early" in cond["message"]
         sva = audit(cluster, namespace, "simpleservice") or {}
         pods = sva["status"]["environment"]["pods"]
@@ -237,23 +289,27 @@ def test_pod_created_before_service_lacks_env(cluster: Cluster, namespace: str,
         eventually(lambda: all_true(cluster, namespace, "simpleservice"), 90, "recovery")
 
 
-def test_recreated_service_leaves_stale_env(cluster: Cluster, namespace: str,
-                                            tmp_path: Path) -> None:
+def test_recreated_service_leaves_stale_env(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
     apply(cluster, namespace, service())
     apply(cluster, namespace, pod("old"))
     eventually(lambda: running_pods(cluster, namespace, 1), 60, "pod old running")
     with running_operator(cluster, namespace, tmp_path):
         eventually(lambda: all_true(cluster, namespace, "simpleservice"), 60, "all True")
-        first_ip = kubectl_json(cluster, "service", "simpleservice",
-                                "-n", namespace)["spec"]["clusterIP"]
+        first_ip = kubectl_json(cluster, "service", "simpleservice", "-n", namespace)["spec"][
+            "clusterIP"
+        ]
         time.sleep(6)
         cluster.run_kubectl("delete", "service", "simpleservice", "-n", namespace)
         apply(cluster, namespace, service())
-        new_ip = kubectl_json(cluster, "service", "simpleservice",
-                              "-n", namespace)["spec"]["clusterIP"]
+        new_ip = kubectl_json(cluster, "service", "simpleservice", "-n", namespace)["spec"][
+            "clusterIP"
+        ]
         assert new_ip != first_ip
-        cond = wait_code(cluster, namespace, "simpleservice", "EnvironmentConsistent",
-                         "SVA-ENV-001")
+        cond = wait_code(
+            cluster, namespace, "simpleservice", "EnvironmentConsistent", "SVA-ENV-001"
+        )
         assert "old" in cond["message"]
 
         cluster.run_kubectl("delete", "pod", "old", "-n", namespace, "--wait=true")
@@ -286,52 +342,64 @@ endpoints:
 """
 
 
-def test_selectorless_service_with_wrong_slice_ip(cluster: Cluster, namespace: str,
-                                                  tmp_path: Path) -> None:
+def test_selectorless_service_with_wrong_slice_ip(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
     apply(cluster, namespace, pod("db"))
     db = eventually(lambda: running_pods(cluster, namespace, 1), 60, "pod db running")[0]
     apply(cluster, namespace, SELECTORLESS)
     apply(cluster, namespace, hand_slice("10.255.255.1", "db"))
     with running_operator(cluster, namespace, tmp_path):
+
         def wrong() -> dict | None:
-            return condition_is(cluster, namespace, "external-db", "EndpointsConsistent",
-                                "False")
+            return condition_is(cluster, namespace, "external-db", "EndpointsConsistent", "False")
+
         cond = eventually(wrong, 90, "EndpointsConsistent=False for the wrong IP")
         assert "10.255.255.1" in cond["message"] or "10.255.255.1" in json.dumps(
-            audit(cluster, namespace, "external-db"))
+            audit(cluster, namespace, "external-db")
+        )
         assert audit_codes(cluster, namespace, "external-db")
 
         apply(cluster, namespace, hand_slice(db["status"]["podIP"], "db"))
-        eventually(lambda: condition_is(cluster, namespace, "external-db",
-                                        "EndpointsConsistent", "True"), 90, "recovery")
+        eventually(
+            lambda: condition_is(cluster, namespace, "external-db", "EndpointsConsistent", "True"),
+            90,
+            "recovery",
+        )
 
 
-def test_unreachable_dns_is_unknown_not_false(cluster: Cluster, namespace: str,
-                                              tmp_path: Path) -> None:
+def test_unreachable_dns_is_unknown_not_false(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
     apply(cluster, namespace, rc(1))
     apply(cluster, namespace, service())
     eventually(lambda: running_pods(cluster, namespace, 1), 60, "one running sise pod")
-    with UdpRelay((cluster.dns_host, cluster.dns_port)) as relay, running_operator(
-            cluster, namespace, tmp_path, dns=relay.address) as op:
+    with (
+        UdpRelay((cluster.dns_host, cluster.dns_port)) as relay,
+        running_operator(cluster, namespace, tmp_path, dns=relay.address) as op,
+    ):
         eventually(lambda: all_true(cluster, namespace, "simpleservice"), 60, "all True")
         relay.enabled.clear()
-        cond = eventually(lambda: condition_is(cluster, namespace, "simpleservice",
-                                               "DNSConsistent", "Unknown"), 60,
-                          "DNSConsistent=Unknown")
+        cond = eventually(
+            lambda: condition_is(cluster, namespace, "simpleservice", "DNSConsistent", "Unknown"),
+            60,
+            "DNSConsistent=Unknown",
+        )
         assert cond["reason"] and cond["message"]
         sva = audit(cluster, namespace, "simpleservice") or {}
         assert sva["status"]["dns"].get("error")
         # Never False while DNS cannot be asked, and the other aspects are unaffected.
         for _ in range(8):
-            assert not condition_is(cluster, namespace, "simpleservice", "DNSConsistent",
-                                    "False")
-            assert condition_is(cluster, namespace, "simpleservice", "EndpointsConsistent",
-                                "True")
+            assert not condition_is(cluster, namespace, "simpleservice", "DNSConsistent", "False")
+            assert condition_is(cluster, namespace, "simpleservice", "EndpointsConsistent", "True")
             time.sleep(0.5)
         relay.enabled.set()
         eventually(lambda: all_true(cluster, namespace, "simpleservice"), 60, "DNS recovery")
-        dns_changes = [e["status"] for e in op.verdict_changes("simpleservice")
-                       if e["condition"] == PREFIX + "DNSConsistent"]
+        dns_changes = [
+            e["status"]
+            for e in op.verdict_changes("simpleservice")
+            if e["condition"] == PREFIX + "DNSConsistent"
+        ]
         assert "False" not in dns_changes
 
 
@@ -342,8 +410,9 @@ def _documented_metrics() -> dict[str, str]:
     return dict(found)
 
 
-def test_metrics_endpoint_exposes_the_documented_metrics(cluster: Cluster, namespace: str,
-                                                         tmp_path: Path) -> None:
+def test_metrics_endpoint_exposes_the_documented_metrics(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
     """/metrics serves every metric of docs/metrics.md with its type; after audits it holds
     per-question DNS latencies, the settled discrepancies and services, and the writes; a
     deleted Service leaves the gauges."""
@@ -362,12 +431,23 @@ def test_metrics_endpoint_exposes_the_documented_metrics(cluster: Cluster, names
 
         def settled() -> dict[str, float] | None:
             m = op.metrics()
-            return m if (m.get(f'svcaudit_services{{healthy="True",{ns}}}') == 1
-                         and m.get(f'svcaudit_services{{healthy="False",{ns}}}') == 1) else None
+            return (
+                m
+                if (
+                    m.get(f'svcaudit_services{{healthy="True",{ns}}}') == 1
+                    and m.get(f'svcaudit_services{{healthy="False",{ns}}}') == 1
+                )
+                else None
+            )
 
         m = eventually(settled, 30, "one healthy and one unhealthy service in the gauge")
-        assert any(k.startswith("svcaudit_discrepancies{") and 'code="SVA-EP-101"' in k
-                   and ns in k and v >= 1 for k, v in m.items())
+        assert any(
+            k.startswith("svcaudit_discrepancies{")
+            and 'code="SVA-EP-101"' in k
+            and ns in k
+            and v >= 1
+            for k, v in m.items()
+        )
         # Every audit asks DNS: latencies are observed per question, answered ones included.
         answered = m.get('svcaudit_dns_query_duration_seconds_count{outcome="answer"}', 0)
         assert answered >= 2, "per-question DNS latency observations"
@@ -380,22 +460,34 @@ def test_metrics_endpoint_exposes_the_documented_metrics(cluster: Cluster, names
         assert op.total("svcaudit_api_errors_total") == 0
 
         cluster.run_kubectl("delete", "service", "broken", "-n", namespace)
-        eventually(lambda: not any(
-            k.startswith("svcaudit_discrepancies{") and 'code="SVA-EP-101"' in k and ns in k
-            for k in op.metrics()), 60, "the deleted Service's discrepancy series gone")
+        eventually(
+            lambda: (
+                not any(
+                    k.startswith("svcaudit_discrepancies{") and 'code="SVA-EP-101"' in k and ns in k
+                    for k in op.metrics()
+                )
+            ),
+            60,
+            "the deleted Service's discrepancy series gone",
+        )
         assert op.metrics()[f'svcaudit_services{{healthy="False",{ns}}}'] == 0
 
 
 # ---- lifecycle and manners ------------------------------------------------------------------
 
-def test_deleting_the_service_removes_its_serviceaudit(cluster: Cluster, namespace: str,
-                                                       tmp_path: Path) -> None:
+
+def test_deleting_the_service_removes_its_serviceaudit(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
     apply(cluster, namespace, service())
     with running_operator(cluster, namespace, tmp_path):
         eventually(lambda: audit(cluster, namespace, "simpleservice"), 60, "ServiceAudit")
         cluster.run_kubectl("delete", "service", "simpleservice", "-n", namespace)
-        eventually(lambda: audit(cluster, namespace, "simpleservice") is None, 60,
-                   "ServiceAudit garbage-collected")
+        eventually(
+            lambda: audit(cluster, namespace, "simpleservice") is None,
+            60,
+            "ServiceAudit garbage-collected",
+        )
         time.sleep(4)  # resyncs must not resurrect it
         assert audit(cluster, namespace, "simpleservice") is None
 
@@ -406,14 +498,17 @@ def _snapshot(cluster: Cluster, ns: str) -> dict[str, object]:
 
     def meta(obj: dict) -> dict:
         m = obj["metadata"]
-        return {k: m.get(k) for k in ("labels", "annotations", "finalizers",
-                                      "ownerReferences", "generation", "uid")}
+        return {
+            k: m.get(k)
+            for k in ("labels", "annotations", "finalizers", "ownerReferences", "generation", "uid")
+        }
+
     return {
-        "pods": {p["metadata"]["name"]: (p["metadata"]["resourceVersion"], meta(p))
-                 for p in pods},
+        "pods": {p["metadata"]["name"]: (p["metadata"]["resourceVersion"], meta(p)) for p in pods},
         "services": {s["metadata"]["name"]: (meta(s), s["spec"]) for s in svcs},
-        "pod_managers": sorted({f.get("manager") for p in pods
-                                for f in p["metadata"].get("managedFields", [])}),
+        "pod_managers": sorted(
+            {f.get("manager") for p in pods for f in p["metadata"].get("managedFields", [])}
+        ),
     }
 
 
@@ -427,7 +522,8 @@ def _write_count(cluster: Cluster, ns: str) -> tuple[dict[str, str], int]:
 
 
 def test_user_objects_untouched_and_quiet_cluster_sees_no_writes(
-        cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
     apply(cluster, namespace, rc(2))
     apply(cluster, namespace, service())
     apply(cluster, namespace, service(name="broken", selector="{app: nothing}"))
@@ -436,8 +532,11 @@ def test_user_objects_untouched_and_quiet_cluster_sees_no_writes(
     before = _snapshot(cluster, namespace)
     with running_operator(cluster, namespace, tmp_path) as op:
         eventually(lambda: all_true(cluster, namespace, "simpleservice"), 60, "all True")
-        eventually(lambda: condition_is(cluster, namespace, "broken", "EndpointsConsistent",
-                                        "False"), 60, "broken reported")
+        eventually(
+            lambda: condition_is(cluster, namespace, "broken", "EndpointsConsistent", "False"),
+            60,
+            "broken reported",
+        )
         time.sleep(5)  # let everything settle
         rvs, events = _write_count(cluster, namespace)
         writes, audits_run = op.total("svcaudit_writes_total"), op.total("svcaudit_audits_total")
@@ -451,8 +550,10 @@ def test_user_objects_untouched_and_quiet_cluster_sees_no_writes(
         assert audits_in_quiet_minute >= 20, "resyncs kept auditing (3 s period, 2 services)"
         audits = [e for e in op.logs() if e.get("event") == "verdict changed"]
         assert audits, "the operator logged its verdicts"
-        print(f"quiet minute: {time.monotonic() - quiet_start:.0f}s, "
-              f"{audits_in_quiet_minute:.0f} audits, 0 writes")
+        print(
+            f"quiet minute: {time.monotonic() - quiet_start:.0f}s, "
+            f"{audits_in_quiet_minute:.0f} audits, 0 writes"
+        )
     after = _snapshot(cluster, namespace)
     assert after["pods"] == before["pods"], "pods must never be written"
     assert after["services"] == before["services"], "service metadata/spec untouched"
@@ -470,27 +571,46 @@ FOREIGN = """
 """
 
 
-def test_conditions_of_other_field_managers_survive(cluster: Cluster, namespace: str,
-                                                    tmp_path: Path) -> None:
+def test_conditions_of_other_field_managers_survive(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
     apply(cluster, namespace, rc(1))
     apply(cluster, namespace, service())
-    cluster.run_kubectl("apply", "--server-side", "--field-manager=other-controller",
-                        "--subresource=status", "-f", "-", input=FOREIGN % namespace)
+    cluster.run_kubectl(
+        "apply",
+        "--server-side",
+        "--field-manager=other-controller",
+        "--subresource=status",
+        "-f",
+        "-",
+        input=FOREIGN % namespace,
+    )
     eventually(lambda: running_pods(cluster, namespace, 1), 60, "one running sise pod")
     with running_operator(cluster, namespace, tmp_path):
         eventually(lambda: all_true(cluster, namespace, "simpleservice"), 60, "all True")
-        assert "example.com/Reachable" in service_conditions(cluster, namespace,
-                                                             "simpleservice")
+        assert "example.com/Reachable" in service_conditions(cluster, namespace, "simpleservice")
         # A verdict change rewrites our conditions: the foreign one must still be there.
-        cluster.run_kubectl("patch", "service", "simpleservice", "-n", namespace,
-                            "--type=merge", "-p", '{"spec":{"selector":{"app":"gone"}}}')
+        cluster.run_kubectl(
+            "patch",
+            "service",
+            "simpleservice",
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            '{"spec":{"selector":{"app":"gone"}}}',
+        )
         wait_code(cluster, namespace, "simpleservice", "EndpointsConsistent", "SVA-EP-101")
         conds = service_conditions(cluster, namespace, "simpleservice")
         assert conds["example.com/Reachable"]["message"] == "someone else's"
-        svc = kubectl_json(cluster, "service", "simpleservice", "-n", namespace,
-                           "--show-managed-fields")
-        managers = {f["manager"] for f in svc["metadata"]["managedFields"]
-                    if f.get("subresource") == "status"}
+        svc = kubectl_json(
+            cluster, "service", "simpleservice", "-n", namespace, "--show-managed-fields"
+        )
+        managers = {
+            f["manager"]
+            for f in svc["metadata"]["managedFields"]
+            if f.get("subresource") == "status"
+        }
         assert {"svcaudit", "other-controller"} <= managers
 
 
@@ -509,12 +629,14 @@ def test_restart_changes_nothing(cluster: Cluster, namespace: str, tmp_path: Pat
         eventually(lambda: events_for(cluster, namespace, "broken"), 30, "a Warning event")
         time.sleep(4)
         rvs, events = _write_count(cluster, namespace)
-        conditions = {n: service_conditions(cluster, namespace, n)
-                      for n in ("simpleservice", "broken")}
+        conditions = {
+            n: service_conditions(cluster, namespace, n) for n in ("simpleservice", "broken")
+        }
     with running_operator(cluster, namespace, second) as op:
         eventually(lambda: op.total("svcaudit_audits_total") >= 8, 60, "a few resync audits")
         assert op.total("svcaudit_writes_total") == 0
         assert op.verdict_changes("simpleservice") == op.verdict_changes("broken") == []
         assert _write_count(cluster, namespace) == (rvs, events)
-        assert {n: service_conditions(cluster, namespace, n)
-                for n in ("simpleservice", "broken")} == conditions
+        assert {
+            n: service_conditions(cluster, namespace, n) for n in ("simpleservice", "broken")
+        } == conditions

@@ -38,8 +38,16 @@ pytestmark = pytest.mark.cluster
 @pytest.fixture(scope="module")
 def deployed(cluster: Cluster) -> Cluster:
     apply_deploy(cluster)
-    eventually(lambda: cluster.run_kubectl("get", "sa", "svcaudit", "-n", "svcaudit-system",
-                                           check=False).returncode == 0, 30, "the SA")
+    eventually(
+        lambda: (
+            cluster.run_kubectl(
+                "get", "sa", "svcaudit", "-n", "svcaudit-system", check=False
+            ).returncode
+            == 0
+        ),
+        30,
+        "the SA",
+    )
     return cluster
 
 
@@ -49,8 +57,9 @@ def test_declared_rules_are_what_the_code_needs() -> None:
     kinds = [d["kind"] for d in deploy_documents()]
     assert kinds.count("ClusterRole") == 1 and "Role" not in kinds
     binding = next(d for d in deploy_documents() if d["kind"] == "ClusterRoleBinding")
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "svcaudit",
-                                    "namespace": "svcaudit-system"}]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "svcaudit", "namespace": "svcaudit-system"}
+    ]
 
 
 def test_effective_permissions_are_exact(deployed: Cluster, namespace: str) -> None:
@@ -61,8 +70,7 @@ def test_effective_permissions_are_exact(deployed: Cluster, namespace: str) -> N
 
 
 def _can(cluster: Cluster, *args: str) -> str:
-    return cluster.run_kubectl("auth", "can-i", *args, "--as", SA_USER,
-                               check=False).stdout.strip()
+    return cluster.run_kubectl("auth", "can-i", *args, "--as", SA_USER, check=False).stdout.strip()
 
 
 def test_forbidden_writes_are_refused(deployed: Cluster, namespace: str) -> None:
@@ -74,13 +82,29 @@ def test_forbidden_writes_are_refused(deployed: Cluster, namespace: str) -> None
         assert proc.returncode != 0 and "forbidden" in proc.stderr.lower(), (args, proc)
 
     # A Pod: never written.
-    refused("patch", "pod", "web-0", "-n", namespace, "--type=merge",
-            "-p", '{"metadata":{"labels":{"touched":"yes"}}}')
+    refused(
+        "patch",
+        "pod",
+        "web-0",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"metadata":{"labels":{"touched":"yes"}}}',
+    )
     refused("delete", "pod", "web-0", "-n", namespace)
     refused("label", "pod", "web-0", "-n", namespace, "touched=yes")
     # A Service's spec and metadata: never written (only its status subresource).
-    refused("patch", "service", "web", "-n", namespace, "--type=merge",
-            "-p", '{"spec":{"selector":{"app":"other"}}}')
+    refused(
+        "patch",
+        "service",
+        "web",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec":{"selector":{"app":"other"}}}',
+    )
     refused("annotate", "service", "web", "-n", namespace, "touched=yes")
     refused("delete", "service", "web", "-n", namespace)
     refused("create", "service", "clusterip", "sneaky", "--tcp=80", "-n", namespace)
@@ -97,31 +121,58 @@ def test_forbidden_writes_are_refused(deployed: Cluster, namespace: str) -> None
 
     api = deployed.api_client()
     api.set_default_header("Impersonate-User", SA_USER)
-    body = {"apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": "web", "namespace": namespace},
-            "status": {"conditions": [{
-                "type": "rbac-test.svcaudit.dev/Probe", "status": "True", "reason": "Probe",
-                "message": "written by test_rbac",
-                "lastTransitionTime": "2025-01-01T00:00:00Z"}]}}
+    body = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web", "namespace": namespace},
+        "status": {
+            "conditions": [
+                {
+                    "type": "rbac-test.svcaudit.dev/Probe",
+                    "status": "True",
+                    "reason": "Probe",
+                    "message": "written by test_rbac",
+                    "lastTransitionTime": "2025-01-01T00:00:00Z",
+                }
+            ]
+        },
+    }
     client.CoreV1Api(api).patch_namespaced_service_status(
-        "web", namespace, body, field_manager="svcaudit-rbac-test", force=True,
-        _content_type="application/apply-patch+yaml", _preload_content=False)
-    spec_body = {"apiVersion": "v1", "kind": "Service",
-                 "metadata": {"name": "web", "namespace": namespace},
-                 "spec": {"selector": {"app": "other"}}}
+        "web",
+        namespace,
+        body,
+        field_manager="svcaudit-rbac-test",
+        force=True,
+        _content_type="application/apply-patch+yaml",
+        _preload_content=False,
+    )
+    spec_body = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web", "namespace": namespace},
+        "spec": {"selector": {"app": "other"}},
+    }
     with pytest.raises(client.ApiException) as denied:
         client.CoreV1Api(api).patch_namespaced_service(
-            "web", namespace, spec_body, field_manager="svcaudit-rbac-test", force=True,
-            _content_type="application/apply-patch+yaml", _preload_content=False)
+            "web",
+            namespace,
+            spec_body,
+            field_manager="svcaudit-rbac-test",
+            force=True,
+            _content_type="application/apply-patch+yaml",
+            _preload_content=False,
+        )
     assert denied.value.status == 403
-    svc = json.loads(deployed.run_kubectl("get", "service", "web", "-n", namespace,
-                                          "-o", "json").stdout)
+    svc = json.loads(
+        deployed.run_kubectl("get", "service", "web", "-n", namespace, "-o", "json").stdout
+    )
     assert svc["spec"]["selector"] == {"app": "web"}
     assert "rbac-test.svcaudit.dev/Probe" in {c["type"] for c in svc["status"]["conditions"]}
 
 
-def test_check_runs_with_the_operator_identity(deployed: Cluster, namespace: str,
-                                               tmp_path: Path) -> None:
+def test_check_runs_with_the_operator_identity(
+    deployed: Cluster, namespace: str, tmp_path: Path
+) -> None:
     """`svcaudit check -A` with the ServiceAccount's token sees what an admin sees."""
     make_workload(deployed, namespace)
     settled_workload(deployed, namespace)
@@ -137,12 +188,14 @@ def test_check_runs_with_the_operator_identity(deployed: Cluster, namespace: str
     # Impersonation says the same as the real token.
     proc2 = check(deployed, "-n", namespace, "-o", "json", "--as", SA_USER)
     assert proc2.returncode == 1, proc2.stderr
-    assert {k: statuses(v) for k, v in by_name(json.loads(proc2.stdout), namespace).items()} \
-        == {k: statuses(v) for k, v in mine.items()}
+    assert {k: statuses(v) for k, v in by_name(json.loads(proc2.stdout), namespace).items()} == {
+        k: statuses(v) for k, v in mine.items()
+    }
 
 
-def test_operator_runs_with_the_operator_identity(deployed: Cluster, namespace: str,
-                                                  tmp_path: Path) -> None:
+def test_operator_runs_with_the_operator_identity(
+    deployed: Cluster, namespace: str, tmp_path: Path
+) -> None:
     """`svcaudit run` with the ServiceAccount's token: it lists, watches, writes conditions,
     ServiceAudits and Events, and nothing in its logs is a permission error."""
     make_workload(deployed, namespace)
@@ -152,12 +205,21 @@ def test_operator_runs_with_the_operator_identity(deployed: Cluster, namespace: 
     ensure_crd(deployed)  # as the admin: the operator itself may not touch CRDs
     op = Operator(sa_cluster, namespace, tmp_path / "operator.log").start()
     try:
-        eventually(lambda: condition_is(deployed, namespace, "named", "EndpointsConsistent",
-                                        "False"), 90, "named: EndpointsConsistent=False")
-        eventually(lambda: condition_is(deployed, namespace, "web", "DiscoveryHealthy",
-                                        "True"), 90, "web: DiscoveryHealthy=True")
-        sva = eventually(lambda: (audit(deployed, namespace, "named") or {}).get("status"),
-                         60, "the ServiceAudit of named")
+        eventually(
+            lambda: condition_is(deployed, namespace, "named", "EndpointsConsistent", "False"),
+            90,
+            "named: EndpointsConsistent=False",
+        )
+        eventually(
+            lambda: condition_is(deployed, namespace, "web", "DiscoveryHealthy", "True"),
+            90,
+            "web: DiscoveryHealthy=True",
+        )
+        sva = eventually(
+            lambda: (audit(deployed, namespace, "named") or {}).get("status"),
+            60,
+            "the ServiceAudit of named",
+        )
         assert "SVA-EP-102" in {d["code"] for d in sva["discrepancies"]}
         eventually(lambda: events_for(deployed, namespace, "named"), 60, "an Event")
     finally:

@@ -52,8 +52,9 @@ IMAGES: dict[str, ImageSpec] = {
     # The pod sandbox: holds the namespaces, exits at once on SIGTERM.
     PAUSE_IMAGE: ImageSpec("pause.tar", ("base",), entrypoint=["/usr/local/bin/idle"]),
     # The tutorial's app: HTTP on 9876 (/info, /env, /health), written in busybox shell.
-    SIMPLESERVICE_IMAGE: ImageSpec("simpleservice.tar", ("base", "simpleservice"),
-                                   entrypoint=["/app/serve"], ports=(9876,)),
+    SIMPLESERVICE_IMAGE: ImageSpec(
+        "simpleservice.tar", ("base", "simpleservice"), entrypoint=["/app/serve"], ports=(9876,)
+    ),
     # The jump pod: busybox sh, wget, nslookup, ip; idles until told to stop.
     SHELL_IMAGE: ImageSpec("shell.tar", ("base",), cmd=["/usr/local/bin/idle"]),
 }
@@ -113,9 +114,19 @@ def layer(name: str) -> bytes:
     dirs: dict[str, int] = {}
     files: dict[str, tuple[int, bytes | None, str]] = {}  # path -> (mode, data, symlink target)
     if name == "base":
-        for d, mode in (("bin", 0o755), ("dev", 0o755), ("etc", 0o755), ("proc", 0o555),
-                        ("sys", 0o555), ("tmp", 0o1777), ("root", 0o700), ("var", 0o755),
-                        ("run", 0o755), ("usr", 0o755), ("usr/local", 0o755)):
+        for d, mode in (
+            ("bin", 0o755),
+            ("dev", 0o755),
+            ("etc", 0o755),
+            ("proc", 0o555),
+            ("sys", 0o555),
+            ("tmp", 0o1777),
+            ("root", 0o700),
+            ("var", 0o755),
+            ("run", 0o755),
+            ("usr", 0o755),
+            ("usr/local", 0o755),
+        ):
             dirs[d] = mode
         files["bin/busybox"] = (0o755, BUSYBOX.read_bytes(), "")
         for applet in busybox_applets():
@@ -155,21 +166,33 @@ def image_archive(ref: str, spec: ImageSpec, layers: dict[str, bytes]) -> bytes:
     if spec.ports:
         config["ExposedPorts"] = {f"{p}/tcp": {} for p in spec.ports}
     config["Labels"] = {"org.opencontainers.image.source": "svcaudit e2e/cluster/node/images"}
-    image_config = json.dumps({
-        "architecture": arch(), "os": "linux", "created": "1970-01-01T00:00:00Z",
-        "config": config,
-        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{d}" for d in diff_ids]},
-        "history": [{"created": "1970-01-01T00:00:00Z",
-                     "created_by": f"svcaudit images.py: layer {name}"} for name in spec.layers],
-    }, sort_keys=True).encode()
+    image_config = json.dumps(
+        {
+            "architecture": arch(),
+            "os": "linux",
+            "created": "1970-01-01T00:00:00Z",
+            "config": config,
+            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{d}" for d in diff_ids]},
+            "history": [
+                {
+                    "created": "1970-01-01T00:00:00Z",
+                    "created_by": f"svcaudit images.py: layer {name}",
+                }
+                for name in spec.layers
+            ],
+        },
+        sort_keys=True,
+    ).encode()
     config_name = hashlib.sha256(image_config).hexdigest() + ".json"
-    manifest = json.dumps([{"Config": config_name, "RepoTags": [ref],
-                            "Layers": [f"{d}/layer.tar" for d in diff_ids]}]).encode()
+    manifest = json.dumps(
+        [{"Config": config_name, "RepoTags": [ref], "Layers": [f"{d}/layer.tar" for d in diff_ids]}]
+    ).encode()
     entries: list[tuple[tarfile.TarInfo, bytes | None]] = []
     for name, digest in zip(spec.layers, diff_ids, strict=True):
         entries.append((_info(f"{digest}/", tarfile.DIRTYPE, 0o755), None))
-        entries.append((_info(f"{digest}/layer.tar", tarfile.REGTYPE, 0o644,
-                              len(layers[name])), layers[name]))
+        entries.append(
+            (_info(f"{digest}/layer.tar", tarfile.REGTYPE, 0o644, len(layers[name])), layers[name])
+        )
     entries.append((_info(config_name, tarfile.REGTYPE, 0o644, len(image_config)), image_config))
     entries.append((_info("manifest.json", tarfile.REGTYPE, 0o644, len(manifest)), manifest))
     return _tar(entries)
@@ -198,8 +221,10 @@ def build(cache: Path | None = None) -> Path:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"[images] built {len(IMAGES)} images in {time.monotonic() - started:.1f}s: {out}",
-          flush=True)
+    print(
+        f"[images] built {len(IMAGES)} images in {time.monotonic() - started:.1f}s: {out}",
+        flush=True,
+    )
     return out
 
 

@@ -54,23 +54,46 @@ NODE_LABELS = {"type": "real", "svcaudit.io/node": "real"}
 OUR_CHAIN_PREFIXES = ("KUBE-", "CNI-", "SVCAUDIT-")
 # Kernel settings the node changes (we, the CNI bridge plugin or the kubelet): restored by down.
 SYSCTLS = (
-    "net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding",
-    "net/bridge/bridge-nf-call-iptables", "net/bridge/bridge-nf-call-ip6tables",
-    "net/ipv4/conf/all/route_localnet", "net/netfilter/nf_conntrack_max",
-    "vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
-    "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes",
+    "net/ipv4/ip_forward",
+    "net/ipv6/conf/all/forwarding",
+    "net/bridge/bridge-nf-call-iptables",
+    "net/bridge/bridge-nf-call-ip6tables",
+    "net/ipv4/conf/all/route_localnet",
+    "net/netfilter/nf_conntrack_max",
+    "vm/overcommit_memory",
+    "vm/panic_on_oom",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
 )
 # Host paths the node's software may create outside the state folder.
-HOST_PATHS = ("/run/containerd", "/var/log/containers", "/var/log/pods", "/var/lib/cni",
-              "/var/run/netns", "/var/lib/kubelet", "/etc/cni", "/opt/cni", "/opt/containerd")
+HOST_PATHS = (
+    "/run/containerd",
+    "/var/log/containers",
+    "/var/log/pods",
+    "/var/lib/cni",
+    "/var/run/netns",
+    "/var/lib/kubelet",
+    "/etc/cni",
+    "/opt/cni",
+    "/opt/containerd",
+)
 OUR_EXES = ("containerd", "containerd-shim-runc-v2", "runc", "kubelet", "kube-proxy")
 # containerd must never reach a registry (a pod with an image we did not import would make it
 # resolve and dial the registry's host): every pull goes through a "proxy" on a closed local
 # port, so it fails at once and no name is even looked up (the proxy would resolve it).
 NO_PULL_PROXY = "http://127.0.0.1:9"
-NO_PULL_ENV = {"HTTP_PROXY": NO_PULL_PROXY, "HTTPS_PROXY": NO_PULL_PROXY,
-               "http_proxy": NO_PULL_PROXY, "https_proxy": NO_PULL_PROXY,
-               "NO_PROXY": "", "no_proxy": "", "ALL_PROXY": "", "all_proxy": ""}
+NO_PULL_ENV = {
+    "HTTP_PROXY": NO_PULL_PROXY,
+    "HTTPS_PROXY": NO_PULL_PROXY,
+    "http_proxy": NO_PULL_PROXY,
+    "https_proxy": NO_PULL_PROXY,
+    "NO_PROXY": "",
+    "no_proxy": "",
+    "ALL_PROXY": "",
+    "all_proxy": "",
+}
 KERNEL_LINK_ROUTE = re.compile(r"(local fe80::|fe80::/64 |multicast ff00::/8 )")
 COMPONENTS = ("containerd", "kubelet", "kube-proxy")  # start order; stopped in reverse
 
@@ -105,18 +128,31 @@ class Paths:
         # never "cleans up", this node's pod cgroups - cgroups are not per network namespace.
         digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:8]
         self.cgroup_name = f"svcaudit-{digest}"
-        self.runtime_dirs = (self.containerd, self.kubelet, self.cni_conf, self.cni_ipam,
-                             self.cni_cache, self.pod_logs)
+        self.runtime_dirs = (
+            self.containerd,
+            self.kubelet,
+            self.cni_conf,
+            self.cni_ipam,
+            self.cni_cache,
+            self.pod_logs,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
 # Small helpers
 
 
-def run(*argv: str | Path, check: bool = True, timeout: float = 60,
-        input: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(a) for a in argv], capture_output=True, text=True, check=check,
-                          timeout=timeout, input=input)
+def run(
+    *argv: str | Path, check: bool = True, timeout: float = 60, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(a) for a in argv],
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=timeout,
+        input=input,
+    )
 
 
 def ctr(paths: Paths, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -203,8 +239,9 @@ def snapshot(paths: Paths) -> dict[str, Any]:
     links = run("ip", "-o", "link", "show", check=False).stdout.splitlines()
     routes = []
     for family in ("-4", "-6"):
-        for line in run("ip", family, "route", "show", "table", "all", check=False).stdout \
-                .splitlines():
+        for line in run(
+            "ip", family, "route", "show", "table", "all", check=False
+        ).stdout.splitlines():
             line = re.sub(r" (linkdown|expires -?\d+sec)", "", line)
             if KERNEL_LINK_ROUTE.match(line):
                 continue  # made and removed by the kernel with each link (links are compared)
@@ -217,8 +254,11 @@ def snapshot(paths: Paths) -> dict[str, Any]:
         "routes": sorted(routes),
         "iptables": iptables_state("4") + iptables_state("6"),
         "mounts": sorted(mount_points()),
-        "cgroups": sorted(str(Path(m) / paths.cgroup_name) for m in cgroup_mounts()
-                          if (Path(m) / paths.cgroup_name).exists()),
+        "cgroups": sorted(
+            str(Path(m) / paths.cgroup_name)
+            for m in cgroup_mounts()
+            if (Path(m) / paths.cgroup_name).exists()
+        ),
         "sysctls": {name: read_sysctl(name) for name in SYSCTLS},
         "host_paths": sorted(p for p in HOST_PATHS if os.path.lexists(p)),
     }
@@ -230,8 +270,11 @@ def differences(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list
     for key, now in after.items():
         then = before.get(key)
         if isinstance(now, dict):
-            changed = [f"{k}: {then.get(k) if then else None} -> {v}" for k, v in now.items()
-                       if (then or {}).get(k) != v]
+            changed = [
+                f"{k}: {then.get(k) if then else None} -> {v}"
+                for k, v in now.items()
+                if (then or {}).get(k) != v
+            ]
         else:
             changed = sorted(set(now) - set(then or []))
         if changed:
@@ -244,11 +287,26 @@ def differences(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list
 
 
 def check_prerequisites() -> None:
-    missing = [tool for tool in ("containerd", "ctr", "runc", "containerd-shim-runc-v2",
-                                 "iptables", "iptables-save", "ip", "mount", "umount")
-               if shutil.which(tool) is None]
-    missing += [str(CNI_BIN / p) for p in ("bridge", "host-local", "portmap", "loopback")
-                if not (CNI_BIN / p).exists()]
+    missing = [
+        tool
+        for tool in (
+            "containerd",
+            "ctr",
+            "runc",
+            "containerd-shim-runc-v2",
+            "iptables",
+            "iptables-save",
+            "ip",
+            "mount",
+            "umount",
+        )
+        if shutil.which(tool) is None
+    ]
+    missing += [
+        str(CNI_BIN / p)
+        for p in ("bridge", "host-local", "portmap", "loopback")
+        if not (CNI_BIN / p).exists()
+    ]
     if not images.BUSYBOX.exists():
         missing.append(str(images.BUSYBOX))
     for name in ("kubelet", "kube-proxy"):
@@ -259,7 +317,8 @@ def check_prerequisites() -> None:
         raise cluster.ClusterError(
             f"real node prerequisites missing: {', '.join(missing)}\n"
             f"install them with: apt-get install {' '.join(pkgs)} (or make deps), and "
-            "e2e/cluster/build.sh for the Kubernetes binaries")
+            "e2e/cluster/build.sh for the Kubernetes binaries"
+        )
     if os.geteuid() != 0:
         raise cluster.ClusterError("the real node needs root (network, mounts, cgroups)")
 
@@ -268,9 +327,11 @@ def host_network_up(paths: Paths) -> None:
     """Kernel settings for bridged pods behind kube-proxy, and the egress guard."""
     if not Path("/proc/sys/net/bridge").exists():
         run("modprobe", "br_netfilter", check=False)
-    for name, value in (("net/ipv4/ip_forward", "1"),
-                        ("net/bridge/bridge-nf-call-iptables", "1"),
-                        ("net/bridge/bridge-nf-call-ip6tables", "1")):
+    for name, value in (
+        ("net/ipv4/ip_forward", "1"),
+        ("net/bridge/bridge-nf-call-iptables", "1"),
+        ("net/bridge/bridge-nf-call-ip6tables", "1"),
+    ):
         write_sysctl(name, value)
     # The guard sits in mangle/POSTROUTING: every packet leaving by an interface (forwarded or
     # DNAT-ed from this host) passes it, after DNAT and before any SNAT, and kube-proxy never
@@ -281,17 +342,39 @@ def host_network_up(paths: Paths) -> None:
     rules = [
         ["-o", "lo", "-j", "RETURN"],
         ["-o", BRIDGE, "-j", "RETURN"],
-        ["-s", cluster.CLUSTER_CIDR, "-m", "comment", "--comment", "svcaudit: pods stay local",
-         "-j", "DROP"],
+        [
+            "-s",
+            cluster.CLUSTER_CIDR,
+            "-m",
+            "comment",
+            "--comment",
+            "svcaudit: pods stay local",
+            "-j",
+            "DROP",
+        ],
         ["-d", cluster.CLUSTER_CIDR, "-j", "DROP"],
         ["-d", cluster.SERVICE_CIDR, "-j", "DROP"],
-        ["-m", "conntrack", "--ctorigdst", cluster.SERVICE_CIDR, "-m", "comment", "--comment",
-         "svcaudit: service endpoints stay local", "-j", "DROP"],
+        [
+            "-m",
+            "conntrack",
+            "--ctorigdst",
+            cluster.SERVICE_CIDR,
+            "-m",
+            "comment",
+            "--comment",
+            "svcaudit: service endpoints stay local",
+            "-j",
+            "DROP",
+        ],
     ]
     for rule in rules:
         run("iptables", "-t", "mangle", "-A", GUARD_CHAIN, *rule)
-    if run("iptables", "-t", "mangle", "-C", "POSTROUTING", "-j", GUARD_CHAIN,
-           check=False).returncode != 0:
+    if (
+        run(
+            "iptables", "-t", "mangle", "-C", "POSTROUTING", "-j", GUARD_CHAIN, check=False
+        ).returncode
+        != 0
+    ):
         run("iptables", "-t", "mangle", "-I", "POSTROUTING", "1", "-j", GUARD_CHAIN)
 
 
@@ -299,8 +382,8 @@ def containerd_config(paths: Paths) -> str:
     c = paths.containerd
     return f"""# Written by e2e/cluster/node/realnode.py: containerd for the svcaudit real node.
 version = 2
-root = "{c / 'root'}"
-state = "{c / 'state'}"
+root = "{c / "root"}"
+state = "{c / "state"}"
 disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
                     "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs",
                     "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
@@ -309,7 +392,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   address = "{paths.socket}"
 
 [plugins."io.containerd.internal.v1.opt"]
-  path = "{c / 'opt'}"
+  path = "{c / "opt"}"
 
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{images.PAUSE_IMAGE}"
@@ -330,7 +413,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
-        Root = "{c / 'runc'}"
+        Root = "{c / "runc"}"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{CNI_BIN}"
     conf_dir = "{paths.cni_conf}"
@@ -342,13 +425,25 @@ def start_containerd(state: cluster.State, paths: Paths) -> None:
     for folder in (paths.containerd, paths.cni_conf):
         folder.mkdir(parents=True, exist_ok=True)
     paths.containerd_config.write_text(containerd_config(paths))
-    cluster.start_process(state, "containerd", [
-        shutil.which("containerd") or "containerd", "--config", str(paths.containerd_config),
-        "--log-level", "warn",
-    ], env=NO_PULL_ENV)
-    cluster.wait_for(state, "containerd",
-                     lambda: paths.socket.exists() and ctr(paths, "version").returncode == 0,
-                     30, "containerd's socket")
+    cluster.start_process(
+        state,
+        "containerd",
+        [
+            shutil.which("containerd") or "containerd",
+            "--config",
+            str(paths.containerd_config),
+            "--log-level",
+            "warn",
+        ],
+        env=NO_PULL_ENV,
+    )
+    cluster.wait_for(
+        state,
+        "containerd",
+        lambda: paths.socket.exists() and ctr(paths, "version").returncode == 0,
+        30,
+        "containerd's socket",
+    )
 
 
 def import_images(paths: Paths) -> None:
@@ -375,8 +470,11 @@ def kubelet_config(state: cluster.State, paths: Paths) -> dict[str, Any]:
         "healthzPort": 10248,
         "tlsCertFile": str(pki / "kubelet-realnode.crt"),
         "tlsPrivateKeyFile": str(pki / "kubelet-realnode.key"),
-        "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
-                           "x509": {"clientCAFile": str(pki / "ca.crt")}},
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True},
+            "x509": {"clientCAFile": str(pki / "ca.crt")},
+        },
         "authorization": {"mode": "Webhook"},
         "containerRuntimeEndpoint": f"unix://{paths.socket}",
         "cgroupDriver": "cgroupfs",
@@ -390,8 +488,12 @@ def kubelet_config(state: cluster.State, paths: Paths) -> dict[str, Any]:
         # Images can never be pulled again here: never garbage-collect them.
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
-        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%",
-                         "imagefs.available": "1%", "nodefs.inodesFree": "1%"},
+        "evictionHard": {
+            "memory.available": "100Mi",
+            "nodefs.available": "1%",
+            "imagefs.available": "1%",
+            "nodefs.inodesFree": "1%",
+        },
         "serializeImagePulls": False,
         "nodeStatusReportFrequency": "10s",
         "rotateCertificates": False,
@@ -409,45 +511,88 @@ def kubelet_kubeconfig(state: cluster.State, paths: Paths) -> Path:
     whose token file predates the node's token."""
     pki = state.pki
     if not (pki / "kubelet-realnode-client.crt").exists():
-        cluster.sign_cert(pki, "kubelet-realnode-client",
-                          f"/O=system:nodes/CN=system:node:{NODE_NAME}", "clientAuth", None)
+        cluster.sign_cert(
+            pki,
+            "kubelet-realnode-client",
+            f"/O=system:nodes/CN=system:node:{NODE_NAME}",
+            "clientAuth",
+            None,
+        )
     path = paths.root / "kubelet.kubeconfig"
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "svcaudit-local", "cluster": {
-            "server": f"https://127.0.0.1:{cluster.PORTS['apiserver']}",
-            "certificate-authority": str(pki / "ca.crt")}}],
-        "users": [{"name": f"system:node:{NODE_NAME}", "user": {
-            "client-certificate": str(pki / "kubelet-realnode-client.crt"),
-            "client-key": str(pki / "kubelet-realnode-client.key")}}],
-        "contexts": [{"name": "svcaudit-local", "context": {
-            "cluster": "svcaudit-local", "user": f"system:node:{NODE_NAME}"}}],
-        "current-context": "svcaudit-local",
-    }, indent=2))
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "svcaudit-local",
+                        "cluster": {
+                            "server": f"https://127.0.0.1:{cluster.PORTS['apiserver']}",
+                            "certificate-authority": str(pki / "ca.crt"),
+                        },
+                    }
+                ],
+                "users": [
+                    {
+                        "name": f"system:node:{NODE_NAME}",
+                        "user": {
+                            "client-certificate": str(pki / "kubelet-realnode-client.crt"),
+                            "client-key": str(pki / "kubelet-realnode-client.key"),
+                        },
+                    }
+                ],
+                "contexts": [
+                    {
+                        "name": "svcaudit-local",
+                        "context": {
+                            "cluster": "svcaudit-local",
+                            "user": f"system:node:{NODE_NAME}",
+                        },
+                    }
+                ],
+                "current-context": "svcaudit-local",
+            },
+            indent=2,
+        )
+    )
     path.chmod(0o600)
     return path
 
 
 def start_kubelet(state: cluster.State, paths: Paths) -> None:
     if not (state.pki / "kubelet-realnode.crt").exists():
-        cluster.sign_cert(state.pki, "kubelet-realnode",
-                          f"/O=system:nodes/CN=system:node:{NODE_NAME}", "serverAuth",
-                          f"DNS:{NODE_NAME},IP:{NODE_IP},IP:127.0.0.1")
+        cluster.sign_cert(
+            state.pki,
+            "kubelet-realnode",
+            f"/O=system:nodes/CN=system:node:{NODE_NAME}",
+            "serverAuth",
+            f"DNS:{NODE_NAME},IP:{NODE_IP},IP:127.0.0.1",
+        )
     # Pods with dnsPolicy Default (and the host search list of ClusterFirst pods) come from this
     # file: it names only the cluster DNS on this machine, never an outside resolver.
     paths.resolv_conf.write_text(
-        f"# svcaudit real node: no resolver outside this machine\nnameserver {DNS_BIND_ADDRESS}\n")
+        f"# svcaudit real node: no resolver outside this machine\nnameserver {DNS_BIND_ADDRESS}\n"
+    )
     for folder in (paths.kubelet, paths.pod_logs):
         folder.mkdir(parents=True, exist_ok=True)
     paths.kubelet_config.write_text(json.dumps(kubelet_config(state, paths), indent=2))
     kubeconfig = kubelet_kubeconfig(state, paths)
     labels = ",".join(f"{k}={v}" for k, v in NODE_LABELS.items())
-    cluster.start_process(state, "kubelet", [
-        str(cluster.binary("kubernetes", "kubelet")),
-        f"--config={paths.kubelet_config}", f"--kubeconfig={kubeconfig}",
-        f"--hostname-override={NODE_NAME}", f"--node-ip={NODE_IP}", f"--node-labels={labels}",
-        f"--root-dir={paths.kubelet}", "--v=1",
-    ])
+    cluster.start_process(
+        state,
+        "kubelet",
+        [
+            str(cluster.binary("kubernetes", "kubelet")),
+            f"--config={paths.kubelet_config}",
+            f"--kubeconfig={kubeconfig}",
+            f"--hostname-override={NODE_NAME}",
+            f"--node-ip={NODE_IP}",
+            f"--node-labels={labels}",
+            f"--root-dir={paths.kubelet}",
+            "--v=1",
+        ],
+    )
 
 
 def node_pod_cidr(state: cluster.State) -> str:
@@ -465,12 +610,24 @@ def write_cni_config(paths: Paths, pod_cidr: str) -> None:
         "cniVersion": "1.0.0",
         "name": CNI_NETWORK,
         "plugins": [
-            {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "isDefaultGateway": False,
-             "ipMasq": False, "hairpinMode": True,
-             "ipam": {"type": "host-local", "dataDir": str(paths.cni_ipam),
-                      "ranges": [[{"subnet": pod_cidr, "gateway": f"{prefix}.1"}]],
-                      "routes": [{"dst": cluster.CLUSTER_CIDR}, {"dst": cluster.SERVICE_CIDR},
-                                 {"dst": f"{NODE_IP.rsplit('.', 1)[0]}.0/24"}]}},
+            {
+                "type": "bridge",
+                "bridge": BRIDGE,
+                "isGateway": True,
+                "isDefaultGateway": False,
+                "ipMasq": False,
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "dataDir": str(paths.cni_ipam),
+                    "ranges": [[{"subnet": pod_cidr, "gateway": f"{prefix}.1"}]],
+                    "routes": [
+                        {"dst": cluster.CLUSTER_CIDR},
+                        {"dst": cluster.SERVICE_CIDR},
+                        {"dst": f"{NODE_IP.rsplit('.', 1)[0]}.0/24"},
+                    ],
+                },
+            },
             {"type": "portmap", "capabilities": {"portMappings": True}},
         ],
     }
@@ -485,7 +642,8 @@ def start_kube_proxy(state: cluster.State, paths: Paths) -> None:
         "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
         "kind": "KubeProxyConfiguration",
         "clientConnection": {
-            "kubeconfig": str(state.dir / "kubeconfigs" / "kube-proxy.kubeconfig")},
+            "kubeconfig": str(state.dir / "kubeconfigs" / "kube-proxy.kubeconfig")
+        },
         "mode": "iptables",
         "hostnameOverride": NODE_NAME,
         "bindAddress": NODE_IP,
@@ -495,40 +653,74 @@ def start_kube_proxy(state: cluster.State, paths: Paths) -> None:
         "metricsBindAddress": "127.0.0.1:10249",
         # NodePorts answer on the node IP only (no localhost NodePorts: no route_localnet).
         "nodePortAddresses": [f"{NODE_IP}/32"],
-        "iptables": {"masqueradeAll": False, "syncPeriod": "30s", "minSyncPeriod": "1s",
-                     "localhostNodePorts": False},
+        "iptables": {
+            "masqueradeAll": False,
+            "syncPeriod": "30s",
+            "minSyncPeriod": "1s",
+            "localhostNodePorts": False,
+        },
         # 0 = leave the machine's conntrack settings alone
-        "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s",
-                      "tcpCloseWaitTimeout": "0s"},
+        "conntrack": {
+            "maxPerCore": 0,
+            "min": 0,
+            "tcpEstablishedTimeout": "0s",
+            "tcpCloseWaitTimeout": "0s",
+        },
     }
     paths.proxy_config.write_text(json.dumps(config, indent=2))
-    cluster.start_process(state, "kube-proxy", [
-        str(cluster.binary("kubernetes", "kube-proxy")), f"--config={paths.proxy_config}",
-        "--v=1",
-    ])
+    cluster.start_process(
+        state,
+        "kube-proxy",
+        [
+            str(cluster.binary("kubernetes", "kube-proxy")),
+            f"--config={paths.proxy_config}",
+            "--v=1",
+        ],
+    )
 
 
 def apply_cluster_dns(state: cluster.State) -> None:
     """kube-system/kube-dns: ClusterIP 10.96.0.10, selectorless, one hand-written slice."""
-    ports = [{"name": "dns", "port": 53, "protocol": "UDP"},
-             {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]
-    cluster.apply(state, "/api/v1/namespaces/kube-system/services/kube-dns", {
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "kube-dns", "namespace": "kube-system",
-                     "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"}},
-        "spec": {"clusterIP": CLUSTER_DNS_IP,
-                 "ports": [{**p, "targetPort": 53} for p in ports]},
-    })
-    cluster.apply(state, "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices/"
-                  "kube-dns-svcaudit", {
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": "kube-dns-svcaudit", "namespace": "kube-system",
-                     "labels": {"kubernetes.io/service-name": "kube-dns",
-                                "endpointslice.kubernetes.io/managed-by": "svcaudit-realnode"}},
-        "addressType": "IPv4",
-        "endpoints": [{"addresses": [DNS_BIND_ADDRESS], "conditions": {"ready": True}}],
-        "ports": ports,
-    })
+    ports = [
+        {"name": "dns", "port": 53, "protocol": "UDP"},
+        {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
+    ]
+    cluster.apply(
+        state,
+        "/api/v1/namespaces/kube-system/services/kube-dns",
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": "kube-dns",
+                "namespace": "kube-system",
+                "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"},
+            },
+            "spec": {
+                "clusterIP": CLUSTER_DNS_IP,
+                "ports": [{**p, "targetPort": 53} for p in ports],
+            },
+        },
+    )
+    cluster.apply(
+        state,
+        "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices/kube-dns-svcaudit",
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "kube-dns-svcaudit",
+                "namespace": "kube-system",
+                "labels": {
+                    "kubernetes.io/service-name": "kube-dns",
+                    "endpointslice.kubernetes.io/managed-by": "svcaudit-realnode",
+                },
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [DNS_BIND_ADDRESS], "conditions": {"ready": True}}],
+            "ports": ports,
+        },
+    )
 
 
 def node_ready(state: cluster.State, since: float = 0.0) -> bool:
@@ -583,13 +775,17 @@ def up(state: cluster.State) -> None:
     pod_cidr = node_pod_cidr(state)
     write_cni_config(paths, pod_cidr)
     start_kube_proxy(state, paths)
-    cluster.wait_for(state, "kubelet", lambda: node_ready(state, kubelet_started), 90,
-                     f"node {NODE_NAME} Ready")
-    cluster.wait_for(state, "kube-proxy", lambda: kube_proxy_synced(), 60,
-                     "kube-proxy's first iptables sync")
-    say(f"node {NODE_NAME} Ready in {time.monotonic() - started:.1f}s: podCIDR {pod_cidr}, "
+    cluster.wait_for(
+        state, "kubelet", lambda: node_ready(state, kubelet_started), 90, f"node {NODE_NAME} Ready"
+    )
+    cluster.wait_for(
+        state, "kube-proxy", lambda: kube_proxy_synced(), 60, "kube-proxy's first iptables sync"
+    )
+    say(
+        f"node {NODE_NAME} Ready in {time.monotonic() - started:.1f}s: podCIDR {pod_cidr}, "
         f"bridge {BRIDGE}, node IP {NODE_IP}, cluster DNS {CLUSTER_DNS_IP} -> "
-        f"{DNS_BIND_ADDRESS}:53")
+        f"{DNS_BIND_ADDRESS}:53"
+    )
 
 
 def kube_proxy_synced() -> bool:
@@ -646,8 +842,10 @@ def unmount_under(folder: Path) -> list[str]:
     """Unmount everything below `folder` (deepest first); what could not be unmounted."""
     prefix = str(folder) + "/"
     for _ in range(5):
-        points = sorted({p for p in mount_points() if p.startswith(prefix) or p == str(folder)},
-                        key=lambda p: (-p.count("/"), p))
+        points = sorted(
+            {p for p in mount_points() if p.startswith(prefix) or p == str(folder)},
+            key=lambda p: (-p.count("/"), p),
+        )
         if not points:
             return []
         for point in points:
@@ -729,8 +927,13 @@ def remove_host_paths(paths: Paths, baseline: dict[str, Any]) -> None:
         # only folders holding nothing but what the node's software leaves there: sockets
         # (shims, the kubelet's fixed device-plugins one), its checkpoints, CNI's result cache
         leftover = [f for f in p.rglob("*") if not f.is_dir()]
-        if all(f.is_socket() or f.parent.name == "results" or "device-plugins" in f.parts
-               or f.name.endswith("_checkpoint") for f in leftover):
+        if all(
+            f.is_socket()
+            or f.parent.name == "results"
+            or "device-plugins" in f.parts
+            or f.name.endswith("_checkpoint")
+            for f in leftover
+        ):
             shutil.rmtree(p, ignore_errors=True)
 
 

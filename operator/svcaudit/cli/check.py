@@ -36,38 +36,80 @@ ONE_SHOT_NOTE = (
 
 def add_parser(subparsers: Any) -> None:
     p: argparse.ArgumentParser = subparsers.add_parser(
-        "check", help="audit the live cluster once and print the verdicts (CI-friendly)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "check",
+        help="audit the live cluster once and print the verdicts (CI-friendly)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     scope = p.add_mutually_exclusive_group()
-    scope.add_argument("-n", "--namespace", dest="namespaces", action="append", metavar="NS",
-                       help="audit this namespace (repeatable; default: the context's)")
-    scope.add_argument("-A", "--all-namespaces", action="store_true",
-                       help="audit every namespace")
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        dest="namespaces",
+        action="append",
+        metavar="NS",
+        help="audit this namespace (repeatable; default: the context's)",
+    )
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="audit every namespace")
     p.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
-    p.add_argument("--fail-on", choices=FAIL_ON, default="warning",
-                   help="exit 1 when a finding of this severity or worse exists "
-                   "(default warning: any False verdict; 'never' always exits 0)")
+    p.add_argument(
+        "--fail-on",
+        choices=FAIL_ON,
+        default="warning",
+        help="exit 1 when a finding of this severity or worse exists "
+        "(default warning: any False verdict; 'never' always exits 0)",
+    )
     p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default $KUBECONFIG)")
     p.add_argument("--context", default=None, help="kubeconfig context")
-    p.add_argument("--as", dest="impersonate", default=None, metavar="USER",
-                   help="impersonate this user, e.g. system:serviceaccount:NS:NAME")
-    p.add_argument("--dns-server", default=None, metavar="HOST[:PORT]",
-                   help="cluster DNS to query (default: kube-system/kube-dns ClusterIP:53); "
-                   "unreachable DNS makes DNS verdicts Unknown, never False")
+    p.add_argument(
+        "--as",
+        dest="impersonate",
+        default=None,
+        metavar="USER",
+        help="impersonate this user, e.g. system:serviceaccount:NS:NAME",
+    )
+    p.add_argument(
+        "--dns-server",
+        default=None,
+        metavar="HOST[:PORT]",
+        help="cluster DNS to query (default: kube-system/kube-dns ClusterIP:53); "
+        "unreachable DNS makes DNS verdicts Unknown, never False",
+    )
     p.add_argument("--dns-timeout", type=float, default=2.0, help="seconds per DNS question")
     p.add_argument("--dns-concurrency", type=int, default=16)
     p.add_argument("--no-dns", action="store_true", help="do not query DNS (DNS Unknown)")
     p.add_argument("--cluster-domain", default="cluster.local", help="DNS zone of the cluster")
-    p.add_argument("--settle", type=float, default=0.0, metavar="SECONDS",
-                   help="audit twice, SECONDS apart; report only findings seen in both")
-    p.add_argument("--chunk-size", type=int, default=500, metavar="N",
-                   help="items per LIST page (like kubectl's --chunk-size; default 500)")
-    p.add_argument("--show-info", action="store_true",
-                   help="table: list info findings too (always in json/yaml)")
-    p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
-                   help="table colours (auto: when stdout is a terminal and NO_COLOR unset)")
-    p.add_argument("--metrics-file", default=None, metavar="PATH",
-                   help="also write the Prometheus metrics of this run (text format)")
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="audit twice, SECONDS apart; report only findings seen in both",
+    )
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=500,
+        metavar="N",
+        help="items per LIST page (like kubectl's --chunk-size; default 500)",
+    )
+    p.add_argument(
+        "--show-info",
+        action="store_true",
+        help="table: list info findings too (always in json/yaml)",
+    )
+    p.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="table colours (auto: when stdout is a terminal and NO_COLOR unset)",
+    )
+    p.add_argument(
+        "--metrics-file",
+        default=None,
+        metavar="PATH",
+        help="also write the Prometheus metrics of this run (text format)",
+    )
     p.set_defaults(func=run)
 
 
@@ -123,31 +165,46 @@ class Progress:
             self.stream.flush()
 
 
-def audit_pass(args: argparse.Namespace, conn: Any, namespaces: list[str] | None,
-               progress: Progress, metrics: Any) -> Pass:
+def audit_pass(
+    args: argparse.Namespace,
+    conn: Any,
+    namespaces: list[str] | None,
+    progress: Progress,
+    metrics: Any,
+) -> Pass:
     from svcaudit.cli.listing import list_all
     from svcaudit.controller import translate
     from svcaudit.controller.settings import ControllerSettings
     from svcaudit.core.model import EndpointSlice, MalformedObjectError, Node, Pod, Service
 
     out = Pass()
-    listing = list_all(conn, namespaces, progress, on_error=metrics.api_error,
-                       page_size=args.chunk_size)
+    listing = list_all(
+        conn, namespaces, progress, on_error=metrics.api_error, page_size=args.chunk_size
+    )
     out.api_calls = listing.calls
     out.warnings += listing.warnings
     out.at = datetime.now(UTC)
     settings = ControllerSettings(
-        namespaces=tuple(namespaces or ()), dns_check=not args.no_dns,
-        dns_timeout_seconds=args.dns_timeout, dns_concurrency=args.dns_concurrency,
-        cluster_domain=args.cluster_domain.strip("."))
+        namespaces=tuple(namespaces or ()),
+        dns_check=not args.no_dns,
+        dns_timeout_seconds=args.dns_timeout,
+        dns_concurrency=args.dns_concurrency,
+        cluster_domain=args.cluster_domain.strip("."),
+    )
 
     def view(cls: Any, body: dict[str, Any]) -> Any:
         try:
             return cls.from_api(body)
         except MalformedObjectError as exc:
-            out.skipped.append({"kind": exc.kind, "namespace": exc.namespace or "",
-                                "name": exc.name or "", "field": exc.field,
-                                "reason": exc.reason})
+            out.skipped.append(
+                {
+                    "kind": exc.kind,
+                    "namespace": exc.namespace or "",
+                    "name": exc.name or "",
+                    "field": exc.field,
+                    "reason": exc.reason,
+                }
+            )
             return None
 
     services: dict[tuple[str, str], tuple[dict[str, Any], Any]] = {}
@@ -194,14 +251,24 @@ def audit_pass(args: argparse.Namespace, conn: Any, namespaces: list[str] | None
         env_services = [s for (ns, _), (_, s) in services.items() if ns == key[0]]
         if key[0] != "default" and master is not None:
             env_services.append(master)
-        prepared.append(translate.Prepared(
-            key=key, body=body, service=svc, pods=pods.get(key[0], []),
-            slices=slices.get(key, []), nodes=nodes if nodes is not None else {},
-            env_services=env_services))
+        prepared.append(
+            translate.Prepared(
+                key=key,
+                body=body,
+                service=svc,
+                pods=pods.get(key[0], []),
+                slices=slices.get(key, []),
+                nodes=nodes if nodes is not None else {},
+                env_services=env_services,
+            )
+        )
         out.types[key] = str((body.get("spec") or {}).get("type") or "ClusterIP")
 
-    observations = asyncio.run(_probe_all(prepared, settings, host, port, args, out, metrics,
-                                          progress)) if not args.no_dns else {}
+    observations = (
+        asyncio.run(_probe_all(prepared, settings, host, port, args, out, metrics, progress))
+        if not args.no_dns
+        else {}
+    )
     total = len(prepared)
     for i, prep in enumerate(prepared, 1):
         progress(f"auditing {i}/{total} services", force=i == total)
@@ -211,9 +278,16 @@ def audit_pass(args: argparse.Namespace, conn: Any, namespaces: list[str] | None
     return out
 
 
-async def _probe_all(prepared: Sequence[Any], settings: Any, host: str | None, port: int,
-                     args: argparse.Namespace, out: Pass, metrics: Any,
-                     progress: Progress) -> dict[Any, Any]:
+async def _probe_all(
+    prepared: Sequence[Any],
+    settings: Any,
+    host: str | None,
+    port: int,
+    args: argparse.Namespace,
+    out: Pass,
+    metrics: Any,
+    progress: Progress,
+) -> dict[Any, Any]:
     """DNS observations per service key. One reachability question first, so that an
     unreachable server costs one timeout, not one per question."""
     from svcaudit.controller import translate
@@ -222,8 +296,12 @@ async def _probe_all(prepared: Sequence[Any], settings: Any, host: str | None, p
     async def server() -> tuple[str | None, int]:
         return host, port
 
-    prober = DnsProber(server, timeout=args.dns_timeout, concurrency=args.dns_concurrency,
-                       on_query=metrics.dns_query)
+    prober = DnsProber(
+        server,
+        timeout=args.dns_timeout,
+        concurrency=args.dns_concurrency,
+        on_query=metrics.dns_query,
+    )
     first = await prober.probe([(f"kubernetes.default.svc.{settings.cluster_domain}.", "A")])
     if first.error:
         out.dns_error = first.error
@@ -235,8 +313,11 @@ async def _probe_all(prepared: Sequence[Any], settings: Any, host: str | None, p
     async def one(prep: Any) -> tuple[Any, Any]:
         nonlocal done
         questions = translate.dns_questions(prep, settings)
-        result = await prober.probe(questions) if questions else ProbeResult(
-            frozenset(), None, first.server)
+        result = (
+            await prober.probe(questions)
+            if questions
+            else ProbeResult(frozenset(), None, first.server)
+        )
         done += 1
         progress(f"querying DNS {done}/{len(prepared)} services", force=False)
         return prep.key, translate.dns_observation(result)
@@ -249,23 +330,32 @@ def settle_passes(first: Pass, second: Pass, seconds: float) -> list[Any]:
     """The core's settle(): findings of the second pass that were already in the first."""
     from svcaudit.core.audit import settle
 
-    state = {(r.namespace, r.name): settle(r, None, first.at, seconds)[1]
-             for r, _ in first.results}
-    return [(settle(r, state.get((r.namespace, r.name)), second.at, seconds)[0], d)
-            for r, d in second.results]
+    state = {(r.namespace, r.name): settle(r, None, first.at, seconds)[1] for r, _ in first.results}
+    return [
+        (settle(r, state.get((r.namespace, r.name)), second.at, seconds)[0], d)
+        for r, d in second.results
+    ]
 
 
 # ---- rendering -----------------------------------------------------------------------------
 
 
 def _verdicts(result: Any) -> dict[str, dict[str, str]]:
-    return {str(a): {"status": v.status, "reason": v.reason, "message": v.message}
-            for a, v in result.verdicts.items()}
+    return {
+        str(a): {"status": v.status, "reason": v.reason, "message": v.message}
+        for a, v in result.verdicts.items()
+    }
 
 
-def build_document(p: Pass, results: list[Any], args: argparse.Namespace,
-                   namespaces: list[str] | None, conn: Any, elapsed: float,
-                   passes: int) -> dict[str, Any]:
+def build_document(
+    p: Pass,
+    results: list[Any],
+    args: argparse.Namespace,
+    namespaces: list[str] | None,
+    conn: Any,
+    elapsed: float,
+    passes: int,
+) -> dict[str, Any]:
     services = []
     healthy = {"True": 0, "False": 0, "Unknown": 0}
     severities = {"error": 0, "warning": 0, "info": 0}
@@ -275,26 +365,37 @@ def build_document(p: Pass, results: list[Any], args: argparse.Namespace,
         healthy[status] = healthy.get(status, 0) + 1
         for d in result.discrepancies:
             severities[str(d.severity)] += 1
-        services.append({
-            "namespace": result.namespace,
-            "name": result.name,
-            "type": p.types.get((result.namespace, result.name), ""),
-            "verdicts": verdicts,
-            "discrepancies": [d.to_dict() for d in result.discrepancies],
-            "pending": [d.to_dict() for d in result.pending],
-            "unknown": {str(a): why for a, why in result.unknown.items()},
-        })
-    note = ONE_SHOT_NOTE if passes == 1 else (
-        f"two passes {args.settle:g}s apart: only findings seen in both are reported; "
-        "newer ones are listed as pending")
+        services.append(
+            {
+                "namespace": result.namespace,
+                "name": result.name,
+                "type": p.types.get((result.namespace, result.name), ""),
+                "verdicts": verdicts,
+                "discrepancies": [d.to_dict() for d in result.discrepancies],
+                "pending": [d.to_dict() for d in result.pending],
+                "unknown": {str(a): why for a, why in result.unknown.items()},
+            }
+        )
+    note = (
+        ONE_SHOT_NOTE
+        if passes == 1
+        else (
+            f"two passes {args.settle:g}s apart: only findings seen in both are reported; "
+            "newer ones are listed as pending"
+        )
+    )
     return {
         "apiVersion": "svcaudit.dev/v1alpha1",
         "kind": "CheckReport",
         "generatedAt": p.at.replace(microsecond=0).isoformat().replace("+00:00", "Z"),
         "cluster": {"server": conn.server, "context": conn.context},
         "scope": {"namespaces": namespaces if namespaces is not None else "all"},
-        "dns": {"server": p.dns_server, "clusterDomain": args.cluster_domain.strip("."),
-                "checked": not args.no_dns, "error": p.dns_error},
+        "dns": {
+            "server": p.dns_server,
+            "clusterDomain": args.cluster_domain.strip("."),
+            "checked": not args.no_dns,
+            "error": p.dns_error,
+        },
         "settle": {"passes": passes, "seconds": args.settle, "note": note},
         "summary": {
             "services": len(services),
@@ -310,8 +411,16 @@ def build_document(p: Pass, results: list[Any], args: argparse.Namespace,
     }
 
 
-COLOURS = {"True": "32", "False": "31", "Unknown": "33", "error": "31", "warning": "33",
-           "info": "36", "dim": "2", "bold": "1"}
+COLOURS = {
+    "True": "32",
+    "False": "31",
+    "Unknown": "33",
+    "error": "31",
+    "warning": "33",
+    "info": "36",
+    "dim": "2",
+    "bold": "1",
+}
 
 
 def render_table(doc: dict[str, Any], colour: bool, show_info: bool) -> str:
@@ -334,12 +443,20 @@ def render_table(doc: dict[str, Any], colour: bool, show_info: bool) -> str:
             found = ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "-"
             if s["pending"]:
                 found += f" (+{len(s['pending'])} pending)"
-            rows.append([s["name"], s["type"],
-                         *(v.get(a, {}).get("status", "Unknown") for a in aspects), found, s])
+            rows.append(
+                [
+                    s["name"],
+                    s["type"],
+                    *(v.get(a, {}).get("status", "Unknown") for a in aspects),
+                    found,
+                    s,
+                ]
+            )
         widths = [max(len(h), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
         lines.append(c(f"NAMESPACE {ns}", "bold"))
-        lines.append("  " + "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
-                     .rstrip())
+        lines.append(
+            "  " + "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()
+        )
         for r in rows:
             cells = []
             for i, w in enumerate(widths):
@@ -350,10 +467,13 @@ def render_table(doc: dict[str, Any], colour: bool, show_info: bool) -> str:
             for d in s["discrepancies"]:
                 if d["severity"] == "info" and not show_info:
                     continue
-                lines.append(f"      {c(d['severity'].upper().ljust(7), d['severity'])} "
-                             f"{d['code']} {d['reason']}: {d['subject']}")
-                lines.append(c(f"              expected {d['expected']}; observed "
-                               f"{d['observed']}", "dim"))
+                lines.append(
+                    f"      {c(d['severity'].upper().ljust(7), d['severity'])} "
+                    f"{d['code']} {d['reason']}: {d['subject']}"
+                )
+                lines.append(
+                    c(f"              expected {d['expected']}; observed {d['observed']}", "dim")
+                )
                 if d.get("hint"):
                     lines.append(c(f"              fix: {d['hint']}", "dim"))
             for aspect, why in s["unknown"].items():
@@ -368,7 +488,8 @@ def render_table(doc: dict[str, Any], colour: bool, show_info: bool) -> str:
         f"{c(str(h['True']) + ' healthy', 'True')}, {c(str(h['False']) + ' failing', 'False')}, "
         f"{c(str(h['Unknown']) + ' unknown', 'Unknown')}; findings: {d['error']} error, "
         f"{d['warning']} warning, {d['info']} info ({sm['durationSeconds']:.2f}s, "
-        f"{sm['apiCalls']} API calls)")
+        f"{sm['apiCalls']} API calls)"
+    )
     dns = doc["dns"]
     if not dns["checked"]:
         lines.append("DNS: not checked (--no-dns)")
@@ -379,8 +500,13 @@ def render_table(doc: dict[str, Any], colour: bool, show_info: bool) -> str:
     for w in doc["warnings"]:
         lines.append(c(f"warning: {w}", "warning"))
     for sk in doc["skipped"]:
-        lines.append(c(f"skipped malformed {sk['kind']} {sk['namespace']}/{sk['name']}: "
-                       f"{sk['field']}: {sk['reason']}", "warning"))
+        lines.append(
+            c(
+                f"skipped malformed {sk['kind']} {sk['namespace']}/{sk['name']}: "
+                f"{sk['field']}: {sk['reason']}",
+                "warning",
+            )
+        )
     lines.append(c("note: " + doc["settle"]["note"], "dim"))
     return "\n".join(lines) + "\n"
 
@@ -407,10 +533,12 @@ def _use_colour(choice: str, stream: TextIO) -> bool:
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
-    if (args.settle < 0 or args.dns_timeout <= 0 or args.dns_concurrency < 1
-            or args.chunk_size < 1):
-        print("error: --settle must be >= 0, --dns-timeout > 0, --dns-concurrency and "
-              "--chunk-size >= 1", file=err)
+    if args.settle < 0 or args.dns_timeout <= 0 or args.dns_concurrency < 1 or args.chunk_size < 1:
+        print(
+            "error: --settle must be >= 0, --dns-timeout > 0, --dns-concurrency and "
+            "--chunk-size >= 1",
+            file=err,
+        )
         return EXIT_USAGE
     if args.dns_server:
         try:
@@ -427,8 +555,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     started = time.perf_counter()
     try:
         conn = connect(args.kubeconfig, args.context, args.impersonate)
-        namespaces: list[str] | None = None if args.all_namespaces else (
-            args.namespaces or [conn.namespace])
+        namespaces: list[str] | None = (
+            None if args.all_namespaces else (args.namespaces or [conn.namespace])
+        )
         first = audit_pass(args, conn, namespaces, progress, metrics)
         results, last, passes = first.results, first, 1
         if args.settle > 0:
@@ -446,8 +575,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     progress.done()
     for result, seconds in results:
         metrics.service_audited(result.namespace, result.name, result, seconds)
-    doc = build_document(last, results, args, namespaces, conn,
-                         time.perf_counter() - started, passes)
+    doc = build_document(
+        last, results, args, namespaces, conn, time.perf_counter() - started, passes
+    )
     try:
         if args.output == "json":
             out.write(json.dumps(doc, indent=2) + "\n")

@@ -35,8 +35,9 @@ class Connection:
     namespace: str  # the context's namespace (kubectl's default for -n)
 
 
-def connect(kubeconfig: str | None, context: str | None,
-            impersonate: str | None = None) -> Connection:
+def connect(
+    kubeconfig: str | None, context: str | None, impersonate: str | None = None
+) -> Connection:
     """The kubeconfig (or $KUBECONFIG, ~/.kube/config); in-cluster credentials as a fallback
     when neither a file nor a context was asked for and no kubeconfig exists."""
     namespace = "default"
@@ -85,8 +86,9 @@ class Listing:
     warnings: list[str] = field(default_factory=list)
 
 
-def _paged(fetch: Callable[..., Any], *args: Any, page_size: int = PAGE_SIZE,
-           **kwargs: Any) -> tuple[list[Body], int]:
+def _paged(
+    fetch: Callable[..., Any], *args: Any, page_size: int = PAGE_SIZE, **kwargs: Any
+) -> tuple[list[Body], int]:
     items: list[Body] = []
     token: str | None = None
     calls = 0
@@ -117,10 +119,13 @@ def _describe(exc: ApiException, what: str) -> str:
     return f"cannot list {what}: HTTP {exc.status}: {reason}"
 
 
-def list_all(conn: Connection, namespaces: list[str] | None,
-             progress: Callable[[str], None] = lambda _: None,
-             on_error: Callable[[str, str, int], None] = lambda *_: None,
-             page_size: int = PAGE_SIZE) -> Listing:
+def list_all(
+    conn: Connection,
+    namespaces: list[str] | None,
+    progress: Callable[[str], None] = lambda _: None,
+    on_error: Callable[[str, str, int], None] = lambda *_: None,
+    page_size: int = PAGE_SIZE,
+) -> Listing:
     """Services, pods and EndpointSlices of `namespaces` (None: all), every node, plus
     default/kubernetes and kube-system/kube-dns. Raises ClusterError on a required call's
     failure; nodes are optional (403 -> None, a warning)."""
@@ -148,11 +153,15 @@ def list_all(conn: Connection, namespaces: list[str] | None,
             on_error(what, "list", 0)
             raise ClusterError(f"cannot list {what}: {exc}") from exc
 
-    out.services = many("services", core.list_service_for_all_namespaces,
-                        core.list_namespaced_service)
+    out.services = many(
+        "services", core.list_service_for_all_namespaces, core.list_namespaced_service
+    )
     out.pods = many("pods", core.list_pod_for_all_namespaces, core.list_namespaced_pod)
-    out.slices = many("endpointslices", discovery.list_endpoint_slice_for_all_namespaces,
-                      discovery.list_namespaced_endpoint_slice)
+    out.slices = many(
+        "endpointslices",
+        discovery.list_endpoint_slice_for_all_namespaces,
+        discovery.list_namespaced_endpoint_slice,
+    )
     progress("listing nodes")
     try:
         out.nodes, calls = _paged(core.list_node, page_size=page_size)
@@ -163,15 +172,19 @@ def list_all(conn: Connection, namespaces: list[str] | None,
             raise ClusterError(_describe(exc, "nodes")) from exc
         out.warnings.append("not allowed to list nodes: endpoint zones are not checked")
     out.default_kubernetes = next(
-        (s for s in out.services if _is(s, "default", "kubernetes")), None)
+        (s for s in out.services if _is(s, "default", "kubernetes")), None
+    )
     out.kube_dns = next((s for s in out.services if _is(s, "kube-system", "kube-dns")), None)
-    for ns, name, attr in (("default", "kubernetes", "default_kubernetes"),
-                           ("kube-system", "kube-dns", "kube_dns")):
+    for ns, name, attr in (
+        ("default", "kubernetes", "default_kubernetes"),
+        ("kube-system", "kube-dns", "kube_dns"),
+    ):
         if getattr(out, attr) is not None or (namespaces is None):
             continue
         try:
-            items, calls = _paged(core.list_namespaced_service, ns,
-                                  field_selector=f"metadata.name={name}")
+            items, calls = _paged(
+                core.list_namespaced_service, ns, field_selector=f"metadata.name={name}"
+            )
             out.calls += calls
             setattr(out, attr, items[0] if items else None)
         except ApiException as exc:

@@ -29,48 +29,109 @@ def _split(raw: str | None) -> list[str]:
 
 def add_parser(subparsers: Any) -> None:
     p: argparse.ArgumentParser = subparsers.add_parser(
-        "run", help="run the operator (watch the cluster, publish verdicts)",
+        "run",
+        help="run the operator (watch the cluster, publish verdicts)",
         description="Audit every Service of the cluster (or of the chosen namespaces) and "
-                    "publish conditions, ServiceAudits and Events. See docs/operator.md.")
-    p.add_argument("-n", "--namespace", dest="namespaces", action="append", default=None,
-                   metavar="NS", help="audit only this namespace (repeatable; default: all; "
-                   "env SVCAUDIT_NAMESPACES=a,b)")
-    p.add_argument("--settle-seconds", type=float,
-                   default=_env_float("SETTLE_SECONDS", DEFAULT_SETTLE_SECONDS),
-                   help="report a discrepancy only once it has lasted this long "
-                   f"(default {DEFAULT_SETTLE_SECONDS:g}; env SVCAUDIT_SETTLE_SECONDS)")
-    p.add_argument("--debounce-seconds", type=float, default=_env_float("DEBOUNCE_SECONDS", 0.5),
-                   help="coalesce changes to one audit per service per window (default 0.5)")
-    p.add_argument("--resync-seconds", type=float, default=_env_float("RESYNC_SECONDS", 60.0),
-                   help="re-audit every service this often, for DNS (default 60)")
-    p.add_argument("--dns-server", default=_env("DNS_SERVER"), metavar="HOST[:PORT]",
-                   help="cluster DNS to query (default: kube-system/kube-dns ClusterIP; "
-                   "env SVCAUDIT_DNS_SERVER)")
-    p.add_argument("--dns-port", type=int, default=int(_env("DNS_PORT") or 53),
-                   help="DNS port when --dns-server has none (default 53)")
-    p.add_argument("--dns-timeout", type=float, default=_env_float("DNS_TIMEOUT", 2.0),
-                   help="seconds per DNS query (default 2)")
-    p.add_argument("--dns-concurrency", type=int, default=int(_env("DNS_CONCURRENCY") or 16),
-                   help="DNS queries in flight at most (default 16)")
-    p.add_argument("--no-dns", action="store_true",
-                   default=(_env("DNS_CHECK", "true") or "").lower() in ("0", "false", "no"),
-                   help="do not query DNS (DNSConsistent stays Unknown; env SVCAUDIT_DNS_CHECK)")
-    p.add_argument("--cluster-domain", default=_env("CLUSTER_DOMAIN", "cluster.local"),
-                   help="DNS zone of the cluster (default cluster.local)")
-    p.add_argument("--reports", default=_env("REPORTS", ",".join(REPORTS)),
-                   help=f"what to write, comma-separated subset of {','.join(REPORTS)} "
-                   "(default all; env SVCAUDIT_REPORTS)")
-    p.add_argument("--liveness", default=_env("LIVENESS"), metavar="URL",
-                   help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
-    p.add_argument("--metrics-port", type=int, default=int(_env("METRICS_PORT") or 0),
-                   help="serve Prometheus metrics on this port (default off; "
-                   "env SVCAUDIT_METRICS_PORT)")
-    p.add_argument("--kubeconfig", default=_env("KUBECONFIG"),
-                   help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
-    p.add_argument("--warmup-seconds", type=float, default=_env_float("WARMUP_SECONDS", 2.0),
-                   help="wait this long for the initial listings before the first audit")
-    p.add_argument("--log-level", default=_env("LOG_LEVEL", "info"),
-                   choices=["debug", "info", "warning", "error"])
+        "publish conditions, ServiceAudits and Events. See docs/operator.md.",
+    )
+    p.add_argument(
+        "-n",
+        "--namespace",
+        dest="namespaces",
+        action="append",
+        default=None,
+        metavar="NS",
+        help="audit only this namespace (repeatable; default: all; env SVCAUDIT_NAMESPACES=a,b)",
+    )
+    p.add_argument(
+        "--settle-seconds",
+        type=float,
+        default=_env_float("SETTLE_SECONDS", DEFAULT_SETTLE_SECONDS),
+        help="report a discrepancy only once it has lasted this long "
+        f"(default {DEFAULT_SETTLE_SECONDS:g}; env SVCAUDIT_SETTLE_SECONDS)",
+    )
+    p.add_argument(
+        "--debounce-seconds",
+        type=float,
+        default=_env_float("DEBOUNCE_SECONDS", 0.5),
+        help="coalesce changes to one audit per service per window (default 0.5)",
+    )
+    p.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=_env_float("RESYNC_SECONDS", 60.0),
+        help="re-audit every service this often, for DNS (default 60)",
+    )
+    p.add_argument(
+        "--dns-server",
+        default=_env("DNS_SERVER"),
+        metavar="HOST[:PORT]",
+        help="cluster DNS to query (default: kube-system/kube-dns ClusterIP; "
+        "env SVCAUDIT_DNS_SERVER)",
+    )
+    p.add_argument(
+        "--dns-port",
+        type=int,
+        default=int(_env("DNS_PORT") or 53),
+        help="DNS port when --dns-server has none (default 53)",
+    )
+    p.add_argument(
+        "--dns-timeout",
+        type=float,
+        default=_env_float("DNS_TIMEOUT", 2.0),
+        help="seconds per DNS query (default 2)",
+    )
+    p.add_argument(
+        "--dns-concurrency",
+        type=int,
+        default=int(_env("DNS_CONCURRENCY") or 16),
+        help="DNS queries in flight at most (default 16)",
+    )
+    p.add_argument(
+        "--no-dns",
+        action="store_true",
+        default=(_env("DNS_CHECK", "true") or "").lower() in ("0", "false", "no"),
+        help="do not query DNS (DNSConsistent stays Unknown; env SVCAUDIT_DNS_CHECK)",
+    )
+    p.add_argument(
+        "--cluster-domain",
+        default=_env("CLUSTER_DOMAIN", "cluster.local"),
+        help="DNS zone of the cluster (default cluster.local)",
+    )
+    p.add_argument(
+        "--reports",
+        default=_env("REPORTS", ",".join(REPORTS)),
+        help=f"what to write, comma-separated subset of {','.join(REPORTS)} "
+        "(default all; env SVCAUDIT_REPORTS)",
+    )
+    p.add_argument(
+        "--liveness",
+        default=_env("LIVENESS"),
+        metavar="URL",
+        help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(_env("METRICS_PORT") or 0),
+        help="serve Prometheus metrics on this port (default off; env SVCAUDIT_METRICS_PORT)",
+    )
+    p.add_argument(
+        "--kubeconfig",
+        default=_env("KUBECONFIG"),
+        help="kubeconfig file (default: in-cluster, then $KUBECONFIG)",
+    )
+    p.add_argument(
+        "--warmup-seconds",
+        type=float,
+        default=_env_float("WARMUP_SECONDS", 2.0),
+        help="wait this long for the initial listings before the first audit",
+    )
+    p.add_argument(
+        "--log-level",
+        default=_env("LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"],
+    )
     p.set_defaults(func=run)
 
 
@@ -126,11 +187,16 @@ def configure_logging(level: str) -> None:
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.format_exc_info,
-                    structlog.processors.JSONRenderer()]))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -161,18 +227,34 @@ def run(args: argparse.Namespace) -> int:
     metrics = Metrics()
     if args.metrics_port:
         metrics.serve(args.metrics_port)
-    kube = Kube(load_client(settings.kubeconfig), settings.field_manager,
-                on_write=metrics.write, on_error=metrics.api_error)
+    kube = Kube(
+        load_client(settings.kubeconfig),
+        settings.field_manager,
+        on_write=metrics.write,
+        on_error=metrics.api_error,
+    )
     store = Store()
-    prober = DnsProber(_dns_server(settings, kube), timeout=settings.dns_timeout_seconds,
-                       concurrency=settings.dns_concurrency,
-                       on_query=metrics.dns_query) if settings.dns_check else None
+    prober = (
+        DnsProber(
+            _dns_server(settings, kube),
+            timeout=settings.dns_timeout_seconds,
+            concurrency=settings.dns_concurrency,
+            on_query=metrics.dns_query,
+        )
+        if settings.dns_check
+        else None
+    )
     instance = os.environ.get("POD_NAME") or socket.gethostname()
     reconciler = Reconciler(settings, store, kube, prober, instance, metrics=metrics)
     registry = build_registry(settings, store, reconciler)
-    log.info("starting", namespaces=list(settings.namespaces) or "all",
-             settle_seconds=settings.settle_seconds, dns_server=settings.dns_server,
-             dns_port=settings.dns_port, reports=sorted(_split(args.reports)))
+    log.info(
+        "starting",
+        namespaces=list(settings.namespaces) or "all",
+        settle_seconds=settings.settle_seconds,
+        dns_server=settings.dns_server,
+        dns_port=settings.dns_port,
+        reports=sorted(_split(args.reports)),
+    )
     kopf.run(
         registry=registry,
         standalone=True,

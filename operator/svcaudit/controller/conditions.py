@@ -63,8 +63,9 @@ def render_conditions(
             "status": verdict.status,
             "reason": verdict.reason,
             "message": verdict.message[:MAX_MESSAGE],
-            "lastTransitionTime": (str(prev.get("lastTransitionTime")) if same and prev
-                                   else rfc3339(now)),
+            "lastTransitionTime": (
+                str(prev.get("lastTransitionTime")) if same and prev else rfc3339(now)
+            ),
         }
         if generation:  # Services carry no metadata.generation (0, omitted by the API)
             condition["observedGeneration"] = int(generation)
@@ -72,8 +73,9 @@ def render_conditions(
     return out
 
 
-def ours_differ(rendered: Sequence[Mapping[str, Any]],
-                existing: Sequence[Mapping[str, Any]] | None) -> bool:
+def ours_differ(
+    rendered: Sequence[Mapping[str, Any]], existing: Sequence[Mapping[str, Any]] | None
+) -> bool:
     """True when the cluster does not already hold exactly our rendered conditions."""
     have = {t: dict(c) for t, c in by_type(existing).items() if t in OUR_TYPES}
     want = {str(c["type"]): dict(c) for c in rendered}

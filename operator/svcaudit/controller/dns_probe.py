@@ -62,8 +62,12 @@ class DnsProber:
         host, port = await self._server()
         where = f"{host}:{port}" if host else ""
         if not host:
-            return ProbeResult(frozenset(), "no cluster DNS server known "
-                               "(kube-system/kube-dns not found and --dns-server not set)", where)
+            return ProbeResult(
+                frozenset(),
+                "no cluster DNS server known "
+                "(kube-system/kube-dns not found and --dns-server not set)",
+                where,
+            )
         unique = sorted(set(questions))
         results = await asyncio.gather(
             *(self._ask(host, port, name, rtype) for name, rtype in unique),
@@ -80,8 +84,12 @@ class DnsProber:
             else:
                 answers |= res
         if errors:
-            return ProbeResult(frozenset(answers), f"DNS server {where} unreachable or failing: "
-                               + "; ".join(errors[:3]), where, frozenset(nxdomain))
+            return ProbeResult(
+                frozenset(answers),
+                f"DNS server {where} unreachable or failing: " + "; ".join(errors[:3]),
+                where,
+                frozenset(nxdomain),
+            )
         return ProbeResult(frozenset(answers), None, where, frozenset(nxdomain))
 
     async def _ask(self, host: str, port: int, name: str, rtype: str) -> set[Answer] | None:
@@ -91,7 +99,8 @@ class DnsProber:
             started = time.perf_counter()
             try:
                 response, _ = await dns.asyncquery.udp_with_fallback(
-                    query, host, port=port, timeout=self._timeout)
+                    query, host, port=port, timeout=self._timeout
+                )
             except dns.exception.Timeout:
                 self._record(started, "timeout")
                 raise
@@ -109,8 +118,13 @@ class DnsProber:
         out: set[Answer] = set()
         for rrset in response.answer:
             for rdata in rrset:
-                out.add(Answer(_strip(rrset.name.to_text()),
-                               dns.rdatatype.to_text(rrset.rdtype), rdata.to_text()))
+                out.add(
+                    Answer(
+                        _strip(rrset.name.to_text()),
+                        dns.rdatatype.to_text(rrset.rdtype),
+                        rdata.to_text(),
+                    )
+                )
         return out
 
     def _record(self, started: float, outcome: str) -> None:

@@ -19,7 +19,7 @@ SUMMARY = CONDITION_TYPES["HEALTHY"]
 
 
 def event_kind(ctype: str, old: str | None, new: str) -> str | None:
-    """"Warning", "Normal" or None (no event) for one condition's status change."""
+    """ "Warning", "Normal" or None (no event) for one condition's status change."""
     if ctype == SUMMARY or old == new:
         return None
     if new == "False":
@@ -29,8 +29,15 @@ def event_kind(ctype: str, old: str | None, new: str) -> str | None:
     return None
 
 
-def build_event(service: Mapping[str, Any], ctype: str, kind: str, reason: str, message: str,
-                now: datetime, instance: str) -> dict[str, Any]:
+def build_event(
+    service: Mapping[str, Any],
+    ctype: str,
+    kind: str,
+    reason: str,
+    message: str,
+    now: datetime,
+    instance: str,
+) -> dict[str, Any]:
     meta = service.get("metadata") or {}
     name = str(meta.get("name"))
     namespace = str(meta.get("namespace"))
@@ -40,9 +47,14 @@ def build_event(service: Mapping[str, Any], ctype: str, kind: str, reason: str, 
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {"name": f"{name}.svcaudit.{uuid.uuid4().hex[:12]}", "namespace": namespace},
-        "involvedObject": {"apiVersion": "v1", "kind": "Service", "name": name,
-                           "namespace": namespace, "uid": meta.get("uid"),
-                           "resourceVersion": meta.get("resourceVersion")},
+        "involvedObject": {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "name": name,
+            "namespace": namespace,
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+        },
         "type": kind,
         "reason": reason,
         "message": f"{short}: {message}"[:1024],

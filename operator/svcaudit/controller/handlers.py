@@ -32,8 +32,9 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.execution.max_workers = 4  # only kopf's own sync helpers; our handlers are async
 
 
-def build_registry(controller: ControllerSettings, store: Store,
-                   reconciler: Reconciler) -> kopf.OperatorRegistry:
+def build_registry(
+    controller: ControllerSettings, store: Store, reconciler: Reconciler
+) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     task: dict[str, asyncio.Task[None]] = {}
 
@@ -75,8 +76,12 @@ def build_registry(controller: ControllerSettings, store: Store,
         t = task.get("reconciler")
         if t is not None and t.done():
             raise RuntimeError("the reconciler task has stopped")
-        return {"ready": reconciler.ready, "audits": reconciler.audits,
-                "services": len(store.services), "writes": dict(reconciler.kube.writes)}
+        return {
+            "ready": reconciler.ready,
+            "audits": reconciler.audits,
+            "services": len(store.services),
+            "writes": dict(reconciler.kube.writes),
+        }
 
     @kopf.on.event("v1", "services", registry=registry)
     async def on_service(event: kopf.RawEvent, **_: Any) -> None:
@@ -86,8 +91,7 @@ def build_registry(controller: ControllerSettings, store: Store,
     async def on_pod(event: kopf.RawEvent, **_: Any) -> None:
         feed(store.apply_pod, event)
 
-    @kopf.on.event("discovery.k8s.io", "v1", "endpointslices",
-                   registry=registry)
+    @kopf.on.event("discovery.k8s.io", "v1", "endpointslices", registry=registry)
     async def on_slice(event: kopf.RawEvent, **_: Any) -> None:
         feed(store.apply_slice, event)
 
@@ -96,8 +100,8 @@ def build_registry(controller: ControllerSettings, store: Store,
         feed(store.apply_node, event)
 
     if controller.write_serviceaudits:
-        @kopf.on.event(CRD_GROUP, CRD_VERSION, CRD_PLURAL,
-                       registry=registry)
+
+        @kopf.on.event(CRD_GROUP, CRD_VERSION, CRD_PLURAL, registry=registry)
         async def on_audit(event: kopf.RawEvent, **_: Any) -> None:
             feed(store.apply_audit, event)
 

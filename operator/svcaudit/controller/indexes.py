@@ -61,8 +61,14 @@ def _view(cls: Any, body: Body) -> Any:
     try:
         return cls.from_api(body)
     except MalformedObjectError as exc:
-        log.warning("malformed object ignored", kind=exc.kind, namespace=exc.namespace,
-                    name=exc.name, field=exc.field, reason=exc.reason)
+        log.warning(
+            "malformed object ignored",
+            kind=exc.kind,
+            namespace=exc.namespace,
+            name=exc.name,
+            field=exc.field,
+            reason=exc.reason,
+        )
         return None
 
 
@@ -87,8 +93,12 @@ def service_env_fingerprint(body: Body) -> str:
     meta = body.get("metadata") or {}
     spec = body.get("spec") or {}
     return _fingerprint(
-        meta.get("uid"), meta.get("creationTimestamp"), spec.get("clusterIP"),
-        spec.get("clusterIPs"), spec.get("ports"), spec.get("type"),
+        meta.get("uid"),
+        meta.get("creationTimestamp"),
+        spec.get("clusterIP"),
+        spec.get("clusterIPs"),
+        spec.get("ports"),
+        spec.get("type"),
     )
 
 
@@ -97,11 +107,16 @@ def pod_fingerprint(body: Body) -> str:
     meta = body.get("metadata") or {}
     status = body.get("status") or {}
     return _fingerprint(
-        meta.get("uid"), meta.get("labels"), meta.get("deletionTimestamp"),
+        meta.get("uid"),
+        meta.get("labels"),
+        meta.get("deletionTimestamp"),
         body.get("spec"),
-        status.get("phase"), status.get("podIPs"), status.get("podIP"),
+        status.get("phase"),
+        status.get("podIPs"),
+        status.get("podIP"),
         [(c.get("type"), c.get("status")) for c in status.get("conditions") or []],
-        status.get("containerStatuses"), status.get("initContainerStatuses"),
+        status.get("containerStatuses"),
+        status.get("initContainerStatuses"),
     )
 
 
@@ -115,9 +130,12 @@ def pod_env_fingerprint(body: Body) -> str:
         for c in status.get("containerStatuses") or []
     ]
     return _fingerprint(
-        meta.get("uid"), meta.get("deletionTimestamp"), spec.get("enableServiceLinks"),
+        meta.get("uid"),
+        meta.get("deletionTimestamp"),
+        spec.get("enableServiceLinks"),
         [(c.get("name"), c.get("env"), c.get("envFrom")) for c in spec.get("containers") or []],
-        starts, status.get("phase"),
+        starts,
+        status.get("phase"),
     )
 
 
@@ -134,15 +152,18 @@ class Store:
     service_views: dict[Key, Service | None] = dataclasses.field(default_factory=dict)
     pods: dict[str, dict[str, Body]] = dataclasses.field(default_factory=lambda: defaultdict(dict))
     pod_views: dict[str, dict[str, Pod | None]] = dataclasses.field(
-        default_factory=lambda: defaultdict(dict))
+        default_factory=lambda: defaultdict(dict)
+    )
     slices: dict[Key, dict[str, EndpointSlice | None]] = dataclasses.field(
-        default_factory=lambda: defaultdict(dict))
+        default_factory=lambda: defaultdict(dict)
+    )
     nodes: dict[str, Body] = dataclasses.field(default_factory=dict)
     node_views: dict[str, Node | None] = dataclasses.field(default_factory=dict)
     audits: dict[Key, Body] = dataclasses.field(default_factory=dict)
 
     services_by_ns: dict[str, set[str]] = dataclasses.field(
-        default_factory=lambda: defaultdict(set))
+        default_factory=lambda: defaultdict(set)
+    )
     pod_routes: dict[Key, set[str]] = dataclasses.field(default_factory=dict)
     pods_by_node: dict[str, set[Key]] = dataclasses.field(default_factory=lambda: defaultdict(set))
     pod_node: dict[Key, str] = dataclasses.field(default_factory=dict)
@@ -174,8 +195,9 @@ class Store:
         return {(namespace, n) for n in self.services_by_ns.get(namespace, ())}
 
     def service_views_in(self, namespace: str) -> list[Service]:
-        views = (self.service_views.get((namespace, n)) for n in self.services_by_ns.get(
-            namespace, ()))
+        views = (
+            self.service_views.get((namespace, n)) for n in self.services_by_ns.get(namespace, ())
+        )
         return [v for v in views if v is not None]
 
     def _drop_service_routes(self, key: Key) -> None:
@@ -212,8 +234,11 @@ class Store:
             return set()  # resourceVersion/managedFields only
         view = _view(Pod, body)
         self.pod_views[ns][name] = view
-        after = {s for s in self.services_by_ns.get(ns, ())
-                 if _routes_to(self.service_views.get((ns, s)), view)}
+        after = {
+            s
+            for s in self.services_by_ns.get(ns, ())
+            if _routes_to(self.service_views.get((ns, s)), view)
+        }
         self.pod_routes[key] = after
         node = (body.get("spec") or {}).get("nodeName")
         old_node = self.pod_node.get(key)
@@ -277,7 +302,8 @@ class Store:
         if event_type == "DELETED":
             current = self.audits.get(key)
             if current is not None and (current.get("metadata") or {}).get("uid") != (
-                    body.get("metadata") or {}).get("uid"):
+                body.get("metadata") or {}
+            ).get("uid"):
                 return set()  # an older incarnation went away; ours is already stored
             self.audits.pop(key, None)
             # Deleted by hand (or by the GC of a previous incarnation): re-create if needed.

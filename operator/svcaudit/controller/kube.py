@@ -35,14 +35,19 @@ def load_client(kubeconfig: str | None) -> client.ApiClient:
         except config.ConfigException:
             pass
     api: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
-        config_file=kubeconfig)
+        config_file=kubeconfig
+    )
     return api
 
 
 class Kube:
-    def __init__(self, api: client.ApiClient, field_manager: str,
-                 on_write: Callable[[str], None] | None = None,
-                 on_error: Callable[[str, str, int], None] | None = None) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        field_manager: str,
+        on_write: Callable[[str], None] | None = None,
+        on_error: Callable[[str, str, int], None] | None = None,
+    ) -> None:
         self._core = client.CoreV1Api(api)
         self._custom = client.CustomObjectsApi(api)
         self.field_manager = field_manager
@@ -74,26 +79,38 @@ class Kube:
         def call() -> dict[str, Any] | None:
             try:
                 with self._call("services", "get"):
-                    resp = self._core.read_namespaced_service(name, namespace,
-                                                              _preload_content=False)
+                    resp = self._core.read_namespaced_service(
+                        name, namespace, _preload_content=False
+                    )
             except ApiException as exc:
                 if exc.status == 404:
                     return None
                 raise
             return _json(resp)
+
         return await asyncio.to_thread(call)
 
-    async def apply_service_status(self, namespace: str, name: str,
-                                   conditions: list[dict[str, Any]]) -> dict[str, Any] | None:
-        body = {"apiVersion": "v1", "kind": "Service",
-                "metadata": {"name": name, "namespace": namespace},
-                "status": {"conditions": conditions}}
+    async def apply_service_status(
+        self, namespace: str, name: str, conditions: list[dict[str, Any]]
+    ) -> dict[str, Any] | None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace},
+            "status": {"conditions": conditions},
+        }
         try:
             with self._call("services/status", "apply"):
                 resp = await asyncio.to_thread(
-                    self._core.patch_namespaced_service_status, name, namespace, body,
-                field_manager=self.field_manager, force=True, _content_type=APPLY,
-                _preload_content=False)
+                    self._core.patch_namespaced_service_status,
+                    name,
+                    namespace,
+                    body,
+                    field_manager=self.field_manager,
+                    force=True,
+                    _content_type=APPLY,
+                    _preload_content=False,
+                )
         except ApiException as exc:
             if exc.status == 404:  # deleted while we audited it: nothing to report on
                 return None
@@ -101,34 +118,68 @@ class Kube:
         self._count("service-status", namespace, name)
         return _json(resp)
 
-    async def apply_audit(self, namespace: str, name: str, owner_uid: str,
-                          labels: Mapping[str, str]) -> dict[str, Any] | None:
+    async def apply_audit(
+        self, namespace: str, name: str, owner_uid: str, labels: Mapping[str, str]
+    ) -> dict[str, Any] | None:
         body = {
-            "apiVersion": f"{CRD_GROUP}/{CRD_VERSION}", "kind": CRD_KIND,
+            "apiVersion": f"{CRD_GROUP}/{CRD_VERSION}",
+            "kind": CRD_KIND,
             "metadata": {
-                "name": name, "namespace": namespace, "labels": dict(labels),
-                "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": name,
-                                     "uid": owner_uid, "controller": True}],
+                "name": name,
+                "namespace": namespace,
+                "labels": dict(labels),
+                "ownerReferences": [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Service",
+                        "name": name,
+                        "uid": owner_uid,
+                        "controller": True,
+                    }
+                ],
             },
             "spec": {},
         }
         with self._call("serviceaudits", "apply"):
             resp = await asyncio.to_thread(
-                self._custom.patch_namespaced_custom_object, CRD_GROUP, CRD_VERSION,
-                namespace, CRD_PLURAL, name, body, field_manager=self.field_manager,
-                force=True, _content_type=APPLY, _preload_content=False)
+                self._custom.patch_namespaced_custom_object,
+                CRD_GROUP,
+                CRD_VERSION,
+                namespace,
+                CRD_PLURAL,
+                name,
+                body,
+                field_manager=self.field_manager,
+                force=True,
+                _content_type=APPLY,
+                _preload_content=False,
+            )
         self._count("serviceaudit", namespace, name)
         return _json(resp)
 
-    async def apply_audit_status(self, namespace: str, name: str,
-                                 status: Mapping[str, Any]) -> dict[str, Any] | None:
-        body = {"apiVersion": f"{CRD_GROUP}/{CRD_VERSION}", "kind": CRD_KIND,
-                "metadata": {"name": name, "namespace": namespace}, "status": dict(status)}
+    async def apply_audit_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        body = {
+            "apiVersion": f"{CRD_GROUP}/{CRD_VERSION}",
+            "kind": CRD_KIND,
+            "metadata": {"name": name, "namespace": namespace},
+            "status": dict(status),
+        }
         with self._call("serviceaudits/status", "apply"):
             resp = await asyncio.to_thread(
-                self._custom.patch_namespaced_custom_object_status, CRD_GROUP, CRD_VERSION,
-                namespace, CRD_PLURAL, name, body, field_manager=self.field_manager,
-                force=True, _content_type=APPLY, _preload_content=False)
+                self._custom.patch_namespaced_custom_object_status,
+                CRD_GROUP,
+                CRD_VERSION,
+                namespace,
+                CRD_PLURAL,
+                name,
+                body,
+                field_manager=self.field_manager,
+                force=True,
+                _content_type=APPLY,
+                _preload_content=False,
+            )
         self._count("serviceaudit-status", namespace, name)
         return _json(resp)
 
@@ -137,8 +188,9 @@ class Kube:
         body = client.CoreV1Event.from_dict(dict(event))
         assert body is not None
         with self._call("events", "create"):
-            await asyncio.to_thread(self._core.create_namespaced_event, namespace, body,
-                                    _preload_content=False)
+            await asyncio.to_thread(
+                self._core.create_namespaced_event, namespace, body, _preload_content=False
+            )
         self._count("event", namespace, str(event["involvedObject"]["name"]))
 
 

@@ -109,14 +109,20 @@ class Reconciler:
         """Wait for kopf's initial listings to fill the store before judging anything."""
         while True:
             now = time.monotonic()
-            if (now - self.started >= self.settings.warmup_seconds
-                    and now - self.last_listing >= 1.0):
+            if (
+                now - self.started >= self.settings.warmup_seconds
+                and now - self.last_listing >= 1.0
+            ):
                 break
             await asyncio.sleep(0.2)
         await self._refresh_cluster_singletons()
         self.ready = True
-        log.info("audits starting", services=len(self.store.services), pods=sum(
-            len(p) for p in self.store.pods.values()), nodes=len(self.store.nodes))
+        log.info(
+            "audits starting",
+            services=len(self.store.services),
+            pods=sum(len(p) for p in self.store.pods.values()),
+            nodes=len(self.store.nodes),
+        )
 
     async def _refresh_cluster_singletons(self) -> None:
         if not self._watched("default"):
@@ -154,8 +160,7 @@ class Reconciler:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    log.exception("audit failed", namespace=key[0], service=key[1],
-                                  error=str(exc))
+                    log.exception("audit failed", namespace=key[0], service=key[1], error=str(exc))
                     self.mark([key], delay=RETRY_SECONDS)
 
     # ---- one audit -------------------------------------------------------------------------
@@ -190,10 +195,12 @@ class Reconciler:
         prev_state = previous[1] if previous and previous[0] == uid else None
         published = {ASPECT_OF_TYPE[t]: s for t, s in self._published(key, body).items()}
         audit_body = self.store.audits.get(key) or {}
-        published_audit = (audit_body.get("status") or {}) if translate.owned_by(
-            audit_body, uid) else {}
+        published_audit = (
+            (audit_body.get("status") or {}) if translate.owned_by(audit_body, uid) else {}
+        )
         reported, state, pending_until = translate.settle_result(
-            result, prev_state, now, self.settings.settle_seconds, published, published_audit)
+            result, prev_state, now, self.settings.settle_seconds, published, published_audit
+        )
         self._settle[key] = (uid, state)
         if pending_until is not None:
             wait = max(0.2, (pending_until - now).total_seconds() + 0.05)
@@ -218,8 +225,11 @@ class Reconciler:
             basis = (body.get("status") or {}).get("conditions")
         else:
             audit_body = self.store.audits.get(key) or {}
-            basis = (audit_body.get("status") or {}).get("conditions") if translate.owned_by(
-                audit_body, uid) else None
+            basis = (
+                (audit_body.get("status") or {}).get("conditions")
+                if translate.owned_by(audit_body, uid)
+                else None
+            )
         found = statuses(basis)
         self._reported[key] = (uid, found)
         return found
@@ -240,9 +250,17 @@ class Reconciler:
         # We wrote exactly this and the watch has not delivered it yet.
         return written is not None and written[0] == rv and written[1] == rendered
 
-    async def _publish(self, key: Key, body: Mapping[str, Any], prepared: translate.Prepared,
-                       result: ServiceAudit, reported: ServiceAudit,
-                       dns_obs: DnsObservation | None, dns_server: str, now: datetime) -> None:
+    async def _publish(
+        self,
+        key: Key,
+        body: Mapping[str, Any],
+        prepared: translate.Prepared,
+        result: ServiceAudit,
+        reported: ServiceAudit,
+        dns_obs: DnsObservation | None,
+        dns_server: str,
+        now: datetime,
+    ) -> None:
         ns, name = key
         meta = body.get("metadata") or {}
         uid = str(meta.get("uid") or "")
@@ -260,7 +278,8 @@ class Reconciler:
             ours = [c for c in svc_conditions if c.get("type") in ASPECT_OF_TYPE]
             rv = str(meta.get("resourceVersion"))
             if ours_differ(conditions, svc_conditions) and not self._unchanged(
-                    "service", key, rv, conditions, ours):
+                "service", key, rv, conditions, ours
+            ):
                 new = await self.kube.apply_service_status(ns, name, conditions)
                 self._written[("service", key)] = (rv, conditions)
                 current = self.store.services.get(key)
@@ -269,34 +288,64 @@ class Reconciler:
 
         if self.settings.write_serviceaudits:
             try:
-                await self._publish_audit(key, uid, audit_body, audit_owned, audit_status,
-                                          prepared, result, reported, dns_obs, dns_server,
-                                          conditions, generation)
+                await self._publish_audit(
+                    key,
+                    uid,
+                    audit_body,
+                    audit_owned,
+                    audit_status,
+                    prepared,
+                    result,
+                    reported,
+                    dns_obs,
+                    dns_server,
+                    conditions,
+                    generation,
+                )
             except ApiException as exc:
                 if exc.status != 404:
                     raise
                 if not self._crd_missing_logged:
-                    log.warning("ServiceAudit CRD not installed: only conditions and events "
-                                "are written (kubectl apply -f deploy/crd-serviceaudits.yaml)")
+                    log.warning(
+                        "ServiceAudit CRD not installed: only conditions and events "
+                        "are written (kubectl apply -f deploy/crd-serviceaudits.yaml)"
+                    )
                     self._crd_missing_logged = True
 
         await self._announce(key, body, conditions, reported, now)
 
-    async def _publish_audit(self, key: Key, uid: str, audit_body: Mapping[str, Any] | None,
-                             audit_owned: bool, audit_status: dict[str, Any],
-                             prepared: translate.Prepared, result: ServiceAudit,
-                             reported: ServiceAudit, dns_obs: DnsObservation | None,
-                             dns_server: str, conditions: list[dict[str, Any]],
-                             generation: int | None) -> None:
+    async def _publish_audit(
+        self,
+        key: Key,
+        uid: str,
+        audit_body: Mapping[str, Any] | None,
+        audit_owned: bool,
+        audit_status: dict[str, Any],
+        prepared: translate.Prepared,
+        result: ServiceAudit,
+        reported: ServiceAudit,
+        dns_obs: DnsObservation | None,
+        dns_server: str,
+        conditions: list[dict[str, Any]],
+        generation: int | None,
+    ) -> None:
         ns, name = key
         if not audit_owned:
             new_audit = await self.kube.apply_audit(ns, name, uid, translate.AUDIT_LABELS)
             if new_audit is not None:
                 self.store.audits[key] = new_audit
                 audit_body = new_audit
-        status = translate.audit_status(prepared, result, reported, dns_obs, dns_server,
-                                        conditions, generation, self._settle[key][1],
-                                        audit_status)
+        status = translate.audit_status(
+            prepared,
+            result,
+            reported,
+            dns_obs,
+            dns_server,
+            conditions,
+            generation,
+            self._settle[key][1],
+            audit_status,
+        )
         rv = str(((audit_body or {}).get("metadata") or {}).get("resourceVersion"))
         if not self._unchanged("audit", key, rv, status, audit_status):
             new_audit = await self.kube.apply_audit_status(ns, name, status)
@@ -304,9 +353,14 @@ class Reconciler:
             if new_audit is not None:
                 self.store.audits[key] = new_audit
 
-    async def _announce(self, key: Key, body: Mapping[str, Any],
-                        conditions: list[dict[str, Any]], reported: ServiceAudit,
-                        now: datetime) -> None:
+    async def _announce(
+        self,
+        key: Key,
+        body: Mapping[str, Any],
+        conditions: list[dict[str, Any]],
+        reported: ServiceAudit,
+        now: datetime,
+    ) -> None:
         """structlog line + Event per verdict change (per aspect, not the summary's event)."""
         uid = str((body.get("metadata") or {}).get("uid") or "")
         old = self._published(key, body)
@@ -319,19 +373,28 @@ class Reconciler:
                 continue
             cond = by[ctype]
             aspect = ASPECT_OF_TYPE[ctype]
-            log.info("verdict changed", namespace=key[0], service=key[1], condition=ctype,
-                     status=status, previous=before, reason=cond["reason"],
-                     code=translate.codes_for(reported.discrepancies, aspect),
-                     pending=translate.codes_for(reported.pending, aspect),
-                     message=cond["message"])
+            log.info(
+                "verdict changed",
+                namespace=key[0],
+                service=key[1],
+                condition=ctype,
+                status=status,
+                previous=before,
+                reason=cond["reason"],
+                code=translate.codes_for(reported.discrepancies, aspect),
+                pending=translate.codes_for(reported.pending, aspect),
+                message=cond["message"],
+            )
             if self.metrics is not None:
                 self.metrics.verdict_changed(ctype, status)
             kind = event_kind(ctype, before, status)
             if kind is not None and self.settings.write_events:
-                event = build_event(body, ctype, kind, str(cond["reason"]),
-                                    str(cond["message"]), now, self.instance)
+                event = build_event(
+                    body, ctype, kind, str(cond["reason"]), str(cond["message"]), now, self.instance
+                )
                 try:
                     await self.kube.create_event(event)
                 except Exception as exc:  # an event is best effort; the condition is the record
-                    log.warning("event not recorded", namespace=key[0], service=key[1],
-                                error=str(exc))
+                    log.warning(
+                        "event not recorded", namespace=key[0], service=key[1], error=str(exc)
+                    )

@@ -60,9 +60,13 @@ def prepare(store: Store, key: Key, default_kubernetes: Body | None) -> Prepared
         if master is not None:
             env_services.append(master)
     return Prepared(
-        key=key, body=store.services[key], service=service,
-        pods=store.pod_views_in(key[0]), slices=store.slice_views_of(key),
-        nodes=store.node_views_by_name(), env_services=env_services,
+        key=key,
+        body=store.services[key],
+        service=service,
+        pods=store.pod_views_in(key[0]),
+        slices=store.slice_views_of(key),
+        nodes=store.node_views_by_name(),
+        env_services=env_services,
     )
 
 
@@ -71,8 +75,9 @@ def dns_questions(prepared: Prepared, settings: ControllerSettings) -> list[tupl
     service, from the observed ones otherwise (the core's contract)."""
     slices: Sequence[Any] = prepared.slices
     if is_managed(prepared.service):
-        slices = expected_endpoints(prepared.service, prepared.pods, prepared.nodes,
-                                    DEFAULT_MAX_ENDPOINTS_PER_SLICE).slices
+        slices = expected_endpoints(
+            prepared.service, prepared.pods, prepared.nodes, DEFAULT_MAX_ENDPOINTS_PER_SLICE
+        ).slices
     questions = expected_dns_questions(prepared.service, slices, settings.cluster_domain)
     return [(q.name, q.type) for q in questions]
 
@@ -83,19 +88,29 @@ def dns_observation(probe: ProbeResult) -> DnsObservation:
     return DnsObservation(queried=records, error=probe.error, nxdomain=nxdomain)
 
 
-def audit(prepared: Prepared, dns: DnsObservation | None, now: datetime,
-          settings: ControllerSettings) -> ServiceAudit:
+def audit(
+    prepared: Prepared, dns: DnsObservation | None, now: datetime, settings: ControllerSettings
+) -> ServiceAudit:
     return audit_service(
-        service=prepared.service, pods=prepared.pods, slices=prepared.slices,
-        nodes=prepared.nodes, env_services=prepared.env_services, dns=dns, now=now,
+        service=prepared.service,
+        pods=prepared.pods,
+        slices=prepared.slices,
+        nodes=prepared.nodes,
+        env_services=prepared.env_services,
+        dns=dns,
+        now=now,
         settings=AuditSettings(zone=settings.cluster_domain),
     )
 
 
-def settle_result(result: ServiceAudit, previous: SettleState | None, now: datetime,
-                  settle_seconds: float, published: Mapping[str, str],
-                  published_audit: Mapping[str, Any]
-                  ) -> tuple[ServiceAudit, SettleState, datetime | None]:
+def settle_result(
+    result: ServiceAudit,
+    previous: SettleState | None,
+    now: datetime,
+    settle_seconds: float,
+    published: Mapping[str, str],
+    published_audit: Mapping[str, Any],
+) -> tuple[ServiceAudit, SettleState, datetime | None]:
     """(reported, new state, when to audit again for a pending discrepancy).
 
     `previous` is this process's state for the service incarnation; without one (first
@@ -132,8 +147,13 @@ def _published_since(status: Mapping[str, Any]) -> dict[tuple[Any, ...], datetim
 
 def codes_for(discrepancies: Sequence[Discrepancy], aspect: str) -> list[str]:
     """Reportable (not info) codes of one aspect (HEALTHY: all aspects), for log lines."""
-    return sorted({d.code for d in discrepancies if d.severity.reportable
-                   and aspect in ("HEALTHY", aspect_name(d.aspect))})
+    return sorted(
+        {
+            d.code
+            for d in discrepancies
+            if d.severity.reportable and aspect in ("HEALTHY", aspect_name(d.aspect))
+        }
+    )
 
 
 def owned_by(audit_body: Body, uid: str) -> bool:
@@ -143,46 +163,68 @@ def owned_by(audit_body: Body, uid: str) -> bool:
 
 # ---- the ServiceAudit status document (schema: deploy/crd-serviceaudits.yaml) -----------------
 
+
 def _prune(d: Mapping[str, Any]) -> dict[str, Any]:
     """Drop None/empty-string fields: the API server would not echo them back the same way."""
     return {k: v for k, v in d.items() if v is not None and v != ""}
 
 
-def _endpoint(ep: Endpoint, address_type: str, ports: Sequence[dict[str, Any]],
-              slice_name: str | None) -> dict[str, Any]:
+def _endpoint(
+    ep: Endpoint, address_type: str, ports: Sequence[dict[str, Any]], slice_name: str | None
+) -> dict[str, Any]:
     ref = ep.target_ref
-    return _prune({
-        "slice": slice_name,
-        "addressType": address_type,
-        "addresses": list(ep.addresses),
-        "ready": ep.conditions.ready,
-        "serving": ep.conditions.serving,
-        "terminating": ep.conditions.terminating,
-        "nodeName": ep.node_name,
-        "zone": ep.zone,
-        "hostname": ep.hostname,
-        "targetRef": _prune({"kind": ref.kind, "namespace": ref.namespace, "name": ref.name})
-        if ref else None,
-        "ports": list(ports),
-    })
+    return _prune(
+        {
+            "slice": slice_name,
+            "addressType": address_type,
+            "addresses": list(ep.addresses),
+            "ready": ep.conditions.ready,
+            "serving": ep.conditions.serving,
+            "terminating": ep.conditions.terminating,
+            "nodeName": ep.node_name,
+            "zone": ep.zone,
+            "hostname": ep.hostname,
+            "targetRef": _prune({"kind": ref.kind, "namespace": ref.namespace, "name": ref.name})
+            if ref
+            else None,
+            "ports": list(ports),
+        }
+    )
 
 
 def _ports(ports: Sequence[Any]) -> list[dict[str, Any]]:
-    return [_prune({"name": p.name, "port": p.port, "protocol": p.protocol,
-                    "appProtocol": getattr(p, "app_protocol", None)}) for p in ports]
+    return [
+        _prune(
+            {
+                "name": p.name,
+                "port": p.port,
+                "protocol": p.protocol,
+                "appProtocol": getattr(p, "app_protocol", None),
+            }
+        )
+        for p in ports
+    ]
 
 
 def _sort_endpoints(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(items, key=lambda e: (e.get("addressType", ""), e.get("addresses", []),
-                                        e.get("slice", "")))
+    return sorted(
+        items, key=lambda e: (e.get("addressType", ""), e.get("addresses", []), e.get("slice", ""))
+    )
 
 
 def _discrepancy(d: Discrepancy, since: datetime | None) -> dict[str, Any]:
-    return _prune({
-        "code": d.code, "aspect": str(d.aspect), "severity": str(d.severity),
-        "subject": d.subject, "expected": d.expected, "observed": d.observed, "hint": d.hint,
-        "since": rfc3339(since) if since else None,
-    })
+    return _prune(
+        {
+            "code": d.code,
+            "aspect": str(d.aspect),
+            "severity": str(d.severity),
+            "subject": d.subject,
+            "expected": d.expected,
+            "observed": d.observed,
+            "hint": d.hint,
+            "since": rfc3339(since) if since else None,
+        }
+    )
 
 
 def _env_pods(prepared: Prepared, findings: Sequence[Discrepancy]) -> list[dict[str, Any]]:
@@ -193,32 +235,55 @@ def _env_pods(prepared: Prepared, findings: Sequence[Discrepancy]) -> list[dict[
             continue  # service-level finding (e.g. a collision): in `discrepancies` only
         pod = pods.get(d.pod)
         state = pod.container_states.get(d.container) if pod and d.container else None
-        out.append(_prune({
-            "pod": d.pod, "container": d.container,
-            "startedAt": rfc3339(state.started_at) if state and state.started_at else None,
-            "problem": d.reason, "message": f"{d.observed} (expected {d.expected})",
-        }))
+        out.append(
+            _prune(
+                {
+                    "pod": d.pod,
+                    "container": d.container,
+                    "startedAt": rfc3339(state.started_at) if state and state.started_at else None,
+                    "problem": d.reason,
+                    "message": f"{d.observed} (expected {d.expected})",
+                }
+            )
+        )
     return sorted(out, key=lambda e: (e["pod"], e.get("container", ""), e.get("problem", "")))
 
 
-def audit_status(prepared: Prepared, result: ServiceAudit, reported: ServiceAudit,
-                 dns: DnsObservation | None, dns_server: str,
-                 conditions: list[dict[str, Any]], generation: int | None,
-                 state: SettleState, existing: Mapping[str, Any]) -> dict[str, Any]:
+def audit_status(
+    prepared: Prepared,
+    result: ServiceAudit,
+    reported: ServiceAudit,
+    dns: DnsObservation | None,
+    dns_server: str,
+    conditions: list[dict[str, Any]],
+    generation: int | None,
+    state: SettleState,
+    existing: Mapping[str, Any],
+) -> dict[str, Any]:
     """`existing`: the status already published for this incarnation ({} if none); a
     discrepancy's `since` is kept from it, like a condition's lastTransitionTime, so that a
     restart of the operator (whose settle clocks restart) rewrites nothing."""
     named = {aspect_name(a): v.status for a, v in reported.verdicts.items()}
-    expected = _sort_endpoints([
-        _endpoint(ep, s.address_type, _ports(s.ports), None)
-        for s in result.expected_slices for ep in s.endpoints])
-    observed = _sort_endpoints([
-        _endpoint(ep, s.address_type, _ports(s.ports), s.name)
-        for s in prepared.slices for ep in s.endpoints])
+    expected = _sort_endpoints(
+        [
+            _endpoint(ep, s.address_type, _ports(s.ports), None)
+            for s in result.expected_slices
+            for ep in s.endpoints
+        ]
+    )
+    observed = _sort_endpoints(
+        [
+            _endpoint(ep, s.address_type, _ports(s.ports), s.name)
+            for s in prepared.slices
+            for ep in s.endpoints
+        ]
+    )
     healthy = next((c for c in conditions if aspect_name_of_type(c["type"]) == "HEALTHY"), None)
     published_since = {
         (e.get("code"), e.get("subject"), e.get("expected"), e.get("observed")): e.get("since")
-        for e in existing.get("discrepancies") or () if isinstance(e, Mapping)}
+        for e in existing.get("discrepancies") or ()
+        if isinstance(e, Mapping)
+    }
     discrepancies = []
     for d in reported.discrepancies:
         entry = _discrepancy(d, state.first_seen.get(d.key))
@@ -229,33 +294,48 @@ def audit_status(prepared: Prepared, result: ServiceAudit, reported: ServiceAudi
     status: dict[str, Any] = {
         "serviceUID": prepared.service.uid,
         "clusterIP": prepared.service.cluster_ip,
-        "summary": _prune({
-            "endpointsExpected": len(expected),
-            "endpointsObserved": len(observed),
-            "endpoints": named.get("ENDPOINTS", "Unknown"),
-            "environment": named.get("ENVIRONMENT", "Unknown"),
-            "dns": named.get("DNS", "Unknown"),
-            "healthy": named.get("HEALTHY", "Unknown"),
-            "discrepancies": len(discrepancies),
-            "reason": healthy["reason"] if healthy else None,
-        }),
+        "summary": _prune(
+            {
+                "endpointsExpected": len(expected),
+                "endpointsObserved": len(observed),
+                "endpoints": named.get("ENDPOINTS", "Unknown"),
+                "environment": named.get("ENVIRONMENT", "Unknown"),
+                "dns": named.get("DNS", "Unknown"),
+                "healthy": named.get("HEALTHY", "Unknown"),
+                "discrepancies": len(discrepancies),
+                "reason": healthy["reason"] if healthy else None,
+            }
+        ),
         "conditions": conditions,
-        "endpoints": {"managed": is_managed(prepared.service),
-                      "expected": expected, "observed": observed},
-        "dns": _prune({
-            "server": dns_server or None,
-            "error": (dns.error if dns is not None else "DNS not checked (--no-dns)") or None,
-            "expected": [{"name": r.name, "type": r.type, "value": r.data}
-                         for r in sorted(result.expected_dns.records)],
-            "observed": [{"name": r.name, "type": r.type, "value": r.data}
-                         for r in sorted(dns.queried)] if dns is not None else [],
-            "absent": sorted({q.name for q in result.expected_dns.nxdomain}),
-        }),
-        "environment": _prune({
-            "serviceCreated": rfc3339(prepared.service.creation_timestamp)
-            if prepared.service.creation_timestamp else None,
-            "pods": _env_pods(prepared, reported.env_findings),
-        }),
+        "endpoints": {
+            "managed": is_managed(prepared.service),
+            "expected": expected,
+            "observed": observed,
+        },
+        "dns": _prune(
+            {
+                "server": dns_server or None,
+                "error": (dns.error if dns is not None else "DNS not checked (--no-dns)") or None,
+                "expected": [
+                    {"name": r.name, "type": r.type, "value": r.data}
+                    for r in sorted(result.expected_dns.records)
+                ],
+                "observed": [
+                    {"name": r.name, "type": r.type, "value": r.data} for r in sorted(dns.queried)
+                ]
+                if dns is not None
+                else [],
+                "absent": sorted({q.name for q in result.expected_dns.nxdomain}),
+            }
+        ),
+        "environment": _prune(
+            {
+                "serviceCreated": rfc3339(prepared.service.creation_timestamp)
+                if prepared.service.creation_timestamp
+                else None,
+                "pods": _env_pods(prepared, reported.env_findings),
+            }
+        ),
         "discrepancies": discrepancies,
     }
     if generation:
@@ -265,6 +345,7 @@ def audit_status(prepared: Prepared, result: ServiceAudit, reported: ServiceAudi
 
 def aspect_name_of_type(ctype: str) -> str:
     from svcaudit.controller.conditions import CONDITION_TYPES
+
     for aspect, t in CONDITION_TYPES.items():
         if t == ctype:
             return aspect
