@@ -130,8 +130,9 @@ class Tutorial:
         return data
 
     def codes(self, name: str, ns: str | None = None) -> set[str]:
+        """Codes of the discrepancies that count (info-level notes never fail a verdict)."""
         status = self.audit(name, ns).get("status") or {}
-        return {d["code"] for d in status.get("discrepancies") or []}
+        return {d["code"] for d in status.get("discrepancies") or [] if d["severity"] != "info"}
 
 
 def _namespace(cluster: Cluster, prefix: str) -> str:
@@ -436,6 +437,7 @@ def discrepancy(tut: Tutorial, name: str, code: str) -> dict[str, Any]:
 def test_surprise_service_recreated_leaves_stale_env(tut: Tutorial) -> None:
     """Delete and recreate simpleservice: a new ClusterIP; `envs` keeps the old one."""
     old_ip = cluster_ip(tut.cluster, tut.ns, "simpleservice")
+    wait_past_env_grace(get(tut.cluster, tut.ns, "pod", "envs"))
     tut.kubectl("delete", "svc", "simpleservice", "-n", tut.ns)
     apply(tut.cluster, tut.ns, service("simpleservice"))
     new_ip = cluster_ip(tut.cluster, tut.ns, "simpleservice")

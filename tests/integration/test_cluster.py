@@ -164,6 +164,15 @@ def listening_ports() -> set[int]:
     return ports
 
 
+def process_alive(pid: int) -> bool:
+    """A process that exists and is not a zombie (PID 1 here may not reap orphans at once)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 @pytest.mark.lifecycle
 def test_down_leaves_no_process_and_no_port(cluster: Cluster) -> None:
     """Runs last (see tests/fixtures.py): stops the cluster, checks, and starts it again."""
@@ -188,7 +197,7 @@ def test_down_leaves_no_process_and_no_port(cluster: Cluster) -> None:
             [sys.executable, script, "down"], capture_output=True, text=True, timeout=180
         )
         assert down.returncode == 0, down.stderr
-        alive = [name for name, pid in pids.items() if Path(f"/proc/{pid}").exists()]
+        alive = [name for name, pid in pids.items() if process_alive(pid)]
         assert alive == []
         assert ports & listening_ports() == set()
         assert not list((cluster.state_dir / "pids").glob("*.pid"))
