@@ -14,14 +14,29 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER_PY = REPO / "e2e" / "cluster" / "cluster.py"
+
+
+def eventually(
+    check: Callable[[], Any], timeout: float = 90, what: str = "", interval: float = 0.25
+) -> Any:
+    """Poll until `check` returns a truthy value; fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
 
 
 @dataclass(frozen=True)

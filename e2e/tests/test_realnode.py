@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures import REPO, Cluster
+from tests.fixtures import REPO, Cluster, eventually
 
 pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
 
@@ -57,12 +57,7 @@ def other_namespace(real: Cluster) -> Iterator[str]:
 
 
 def wait_for(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.3)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+    eventually(check, timeout, what, interval=0.3)
 
 
 def apply(cluster: Cluster, namespace: str, *objects: dict[str, Any]) -> None:

@@ -10,32 +10,17 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.fixtures import REPO, Cluster
+from tests.fixtures import REPO, Cluster, eventually
 
 CRD = REPO / "deploy" / "crd-serviceaudits.yaml"
 PREFIX = "svcaudit.dev/"
 ASPECTS = ("EndpointsConsistent", "EnvironmentConsistent", "DNSConsistent", "DiscoveryHealthy")
-
-
-def eventually(
-    check: Callable[[], Any], timeout: float = 90, what: str = "", interval: float = 0.25
-) -> Any:
-    """Poll until `check` returns a truthy value; fail with the last value seen."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
 
 
 def kubectl_json(cluster: Cluster, *args: str) -> Any:

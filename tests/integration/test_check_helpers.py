@@ -7,14 +7,12 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.fixtures import REPO, Cluster
+from tests.fixtures import REPO, Cluster, eventually
 
 VENV_BIN = Path(sys.executable).parent
 SA_USER = "system:serviceaccount:svcaudit-system:svcaudit"
@@ -65,19 +63,6 @@ def statuses(svc: dict[str, Any]) -> dict[str, str]:
 
 def codes(svc: dict[str, Any]) -> set[str]:
     return {d["code"] for d in svc["discrepancies"]}
-
-
-def eventually(
-    fn: Callable[[], Any], timeout: float = 90, what: str = "", interval: float = 0.5
-) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
 WORKLOAD = """

@@ -140,22 +140,9 @@ class Kube:
             },
             "spec": {},
         }
-        with self._call("serviceaudits", "apply"):
-            resp = await asyncio.to_thread(
-                self._custom.patch_namespaced_custom_object,
-                CRD_GROUP,
-                CRD_VERSION,
-                namespace,
-                CRD_PLURAL,
-                name,
-                body,
-                field_manager=self.field_manager,
-                force=True,
-                _content_type=APPLY,
-                _preload_content=False,
-            )
-        self._count("serviceaudit", namespace, name)
-        return _json(resp)
+        return await self._apply_audit_object(
+            self._custom.patch_namespaced_custom_object, "serviceaudits", "serviceaudit", body
+        )
 
     async def apply_audit_status(
         self, namespace: str, name: str, status: Mapping[str, Any]
@@ -166,9 +153,21 @@ class Kube:
             "metadata": {"name": name, "namespace": namespace},
             "status": dict(status),
         }
-        with self._call("serviceaudits/status", "apply"):
+        return await self._apply_audit_object(
+            self._custom.patch_namespaced_custom_object_status,
+            "serviceaudits/status",
+            "serviceaudit-status",
+            body,
+        )
+
+    async def _apply_audit_object(
+        self, patch: Any, resource: str, what: str, body: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Server-side apply of a ServiceAudit (or its status) with our field manager."""
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        with self._call(resource, "apply"):
             resp = await asyncio.to_thread(
-                self._custom.patch_namespaced_custom_object_status,
+                patch,
                 CRD_GROUP,
                 CRD_VERSION,
                 namespace,
@@ -180,7 +179,7 @@ class Kube:
                 _content_type=APPLY,
                 _preload_content=False,
             )
-        self._count("serviceaudit-status", namespace, name)
+        self._count(what, namespace, name)
         return _json(resp)
 
     async def create_event(self, event: Mapping[str, Any]) -> None:
