@@ -121,6 +121,11 @@ class Demo:
         banner("the tutorial: RC rcsise (2 pods, app=sise) + Service simpleservice (80 -> 9876)")
         self.kubectl("delete", "namespace", NAMESPACE, "--wait=true", "--ignore-not-found")
         self.kubectl("create", "namespace", NAMESPACE)
+        crd = str(REPO / "deploy/crd-serviceaudits.yaml")
+        self.kubectl("apply", "-f", crd, show=True)
+        self.kubectl(
+            "wait", "--for=condition=Established", "--timeout=60s", "crd/serviceaudits.svcaudit.dev"
+        )
         self.start_operator()
         self.kubectl("apply", "-n", NAMESPACE, "-f", "-", stdin=TUTORIAL, show=True)
         started = time.monotonic()
