@@ -1,0 +1,25 @@
+"""`make demo` is the front door: it must run and show the verdict flip a user reads."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.fixtures import REPO, Cluster
+
+
+def test_demo_shows_true_false_true(cluster: Cluster) -> None:
+    if cluster.provider != "local":
+        pytest.skip("the demo drives the project's own local cluster")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "e2e/demo.py")], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    verdicts = [line for line in out.splitlines() if line.startswith("(verdict")]
+    assert [v.split()[1] for v in verdicts] == ["True", "False", "True"]
+    assert "SVA-EP-101 [warning]" in out
+    assert "hint:" in out
+    assert "svcaudit.dev/EndpointsConsistent     False   SelectorMatchesNoPod" in out
