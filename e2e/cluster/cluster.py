@@ -636,13 +636,7 @@ def create_kwok_nodes(state: State) -> None:
                 ]
             },
         }
-        api(
-            state,
-            "PATCH",
-            f"/api/v1/nodes/{name}/status?fieldManager=svcaudit-cluster&force=true",
-            status,
-            content_type="application/apply-patch+yaml",
-        )
+        apply(state, f"/api/v1/nodes/{name}/status", status)
 
 
 def start_kwok(state: State) -> None:
