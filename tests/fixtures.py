@@ -63,6 +63,24 @@ class Cluster:
             timeout=timeout,
         )
 
+    def create_namespace(self, prefix: str) -> str:
+        """A new namespace `<prefix>-<random>`, returned once its default ServiceAccount exists
+        (pods cannot be created before that)."""
+        name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+        self.run_kubectl("create", "namespace", name)
+        eventually(
+            lambda: (
+                self.run_kubectl(
+                    "get", "serviceaccount", "default", "-n", name, check=False
+                ).returncode
+                == 0
+            ),
+            30,
+            f"the default ServiceAccount in {name}",
+            interval=0.2,
+        )
+        return name
+
     def api_client(self):  # type: ignore[no-untyped-def]
         from kubernetes import config
 
@@ -171,16 +189,7 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     """A fresh namespace for one test, deleted (without waiting) afterwards."""
     base = request.node.name.lower().replace("_", "-")
     base = "".join(c for c in base if c.isalnum() or c == "-")[:40].strip("-")
-    name = f"{base}-{uuid.uuid4().hex[:6]}"
-    cluster.run_kubectl("create", "namespace", name)
-    deadline = time.monotonic() + 30
-    while (
-        cluster.run_kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode
-        != 0
-    ):
-        if time.monotonic() > deadline:
-            pytest.fail(f"default ServiceAccount never appeared in {name}")
-        time.sleep(0.2)
+    name = cluster.create_namespace(base)
     yield name
     cluster.run_kubectl("delete", "namespace", name, "--wait=false", check=False)
 

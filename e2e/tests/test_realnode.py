@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tarfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,13 +40,7 @@ def real(cluster: Cluster) -> Cluster:
 
 @pytest.fixture
 def other_namespace(real: Cluster) -> Iterator[str]:
-    name = f"other-{uuid.uuid4().hex[:6]}"
-    real.run_kubectl("create", "namespace", name)
-    wait_for(
-        lambda: real.run_kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
-        30,
-        "default SA",
-    )
+    name = real.create_namespace("other")
     yield name
     real.run_kubectl("delete", "namespace", name, "--wait=false", check=False)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -135,19 +134,6 @@ class Tutorial:
         return {d["code"] for d in status.get("discrepancies") or [] if d["severity"] != "info"}
 
 
-def _namespace(cluster: Cluster, prefix: str) -> str:
-    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    cluster.run_kubectl("create", "namespace", name)
-    eventually(
-        lambda: (
-            cluster.run_kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0
-        ),
-        30,
-        "default SA",
-    )
-    return name
-
-
 @pytest.fixture(scope="module")
 def tut(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tutorial]:
     if not cluster.real_node:
@@ -156,8 +142,8 @@ def tut(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             "the tutorial's curl and printenv steps need pods that really run "
             "(run with NODE=real)"
         )
-    ns = _namespace(cluster, "tutorial")
-    other = _namespace(cluster, "other")
+    ns = cluster.create_namespace("tutorial")
+    other = cluster.create_namespace("other")
     ensure_crd(cluster)
     log: Path = tmp_path_factory.mktemp("tutorial") / "operator.log"
     operator = Operator(cluster, ns, log, extra=("-n", other)).start()
