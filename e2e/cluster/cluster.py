@@ -20,6 +20,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -739,9 +740,16 @@ def start_coredns(state: State) -> None:
 
     def serving() -> bool:
         with urllib.request.urlopen("http://127.0.0.1:18080/health", timeout=2) as r:
-            return r.status == 200
+            if r.status != 200:
+                return False
+        # /health answers once the first server block runs; the others (the real node's
+        # address) may bind a moment later, so every listener is checked on its own.
+        for bind in coredns_binds(state):
+            port = PORTS["coredns"] if bind == "127.0.0.1" else 53
+            socket.create_connection((bind, port), timeout=2).close()
+        return True
 
-    wait_for(state, "coredns", serving, 60, "CoreDNS /health")
+    wait_for(state, "coredns", serving, 60, "CoreDNS /health and every DNS listener")
 
 
 # ---------------------------------------------------------------------------------------------
