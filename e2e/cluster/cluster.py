@@ -44,14 +44,22 @@ NODE_IP_BASE = "10.202.0."
 BLACKHOLES = (SERVICE_CIDR, CLUSTER_CIDR, "10.202.0.0/24")
 ZONES = ("zone-a", "zone-b", "zone-c")
 
+# A second cluster (the benchmark's) can run beside the test cluster: every port moves by
+# SVCAUDIT_CLUSTER_PORT_OFFSET, and only the offset-0 cluster owns the host network setup.
+PORT_OFFSET = int(os.environ.get("SVCAUDIT_CLUSTER_PORT_OFFSET", "0"))
 PORTS = {
-    "etcd": 12379,
-    "etcd-peer": 12380,
-    "apiserver": 16443,
-    "controller-manager": 10257,
-    "scheduler": 10259,
-    "kwok": 10247,
-    "coredns": 1053,
+    name: port + PORT_OFFSET
+    for name, port in {
+        "etcd": 12379,
+        "etcd-peer": 12380,
+        "apiserver": 16443,
+        "controller-manager": 10257,
+        "scheduler": 10259,
+        "kwok": 10247,
+        "coredns": 1053,
+        "coredns-health": 18080,
+        "coredns-health-node": 18081,
+    }.items()
 }
 COMPONENT_ORDER = ("etcd", "apiserver", "controller-manager", "scheduler", "kwok", "coredns")
 
@@ -329,6 +337,8 @@ def network_up() -> None:
 
 
 def network_down() -> None:
+    if PORT_OFFSET:
+        return  # the offset-0 cluster owns the bridge and the routes
     for cidr in BLACKHOLES:
         run_ip("route", "del", "blackhole", cidr)
     if run_ip("link", "show", HOST_IFACE).returncode == 0:
@@ -728,9 +738,10 @@ def start_coredns(state: State) -> None:
     blocks = []
     for bind in coredns_binds(state):
         port = PORTS["coredns"] if bind == "127.0.0.1" else 53
+        health = PORTS["coredns-health" if port != 53 else "coredns-health-node"]
         blocks.append(
             f"cluster.local:{port} in-addr.arpa:{port} ip6.arpa:{port} {{\n"
-            f"    bind {bind}\n    errors\n    health 127.0.0.1:{18080 if port != 53 else 18081}\n"
+            f"    bind {bind}\n    errors\n    health 127.0.0.1:{health}\n"
             f"    kubernetes cluster.local in-addr.arpa ip6.arpa {{\n"
             f"        kubeconfig {kc} svcaudit-local\n        pods insecure\n        ttl 5\n"
             f"    }}\n    loadbalance\n}}\n"
@@ -739,7 +750,8 @@ def start_coredns(state: State) -> None:
     start_process(state, "coredns", [str(binary("coredns")), f"-conf={corefile}"])
 
     def serving() -> bool:
-        with urllib.request.urlopen("http://127.0.0.1:18080/health", timeout=2) as r:
+        health = f"http://127.0.0.1:{PORTS['coredns-health']}/health"
+        with urllib.request.urlopen(health, timeout=2) as r:
             if r.status != 200:
                 return False
         # /health answers once the first server block runs; the others (the real node's
@@ -816,6 +828,9 @@ def _up(args: argparse.Namespace) -> int:
         return 0
     state.nodes = args.nodes
     state.real_node = state.real_node or args.real_node
+    if state.real_node and PORT_OFFSET:
+        print("[cluster] the real node runs only in the offset-0 cluster", file=sys.stderr)
+        return 2
     adding_real_node = state.real_node and not _real_node_running(state)
     started = time.monotonic()
     if adding_real_node:
@@ -892,6 +907,53 @@ def _down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _component_starters() -> dict[str, object]:
+    return {
+        "etcd": start_etcd,
+        "apiserver": start_apiserver,
+        "controller-manager": start_controller_manager,
+        "scheduler": start_scheduler,
+        "kwok": start_kwok,
+        "coredns": start_coredns,
+    }
+
+
+def stop_component(args: argparse.Namespace) -> int:
+    """Stop one component, for the fault tests (`start` or `up` brings it back)."""
+    with exclusive(state_dir()):
+        state = State.load(state_dir())
+        if state is None:
+            say("not created")
+            return 1
+        pid = running_pid(state, args.component)
+        if pid is not None and args.kill:
+            os.kill(pid, signal.SIGKILL)
+            while running_pid(state, args.component) == pid:
+                reap(pid)
+                time.sleep(0.05)
+            pid_file(state, args.component).unlink(missing_ok=True)
+        elif pid is not None:
+            stop_process(state, args.component)
+        say(f"{args.component} stopped" if pid is not None else f"{args.component} not running")
+        return 0
+
+
+def start_component(args: argparse.Namespace) -> int:
+    with exclusive(state_dir()):
+        state = State.load(state_dir())
+        if state is None:
+            say("not created")
+            return 1
+        t = time.monotonic()
+        try:
+            _component_starters()[args.component](state)  # type: ignore[operator]
+        except ClusterError as exc:
+            print(f"[cluster] FAILED: {exc}", file=sys.stderr)
+            return 1
+        say(f"{args.component} started ({time.monotonic() - t:.1f}s)")
+        return 0
+
+
 def status(args: argparse.Namespace) -> int:
     state = State.load(state_dir())
     if state is None:
@@ -936,6 +998,13 @@ def main(argv: list[str] | None = None) -> int:
     p_down.add_argument("--keep", action="store_true", help="keep etcd data")
     p_down.set_defaults(func=down)
     sub.add_parser("status", help="component pids and readiness").set_defaults(func=status)
+    p_stop = sub.add_parser("stop", help="stop one component (fault tests)")
+    p_stop.add_argument("component", choices=COMPONENT_ORDER)
+    p_stop.add_argument("--kill", action="store_true", help="SIGKILL instead of SIGTERM")
+    p_stop.set_defaults(func=stop_component)
+    p_start = sub.add_parser("start", help="start one stopped component again")
+    p_start.add_argument("component", choices=COMPONENT_ORDER)
+    p_start.set_defaults(func=start_component)
     sub.add_parser("env", help="shell exports to use the cluster").set_defaults(func=env)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(HERE))
