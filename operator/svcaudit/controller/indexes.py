@@ -24,8 +24,9 @@ from typing import Any
 
 import structlog
 
+from svcaudit.core.audit import may_select
 from svcaudit.core.endpoints import selects
-from svcaudit.core.model import EndpointSlice, MalformedObjectError, Node, Pod, Service
+from svcaudit.core.model import EndpointSlice, Node, Pod, Service, Unparsed, interpret
 
 log = structlog.get_logger("svcaudit.indexes")
 
@@ -56,20 +57,21 @@ def labels_of(body: Body) -> Mapping[str, str]:
     return labels if isinstance(labels, Mapping) else {}
 
 
-def _view(cls: Any, body: Body) -> Any:
-    """The core's typed view of a body, or None (logged) when the object is malformed."""
-    try:
-        return cls.from_api(body)
-    except MalformedObjectError as exc:
+def _view(cls: Any, body: Body) -> tuple[Any, Unparsed | None]:
+    """The core's typed view of a body, or (None, what failed) when the core cannot
+    interpret it: the audits it feeds turn Unknown ("Uninterpretable") naming the field."""
+    view = interpret(cls.from_api, body)
+    if isinstance(view, Unparsed):
         log.warning(
-            "malformed object ignored",
-            kind=exc.kind,
-            namespace=exc.namespace,
-            name=exc.name,
-            field=exc.field,
-            reason=exc.reason,
+            "uninterpretable object: what it feeds is Unknown",
+            kind=view.kind,
+            namespace=view.namespace,
+            name=view.name,
+            field=view.field,
+            reason=view.reason,
         )
-        return None
+        return None, view
+    return view, None
 
 
 def _routes_to(service: Service | None, pod: Pod | None) -> bool:
@@ -168,6 +170,14 @@ class Store:
     pods_by_node: dict[str, set[Key]] = dataclasses.field(default_factory=lambda: defaultdict(set))
     pod_node: dict[Key, str] = dataclasses.field(default_factory=dict)
     slice_owner: dict[Key, str] = dataclasses.field(default_factory=dict)  # (ns, slice) -> svc
+    # What the core could not interpret (its views above are None): passed to the audits.
+    service_errors: dict[Key, Unparsed] = dataclasses.field(default_factory=dict)
+    pod_errors: dict[str, dict[str, Unparsed]] = dataclasses.field(
+        default_factory=lambda: defaultdict(dict)
+    )
+    slice_errors: dict[Key, dict[str, Unparsed]] = dataclasses.field(
+        default_factory=lambda: defaultdict(dict)
+    )  # service key -> slice name -> error
 
     # ---- services ------------------------------------------------------------------------
     def apply_service(self, event_type: str | None, body: Body) -> set[Key]:
@@ -177,13 +187,16 @@ class Store:
         if event_type == "DELETED":
             self.services.pop(key, None)
             self.service_views.pop(key, None)
+            self.service_errors.pop(key, None)
             self.services_by_ns[ns].discard(name)
             self._drop_service_routes(key)
             return self.services_in(ns) | {key}
         self.services[key] = body
         self.services_by_ns[ns].add(name)
         if old is None or service_fingerprint(old) != service_fingerprint(body):
-            self.service_views[key] = _view(Service, body)
+            view, error = _view(Service, body)
+            self.service_views[key] = view
+            self._set_error(self.service_errors, key, error)
             self._route_service_to_pods(key)
         if old is None or service_env_fingerprint(old) != service_env_fingerprint(body):
             return self.services_in(ns) | {key}  # env vars of the namespace changed
@@ -209,7 +222,7 @@ class Store:
         service = self.service_views.get(key)
         for pod_name, pod in self.pod_views.get(ns, {}).items():
             routes = self.pod_routes.setdefault((ns, pod_name), set())
-            if _routes_to(service, pod):
+            if _routes_to(service, pod) or self._routes_unparsed(service, ns, pod_name):
                 routes.add(name)
             else:
                 routes.discard(name)
@@ -223,6 +236,7 @@ class Store:
         if event_type == "DELETED":
             self.pods[ns].pop(name, None)
             self.pod_views[ns].pop(name, None)
+            self.pod_errors[ns].pop(name, None)
             self.pod_routes.pop(key, None)
             node = self.pod_node.pop(key, None)
             if node is not None:
@@ -232,12 +246,14 @@ class Store:
         changed = old is None or pod_fingerprint(old) != pod_fingerprint(body)
         if not changed:
             return set()  # resourceVersion/managedFields only
-        view = _view(Pod, body)
+        view, error = _view(Pod, body)
         self.pod_views[ns][name] = view
+        self._set_error(self.pod_errors[ns], name, error)
         after = {
             s
             for s in self.services_by_ns.get(ns, ())
             if _routes_to(self.service_views.get((ns, s)), view)
+            or self._routes_unparsed(self.service_views.get((ns, s)), ns, name)
         }
         self.pod_routes[key] = after
         node = (body.get("spec") or {}).get("nodeName")
@@ -257,6 +273,24 @@ class Store:
     def pod_views_in(self, namespace: str) -> list[Pod]:
         return [v for v in self.pod_views.get(namespace, {}).values() if v is not None]
 
+    # ---- what the core could not interpret -------------------------------------------------
+    @staticmethod
+    def _set_error(errors: dict[Any, Unparsed], key: Any, error: Unparsed | None) -> None:
+        if error is None:
+            errors.pop(key, None)
+        else:
+            errors[key] = error
+
+    def _routes_unparsed(self, service: Service | None, ns: str, pod_name: str) -> bool:
+        """An uninterpretable pod re-audits the services that may select it (core's rule)."""
+        error = self.pod_errors.get(ns, {}).get(pod_name)
+        return service is not None and error is not None and may_select(service, error)
+
+    def unparsed_for(self, key: Key) -> list[Unparsed]:
+        """What an audit of service `key` gets as `unparsed`: the uninterpretable pods of
+        its namespace and EndpointSlices labelled with its name (the core decides the rest)."""
+        return [*self.pod_errors.get(key[0], {}).values(), *self.slice_errors.get(key, {}).values()]
+
     # ---- endpoint slices -----------------------------------------------------------------
     def apply_slice(self, event_type: str | None, body: Body) -> set[Key]:
         ns, slice_name = key_of(body)
@@ -265,10 +299,13 @@ class Store:
         affected: set[Key] = set()
         if old_owner is not None:
             self.slices[(ns, old_owner)].pop(slice_name, None)
+            self.slice_errors[(ns, old_owner)].pop(slice_name, None)
             self.slice_owner.pop((ns, slice_name), None)
             affected.add((ns, old_owner))
         if event_type != "DELETED" and owner:
-            self.slices[(ns, owner)][slice_name] = _view(EndpointSlice, body)
+            view, error = _view(EndpointSlice, body)
+            self.slices[(ns, owner)][slice_name] = view
+            self._set_error(self.slice_errors[(ns, owner)], slice_name, error)
             self.slice_owner[(ns, slice_name)] = owner
             affected.add((ns, owner))
         return affected
@@ -287,7 +324,7 @@ class Store:
             self.nodes[name] = body
             if old is not None and node_fingerprint(old) == node_fingerprint(body):
                 return set()  # heartbeats and conditions: nothing an audit reads
-            self.node_views[name] = _view(Node, body)
+            self.node_views[name] = _view(Node, body)[0]
         affected: set[Key] = set()
         for pod_key in self.pods_by_node.get(name, ()):
             affected |= {(pod_key[0], s) for s in self.pod_routes.get(pod_key, ())}

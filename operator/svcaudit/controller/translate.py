@@ -20,6 +20,7 @@ from svcaudit.core.audit import (
     SettleState,
     Verdict,
     audit_service,
+    audit_uninterpretable,
     settle,
 )
 from svcaudit.core.codes import Aspect
@@ -29,7 +30,15 @@ from svcaudit.core.endpoints import (
     expected_endpoints,
     is_managed,
 )
-from svcaudit.core.model import Endpoint, EndpointSlice, MalformedObjectError, Node, Pod, Service
+from svcaudit.core.model import (
+    Endpoint,
+    EndpointSlice,
+    MalformedObjectError,
+    Node,
+    Pod,
+    Service,
+    Unparsed,
+)
 
 AUDIT_LABELS = {"app.kubernetes.io/managed-by": "svcaudit"}
 
@@ -43,12 +52,27 @@ class Prepared:
     slices: Sequence[EndpointSlice]
     nodes: Mapping[str, Node]
     env_services: Sequence[Service]
+    unparsed: Sequence[Unparsed] = ()  # pods/slices the core could not interpret
+    service_error: Unparsed | None = None  # the Service's own body is uninterpretable
 
 
 def prepare(store: Store, key: Key, default_kubernetes: Body | None) -> Prepared | None:
     service = store.service_views.get(key)
     if service is None:
-        return None  # malformed (logged when stored)
+        error = store.service_errors.get(key)
+        if error is None or key not in store.services:
+            return None
+        # Audited all the same: every verdict Unknown, naming the field (core's rule).
+        return Prepared(
+            key=key,
+            body=store.services[key],
+            service=Service(namespace=key[0], name=key[1], uid=error.uid),
+            pods=(),
+            slices=(),
+            nodes={},
+            env_services=(),
+            service_error=error,
+        )
     env_services = list(store.service_views_in(key[0]))
     if key[0] != "default":
         master = store.service_views.get(("default", "kubernetes"))
@@ -67,12 +91,15 @@ def prepare(store: Store, key: Key, default_kubernetes: Body | None) -> Prepared
         slices=store.slice_views_of(key),
         nodes=store.node_views_by_name(),
         env_services=env_services,
+        unparsed=store.unparsed_for(key),
     )
 
 
 def dns_questions(prepared: Prepared, settings: ControllerSettings) -> list[tuple[str, str]]:
     """The questions to ask: from the expected slices when the controller manages the
     service, from the observed ones otherwise (the core's contract)."""
+    if prepared.service_error is not None:
+        return []  # nothing can be expected of a service whose spec cannot be read
     slices: Sequence[Any] = prepared.slices
     if is_managed(prepared.service):
         slices = expected_endpoints(
@@ -91,6 +118,8 @@ def dns_observation(probe: ProbeResult) -> DnsObservation:
 def audit(
     prepared: Prepared, dns: DnsObservation | None, now: datetime, settings: ControllerSettings
 ) -> ServiceAudit:
+    if prepared.service_error is not None:
+        return audit_uninterpretable(prepared.service_error)
     return audit_service(
         service=prepared.service,
         pods=prepared.pods,
@@ -100,6 +129,7 @@ def audit(
         dns=dns,
         now=now,
         settings=AuditSettings(zone=settings.cluster_domain),
+        unparsed=prepared.unparsed,
     )
 
 

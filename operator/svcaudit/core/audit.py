@@ -21,14 +21,14 @@ from svcaudit.core.endpoints import (
     ExpectedSlice,
     expected_endpoints,
 )
-from svcaudit.core.envvars import ServiceEnvIndex
+from svcaudit.core.envvars import ServiceEnvIndex, service_variables
 from svcaudit.core.findings import (
     endpoint_findings,
     env_findings,
     pod_ref,
     with_service,
 )
-from svcaudit.core.model import EndpointSlice, Node, Pod, Service
+from svcaudit.core.model import SERVICE_NAME_LABEL, EndpointSlice, Node, Pod, Service, Unparsed
 
 __all__ = [
     "Aspect",
@@ -39,6 +39,8 @@ __all__ = [
     "SettleState",
     "Verdict",
     "audit_service",
+    "audit_uninterpretable",
+    "may_select",
     "settle",
     "verdicts_for",
 ]
@@ -46,6 +48,12 @@ __all__ = [
 Status = Literal["True", "False", "Unknown"]
 ASPECTS = (Aspect.ENDPOINTS, Aspect.ENVIRONMENT, Aspect.DNS)
 ObservedEnv = Mapping[tuple[str, str], Mapping[str, str]]  # (pod, container) -> env
+UNINTERPRETABLE = "Uninterpretable"  # Unknown verdict reason: an input could not be parsed
+# Endpoint findings that depend on knowing every selected pod (a pod the core could not
+# interpret might be the one that is ready / declares the port).
+_POD_SET_FINDINGS = frozenset(
+    {"SVA-EP-101", "SVA-EP-102", "SVA-EP-103", "SVA-EP-105", "SVA-EP-107"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +85,8 @@ class ServiceAudit:
     expected_dns: ExpectedDns
     env_findings: tuple[Discrepancy, ...]
     unknown: Mapping[Aspect, str] = field(default_factory=dict)  # aspect -> missing input
+    # aspect -> verdict reason when it is not the aspect's default (e.g. "Uninterpretable")
+    unknown_reasons: Mapping[Aspect, str] = field(default_factory=dict)
     pending: tuple[Discrepancy, ...] = ()  # reportable, but not yet settled (see settle)
 
     def to_status_detail(self) -> dict[str, object]:
@@ -139,9 +149,11 @@ def verdicts_for(
     unknown: Mapping[Aspect, str],
     pending: Sequence[Discrepancy] = (),
     published: Mapping[Aspect, str] | None = None,
+    reasons: Mapping[Aspect, str] | None = None,
 ) -> dict[Aspect, Verdict]:
     """Per aspect: False on any reportable discrepancy, else Unknown on a missing input (or
-    an unsettled discrepancy), else True; HEALTHY summarises the three.
+    an unsettled discrepancy), else True; HEALTHY summarises the three. `reasons`: the
+    Unknown reason of an aspect when not its default (e.g. "Uninterpretable").
 
     Hysteresis: an aspect whose only reportable findings are `pending` keeps the status it
     was last `published` with (True stays True, False stays False) instead of turning
@@ -155,7 +167,8 @@ def verdicts_for(
         if bad:
             out[aspect] = _failing(bad)
         elif aspect in unknown:
-            out[aspect] = Verdict("Unknown", _unknown_reason(aspect), unknown[aspect])
+            reason = (reasons or {}).get(aspect) or _unknown_reason(aspect)
+            out[aspect] = Verdict("Unknown", reason, unknown[aspect])
         elif waiting and before.get(aspect) == "True":
             out[aspect] = CONSISTENT  # churn younger than the settle time: no flap
         elif waiting and before.get(aspect) == "False":
@@ -180,9 +193,18 @@ def verdicts_for(
         )
     elif "Unknown" in statuses:
         missing = [str(a) for a, v in out.items() if v.status == "Unknown"]
-        out[Aspect.HEALTHY] = Verdict(
-            "Unknown", "IncompleteAudit", "unknown: " + ", ".join(missing)
-        )
+        blind = [v for v in out.values() if v.status == "Unknown"]
+        if all(v.reason == UNINTERPRETABLE for v in blind):
+            # Nothing but unparseable input: say which object and field, as the aspects do.
+            out[Aspect.HEALTHY] = Verdict(
+                "Unknown",
+                UNINTERPRETABLE,
+                "unknown: " + ", ".join(missing) + "; " + blind[0].message,
+            )
+        else:
+            out[Aspect.HEALTHY] = Verdict(
+                "Unknown", "IncompleteAudit", "unknown: " + ", ".join(missing)
+            )
     else:
         out[Aspect.HEALTHY] = Verdict("True", "Healthy", "endpoints, environment and DNS agree")
     return out
@@ -224,21 +246,31 @@ def audit_service(
     now: datetime,
     settings: AuditSettings = AuditSettings(),
     observed_env: ObservedEnv | None = None,
+    unparsed: Sequence[Unparsed] = (),
 ) -> ServiceAudit:
     """Audit one Service. `pods`: every pod of its namespace; `slices`: its EndpointSlices
     (None = not observed); `nodes` None = unknown (zones not checked, no pod dropped);
     `observed_env` optional real container environments keyed (pod name, container name).
+    `unparsed`: objects the shell could not interpret (`model.interpret`): pods of the
+    service's namespace and EndpointSlices labelled with its name (others are ignored).
+    What they feed is Unknown ("Uninterpretable", naming object and field), never judged
+    without them: a selected pod -> Endpoints (and DNS of a headless service); a slice ->
+    Endpoints (and DNS of a headless selectorless service); any pod -> Environment when
+    the service has variables (the pod's containers cannot be judged).
     `now` is accepted for the contract (and future time rules); the rules use object times.
     """
     del now
     unknown: dict[Aspect, str] = {}
+    blind = _blind_spots(service, slices, unparsed)
     ns_pods = [p for p in pods if p.namespace == service.namespace]
     exp = expected_endpoints(service, ns_pods, nodes, settings.max_endpoints_per_slice)
     found: list[Discrepancy] = endpoint_findings(service, ns_pods, exp)
+    if blind.selected_pods:
+        found = [d for d in found if d.code not in _POD_SET_FINDINGS]
     if slices is None:
         if exp.managed or not service.is_external_name:
             unknown[Aspect.ENDPOINTS] = "EndpointSlices of the service were not provided"
-    else:
+    elif not blind.endpoints:
         mine = [
             s for s in slices if s.namespace == service.namespace and s.service_name == service.name
         ]
@@ -254,7 +286,8 @@ def audit_service(
             found.append(_selectorless(service))
     dns_slices = _dns_slices(exp, service, slices)
     exp_dns = expected_dns(service, dns_slices if dns_slices is not None else (), settings.zone)
-    if service.is_headless and dns_slices is not None and exp_dns.nxdomain:
+    dns_blind = service.is_headless and bool(blind.selected_pods if exp.managed else blind.slices)
+    if service.is_headless and dns_slices is not None and exp_dns.nxdomain and not dns_blind:
         found.append(discrepancy("SVA-DNS-101", _svc(service), "a ready endpoint", "none"))
     if dns_slices is None:
         unknown[Aspect.DNS] = "headless selectorless service: its EndpointSlices were not provided"
@@ -262,7 +295,7 @@ def audit_service(
         unknown[Aspect.DNS] = "DNS was not queried"
     elif dns.error:
         unknown[Aspect.DNS] = f"DNS query failed: {dns.error}"
-    else:
+    elif not dns_blind:
         found += compare_dns(service, exp_dns, dns)
     observed_keys = frozenset(observed_env or {})
     envs = ServiceEnvIndex(with_service(env_services, service))  # built once per audit
@@ -279,16 +312,109 @@ def audit_service(
         found += _observed_env(service, ns_pods, envs, observed_env)
     if env_unknown:
         unknown[Aspect.ENVIRONMENT] = "; ".join(env_unknown)
+    reasons: dict[Aspect, str] = {}
+    env_blind = blind.pods if service_variables(service) else ()
+    for aspect, culprits in (
+        (Aspect.ENDPOINTS, blind.endpoints),
+        (Aspect.DNS, (blind.selected_pods if exp.managed else blind.slices) if dns_blind else ()),
+        (Aspect.ENVIRONMENT, env_blind),
+    ):
+        if culprits:
+            why = _uninterpretable_message(culprits)
+            unknown[aspect] = why + (f"; {unknown[aspect]}" if aspect in unknown else "")
+            reasons[aspect] = UNINTERPRETABLE
     all_found = _dedupe(found)
     return ServiceAudit(
         namespace=service.namespace,
         name=service.name,
-        verdicts=verdicts_for(all_found, unknown),
+        verdicts=verdicts_for(all_found, unknown, reasons=reasons),
         discrepancies=all_found,
         expected_slices=exp.slices,
         expected_dns=exp_dns,
         env_findings=tuple(d for d in all_found if d.aspect is Aspect.ENVIRONMENT),
         unknown=unknown,
+        unknown_reasons=reasons,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Blind:
+    """Unparsed objects one audit depends on, by what they feed."""
+
+    pods: tuple[Unparsed, ...] = ()  # pods of the namespace (their environment)
+    selected_pods: tuple[Unparsed, ...] = ()  # pods the service may select or target
+    slices: tuple[Unparsed, ...] = ()  # the service's own EndpointSlices
+
+    @property
+    def endpoints(self) -> tuple[Unparsed, ...]:
+        return self.slices + self.selected_pods
+
+
+def _blind_spots(
+    service: Service, slices: Sequence[EndpointSlice] | None, unparsed: Sequence[Unparsed]
+) -> _Blind:
+    """Which unparsed objects concern `service`. A pod's labels decide whether the selector
+    may match it (unreadable labels: it may); a selectorless service depends on the pods its
+    slices' endpoints name in targetRef; a slice counts when labelled with the service's name
+    (unreadable labels: the shell attributed it, trust that)."""
+    mine = [u for u in unparsed if u.namespace == service.namespace]
+    pods = tuple(u for u in mine if u.kind == "Pod")
+    if service.is_external_name:
+        return _Blind(pods=pods)
+    if service.has_selector:
+        selected = tuple(u for u in pods if may_select(service, u))
+    else:
+        targets = {
+            ep.target_ref.name
+            for s in slices or ()
+            if s.namespace == service.namespace and s.service_name == service.name
+            for ep in s.endpoints
+            if ep.target_ref is not None
+            and ep.target_ref.kind == "Pod"
+            and ep.target_ref.namespace in ("", service.namespace)
+        }
+        selected = tuple(u for u in pods if u.name in targets)
+    own = tuple(
+        u
+        for u in mine
+        if u.kind == "EndpointSlice"
+        and (u.labels is None or u.labels.get(SERVICE_NAME_LABEL) == service.name)
+    )
+    return _Blind(pods=pods, selected_pods=selected, slices=own)
+
+
+def may_select(service: Service, pod: Unparsed) -> bool:
+    """Whether `service`'s selector may match an uninterpretable pod: its labels match (as
+    `endpoints.selects`), or they are themselves unreadable."""
+    if pod.kind != "Pod" or pod.namespace != service.namespace or not service.has_selector:
+        return False
+    labels = pod.labels
+    return labels is None or all(labels.get(k) == v for k, v in service.selector.items())
+
+
+def _uninterpretable_message(culprits: Sequence[Unparsed], shown: int = 3) -> str:
+    first = "; ".join(u.message for u in culprits[:shown])
+    more = len(culprits) - shown
+    return first + (f" (and {more} more uninterpretable object(s))" if more > 0 else "")
+
+
+def audit_uninterpretable(service: Unparsed) -> ServiceAudit:
+    """The audit of a Service whose own body the core cannot interpret: every aspect Unknown
+    ("Uninterpretable"), the message naming the object and field, e.g.
+    "Service ns/x: spec.clusterIPs[0]: not an IP address: '10.96.010.7'". No discrepancy:
+    nothing can be judged about a service whose spec cannot be read."""
+    unknown = dict.fromkeys(ASPECTS, service.message)
+    reasons = dict.fromkeys(ASPECTS, UNINTERPRETABLE)
+    return ServiceAudit(
+        namespace=service.namespace,
+        name=service.name,
+        verdicts=verdicts_for((), unknown, reasons=reasons),
+        discrepancies=(),
+        expected_slices=(),
+        expected_dns=ExpectedDns(frozenset(), frozenset()),
+        env_findings=(),
+        unknown=unknown,
+        unknown_reasons=reasons,
     )
 
 
@@ -399,7 +525,11 @@ def settle(
             due = first_seen[d.key] + wait
             next_due = due if next_due is None else min(next_due, due)
     verdicts = verdicts_for(
-        kept, result.unknown, pending, previous.published if previous is not None else None
+        kept,
+        result.unknown,
+        pending,
+        previous.published if previous is not None else None,
+        result.unknown_reasons,
     )
     reported = replace(
         result,

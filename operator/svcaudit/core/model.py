@@ -8,10 +8,10 @@ rules never see a missing field and never crash on a malformed one.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from svcaudit.core.errors import MalformedObjectError
 from svcaudit.core.parsing import Fields
@@ -32,6 +32,8 @@ __all__ = [
     "Service",
     "ServicePort",
     "TargetRef",
+    "Unparsed",
+    "interpret",
     "ip_family",
 ]
 
@@ -55,6 +57,77 @@ def _ip(f: Fields, value: str, path: str) -> str:
     except ValueError:
         raise f.error(path, f"not an IP address: {value!r}") from None
     return value
+
+
+# ---- objects the core cannot interpret --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Unparsed:
+    """An object whose body `from_api` rejected: which object, which field, why.
+
+    `labels` are the object's labels when they are themselves readable (None otherwise), so
+    the rules can still tell which services the object concerns (a pod's selector match, a
+    slice's kubernetes.io/service-name). The audit turns what it feeds Unknown
+    ("Uninterpretable", naming the field) instead of judging without it.
+    """
+
+    kind: str
+    namespace: str
+    name: str
+    field: str
+    reason: str
+    uid: str = ""
+    labels: Mapping[str, str] | None = None
+
+    @property
+    def ref(self) -> str:
+        """`Kind ns/name` (`Kind name` for cluster-scoped objects), as in subjects."""
+        where = f"{self.namespace}/{self.name}" if self.namespace else self.name or "<unnamed>"
+        return f"{self.kind} {where}"
+
+    @property
+    def message(self) -> str:
+        """E.g. "Service ns/x: spec.clusterIPs[0]: not an IP address: '10.96.010.7'"."""
+        return f"{self.ref}: {self.field or '<object>'}: {self.reason}"
+
+    @classmethod
+    def from_error(cls, error: MalformedObjectError, obj: object) -> Unparsed:
+        meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+        meta = meta if isinstance(meta, Mapping) else {}
+        raw_labels = meta.get("labels")
+        labels: dict[str, str] | None = {}
+        if isinstance(raw_labels, Mapping):
+            if all(isinstance(k, str) and isinstance(v, str) for k, v in raw_labels.items()):
+                labels = dict(raw_labels)
+            else:
+                labels = None
+        elif raw_labels is not None:
+            labels = None
+        uid = meta.get("uid")
+        namespace = error.namespace or ("" if error.kind == "Node" else "default")
+        return cls(
+            kind=error.kind,
+            namespace=namespace,
+            name=error.name,
+            field=error.field,
+            reason=error.reason,
+            uid=uid if isinstance(uid, str) else "",
+            labels=labels,
+        )
+
+
+_View = TypeVar("_View")
+
+
+def interpret(
+    parse: Callable[[Mapping[str, Any]], _View], obj: Mapping[str, Any]
+) -> _View | Unparsed:
+    """`parse(obj)` (e.g. `Pod.from_api`), or what made it fail: never raises on a bad body."""
+    try:
+        return parse(obj)
+    except MalformedObjectError as exc:
+        return Unparsed.from_error(exc, obj)
 
 
 # ---- Service ---------------------------------------------------------------------------------
