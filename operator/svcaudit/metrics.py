@@ -15,6 +15,7 @@ check --metrics-file` and tests never collide. The operator shell calls:
                                                     # (both: Kube(on_write=, on_error=))
     m.verdict_changed(condition_type, status)       # per published condition change
     m.queue_length(n)                               # services waiting for an audit
+    m.track_leader(lambda: elector.is_leader)       # svcaudit_leader, read at each scrape
 
 `service_audited` reads only what the core's ServiceAudit exposes (verdicts, discrepancies),
 so the numbers are exactly what the conditions and ServiceAudits say.
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter as Tally
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from prometheus_client import (
@@ -140,6 +141,14 @@ class Metrics:
         self.queue = Gauge(
             "queue_length", "Services waiting for an audit.", namespace=NAMESPACE, registry=r
         )
+        self.leader = Gauge(
+            "leader",
+            "1 while this replica leads (audits and writes), 0 while it stands by; "
+            "1 without leader election.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.leader.set(1)
         # (ns, name) -> (healthy verdict, Tally of (code, aspect, severity))
         self._last: dict[tuple[str, str], tuple[str, Tally[tuple[str, str, str]]]] = {}
         # (ns, code, aspect, severity) -> count: the value of each live discrepancy series
@@ -224,6 +233,10 @@ class Metrics:
 
     def queue_length(self, n: int) -> None:
         self.queue.set(n)
+
+    def track_leader(self, is_leader: Callable[[], bool]) -> None:
+        """svcaudit_leader follows `is_leader()` at every scrape (never a stale value)."""
+        self.leader.set_function(lambda: 1.0 if is_leader() else 0.0)
 
     # ---- exposition ------------------------------------------------------------------------
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:

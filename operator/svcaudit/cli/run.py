@@ -127,12 +127,64 @@ def add_parser(subparsers: Any) -> None:
         default=_env_float("WARMUP_SECONDS", 2.0),
         help="wait this long for the initial listings before the first audit",
     )
+    _add_leader_election(p)
     p.add_argument(
         "--log-level",
         default=_env("LOG_LEVEL", "info"),
         choices=["debug", "info", "warning", "error"],
     )
     p.set_defaults(func=run)
+
+
+def _truthy(raw: str | None) -> bool:
+    return (raw or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _add_leader_election(p: argparse.ArgumentParser) -> None:
+    """High availability: several replicas, one leader (controller/leader.py)."""
+    from svcaudit.controller import leader
+
+    g = p.add_argument_group("leader election (docs/operator.md#high-availability)")
+    g.add_argument(
+        "--leader-elect",
+        action="store_true",
+        default=_truthy(_env("LEADER_ELECT")),
+        help="only the holder of a coordination.k8s.io Lease writes; other replicas stand by "
+        "(default off; on in deploy/ and the chart; env SVCAUDIT_LEADER_ELECT=true)",
+    )
+    g.add_argument(
+        "--leader-election-namespace",
+        default=_env("LEADER_ELECTION_NAMESPACE"),
+        metavar="NS",
+        help="namespace of the Lease (default: the pod's own, from its ServiceAccount, "
+        "else default)",
+    )
+    g.add_argument(
+        "--leader-election-id",
+        default=_env("LEADER_ELECTION_ID", leader.DEFAULT_LEASE_NAME),
+        metavar="NAME",
+        help=f"name of the Lease (default {leader.DEFAULT_LEASE_NAME})",
+    )
+    g.add_argument(
+        "--leader-election-lease-seconds",
+        type=float,
+        default=_env_float("LEADER_ELECTION_LEASE_SECONDS", leader.DEFAULT_LEASE_SECONDS),
+        help="a Lease not renewed for this long may be taken over "
+        f"(default {leader.DEFAULT_LEASE_SECONDS:g})",
+    )
+    g.add_argument(
+        "--leader-election-renew-deadline",
+        type=float,
+        default=_env_float("LEADER_ELECTION_RENEW_DEADLINE", leader.DEFAULT_RENEW_DEADLINE),
+        help="the leader stops writing this long after its last successful renewal "
+        f"(< lease seconds; default {leader.DEFAULT_RENEW_DEADLINE:g})",
+    )
+    g.add_argument(
+        "--leader-election-retry-period",
+        type=float,
+        default=_env_float("LEADER_ELECTION_RETRY_PERIOD", leader.DEFAULT_RETRY_PERIOD),
+        help=f"how often the Lease is renewed or tried (default {leader.DEFAULT_RETRY_PERIOD:g})",
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> ControllerSettings:
@@ -227,8 +279,9 @@ def run(args: argparse.Namespace) -> int:
     metrics = Metrics()
     if args.metrics_port:
         metrics.serve(args.metrics_port)
+    api_client = load_client(settings.kubeconfig)
     kube = Kube(
-        load_client(settings.kubeconfig),
+        api_client,
         settings.field_manager,
         on_write=metrics.write,
         on_error=metrics.api_error,
@@ -245,8 +298,11 @@ def run(args: argparse.Namespace) -> int:
         else None
     )
     instance = os.environ.get("POD_NAME") or socket.gethostname()
-    reconciler = Reconciler(settings, store, kube, prober, instance, metrics=metrics)
-    registry = build_registry(settings, store, reconciler)
+    elector = _leader_elector(args, api_client, kube, instance, metrics)
+    reconciler = Reconciler(
+        settings, store, kube, prober, instance, metrics=metrics, leader=elector
+    )
+    registry = build_registry(settings, store, reconciler, leader=elector)
     log.info(
         "starting",
         namespaces=list(settings.namespaces) or "all",
@@ -263,6 +319,48 @@ def run(args: argparse.Namespace) -> int:
         liveness_endpoint=settings.liveness_endpoint,
     )
     return 0
+
+
+def _leader_elector(
+    args: argparse.Namespace, api_client: Any, kube: Any, instance: str, metrics: Any
+) -> Any:
+    """The Lease elector when --leader-elect is on (else None: always the leader). Every
+    write of `kube` is gated on it, and svcaudit_leader follows it."""
+    if not args.leader_elect:
+        return None
+    from svcaudit.controller.leader import (
+        KubeLeaseApi,
+        LeaderElector,
+        check_timing,
+        default_identity,
+        default_namespace,
+    )
+
+    try:
+        check_timing(
+            args.leader_election_lease_seconds,
+            args.leader_election_renew_deadline,
+            args.leader_election_retry_period,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"svcaudit run: {exc}") from exc
+    api = KubeLeaseApi(
+        api_client,
+        args.leader_election_namespace or default_namespace(),
+        args.leader_election_id,
+        timeout=args.leader_election_retry_period * 2,
+        on_error=metrics.api_error,
+    )
+    elector = LeaderElector(
+        api,
+        default_identity(instance),
+        lease_seconds=args.leader_election_lease_seconds,
+        renew_deadline=args.leader_election_renew_deadline,
+        retry_period=args.leader_election_retry_period,
+    )
+    kube.may_write = lambda: elector.is_leader
+    metrics.track_leader(lambda: elector.is_leader)
+    return elector
 
 
 def _dns_server(settings: ControllerSettings, kube: Any) -> Any:

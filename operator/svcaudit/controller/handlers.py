@@ -16,6 +16,7 @@ import kopf
 import structlog
 
 from svcaudit.controller.indexes import Body, Key, Store
+from svcaudit.controller.leader import LeaderElector
 from svcaudit.controller.reconcile import Reconciler
 from svcaudit.controller.settings import CRD_GROUP, CRD_PLURAL, CRD_VERSION, ControllerSettings
 
@@ -24,7 +25,7 @@ log = structlog.get_logger("svcaudit.handlers")
 
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.posting.enabled = False  # kopf would post its log lines as Events on our objects
-    settings.peering.standalone = True
+    settings.peering.standalone = True  # HA is our own Lease (controller/leader.py)
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
@@ -33,7 +34,10 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
 
 
 def build_registry(
-    controller: ControllerSettings, store: Store, reconciler: Reconciler
+    controller: ControllerSettings,
+    store: Store,
+    reconciler: Reconciler,
+    leader: LeaderElector | None = None,
 ) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     task: dict[str, asyncio.Task[None]] = {}
@@ -62,6 +66,8 @@ def build_registry(
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure_kopf(settings)
         task["reconciler"] = asyncio.create_task(reconciler.run(), name="svcaudit-reconciler")
+        if leader is not None:
+            task["leader"] = asyncio.create_task(leader.run(), name="svcaudit-leader")
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
@@ -70,17 +76,25 @@ def build_registry(
             t.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        t = task.pop("leader", None)
+        if leader is not None and t is not None:  # the reconciler has stopped: hand over
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+            await leader.release()
 
     @kopf.on.probe(id="svcaudit", registry=registry)
     def probe(**_: Any) -> dict[str, Any]:
-        t = task.get("reconciler")
-        if t is not None and t.done():
-            raise RuntimeError("the reconciler task has stopped")
+        for name, t in task.items():
+            if t.done():
+                raise RuntimeError(f"the {name} task has stopped")
         return {
             "ready": reconciler.ready,
             "audits": reconciler.audits,
             "services": len(store.services),
             "writes": dict(reconciler.kube.writes),
+            "role": "leader" if reconciler.leader.is_leader else "standby",
+            "identity": leader.identity if leader is not None else "",
         }
 
     @kopf.on.event("v1", "services", registry=registry)

@@ -6,6 +6,9 @@ synchronous kubernetes client runs in worker threads; writes are rare (only on c
 Hooks (the metrics): `on_write(kind)` per successful write, `on_error(resource, verb, status)`
 per failed call (HTTP status, 0 when no response came back), 404s included even where the
 caller treats them as an answer (a Service deleted mid-audit, a missing CRD).
+
+With leader election, `may_write()` is asked right before every write; a replica that is not
+the leader gets `NotLeader` instead of a request.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ from svcaudit.controller.settings import CRD_GROUP, CRD_KIND, CRD_PLURAL, CRD_VE
 
 APPLY = "application/apply-patch+yaml"
 log = structlog.get_logger("svcaudit.kube")
+
+
+class NotLeader(Exception):
+    """A write refused before it was sent: this replica does not hold the leader Lease."""
 
 
 def load_client(kubeconfig: str | None) -> client.ApiClient:
@@ -54,6 +61,12 @@ class Kube:
         self.writes: dict[str, int] = {}
         self._on_write = on_write
         self._on_error = on_error
+        # Leader election (controller/leader.py): asked right before every write.
+        self.may_write: Callable[[], bool] | None = None
+
+    def _gate(self) -> None:
+        if self.may_write is not None and not self.may_write():
+            raise NotLeader("not the leader: write skipped")
 
     @contextmanager
     def _call(self, resource: str, verb: str) -> Iterator[None]:
@@ -99,6 +112,7 @@ class Kube:
             "metadata": {"name": name, "namespace": namespace},
             "status": {"conditions": conditions},
         }
+        self._gate()
         try:
             with self._call("services/status", "apply"):
                 resp = await asyncio.to_thread(
@@ -165,6 +179,7 @@ class Kube:
     ) -> dict[str, Any] | None:
         """Server-side apply of a ServiceAudit (or its status) with our field manager."""
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        self._gate()
         with self._call(resource, "apply"):
             resp = await asyncio.to_thread(
                 patch,
@@ -186,6 +201,7 @@ class Kube:
         namespace = event["metadata"]["namespace"]
         body = client.CoreV1Event.from_dict(dict(event))
         assert body is not None
+        self._gate()
         with self._call("events", "create"):
             await asyncio.to_thread(
                 self._core.create_namespaced_event, namespace, body, _preload_content=False

@@ -29,7 +29,8 @@ from svcaudit.controller.conditions import (
 from svcaudit.controller.dns_probe import DnsProber
 from svcaudit.controller.events import build_event, event_kind
 from svcaudit.controller.indexes import Key, Store
-from svcaudit.controller.kube import Kube
+from svcaudit.controller.kube import Kube, NotLeader
+from svcaudit.controller.leader import AlwaysLeader, Leadership
 from svcaudit.controller.settings import ControllerSettings
 from svcaudit.core.audit import DnsObservation, ServiceAudit
 from svcaudit.metrics import Metrics
@@ -59,8 +60,10 @@ class Reconciler:
         instance: str,
         clock: Callable[[], datetime] = _now,
         metrics: Metrics | None = None,
+        leader: Leadership | None = None,
     ) -> None:
         self.settings = settings
+        self.leader: Leadership = leader if leader is not None else AlwaysLeader()
         self.store = store
         self.kube = kube
         self.prober = prober
@@ -136,6 +139,10 @@ class Reconciler:
         resync_at = time.monotonic()
         while True:
             now = time.monotonic()
+            if not self.leader.is_leader:
+                await self._stand_by()
+                resync_at = time.monotonic()  # leading now: every service at once
+                continue
             if now >= resync_at:
                 self.mark(self.store.all_service_keys(), delay=0)
                 resync_at = now + self.settings.resync_seconds
@@ -149,6 +156,8 @@ class Reconciler:
                     await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, nxt - now))
                 continue
             for _, key in due:
+                if not self.leader.is_leader:
+                    break
                 if self._due.get(key, math.inf) > time.monotonic():
                     continue
                 self._due.pop(key, None)
@@ -159,9 +168,25 @@ class Reconciler:
                     await self.audit(key)
                 except asyncio.CancelledError:
                     raise
+                except NotLeader:
+                    self.mark([key], delay=0)
+                    break  # leadership lapsed mid-audit: nothing was sent
                 except Exception as exc:
                     log.exception("audit failed", namespace=key[0], service=key[1], error=str(exc))
                     self.mark([key], delay=RETRY_SECONDS)
+
+    # ---- leader election (controller/leader.py) ---------------------------------------------
+    async def _stand_by(self) -> None:
+        """Not the leader: write nothing and wait. The store stays warm (kopf keeps watching);
+        what this replica remembers of its own publishing is dropped, since another leader
+        may publish meanwhile: a new leader resumes from what the cluster holds, exactly
+        like a restarted operator (no flapping, no repeated events, no rewrites)."""
+        for key in {*self._settle, *self._reported}:
+            self._forget(key)  # also drops this replica's per-service gauges
+        self._written.clear()
+        log.info("standing by: not the leader")
+        await self.leader.wait_leading()
+        log.info("leading: auditing every service", services=len(self.store.services))
 
     # ---- one audit -------------------------------------------------------------------------
     async def audit(self, key: Key) -> None:
@@ -394,6 +419,8 @@ class Reconciler:
                 )
                 try:
                     await self.kube.create_event(event)
+                except NotLeader:
+                    raise
                 except Exception as exc:  # an event is best effort; the condition is the record
                     log.warning(
                         "event not recorded", namespace=key[0], service=key[1], error=str(exc)
