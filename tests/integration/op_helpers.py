@@ -59,8 +59,10 @@ class Operator:
         dns: str | None = None,
         settle: float = 2.0,
         extra: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ):
         self.cluster = cluster
+        self.extra_env = dict(env or {})
         self.namespace = namespace
         self.log_path = log_path
         self.liveness_port = free_port()
@@ -97,6 +99,7 @@ class Operator:
 
     def start(self) -> Operator:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SVCAUDIT_")}
+        env.update(self.extra_env)
         self._log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             self.args, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO
@@ -105,6 +108,10 @@ class Operator:
         return self
 
     def alive(self) -> bool:
+        return bool(self.probe().get("ready"))
+
+    def probe(self) -> dict[str, Any]:
+        """The operator's part of kopf's /healthz ({} while it does not answer)."""
         import urllib.request
 
         assert self.proc is not None
@@ -115,9 +122,15 @@ class Operator:
                 f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=2
             ) as resp:
                 data = json.loads(resp.read() or b"{}")
-                return bool(resp.status == 200 and data.get("svcaudit", {}).get("ready"))
+                return dict(data.get("svcaudit") or {}) if resp.status == 200 else {}
         except OSError:
-            return False
+            return {}
+
+    def kill(self) -> None:
+        """kill -9: no cleanup handler runs (a held Lease is not released)."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
 
     def metrics_text(self) -> str:
         import urllib.request

@@ -63,7 +63,8 @@ def test_deployment_is_hardened_and_its_pod_runs(cluster: Cluster) -> None:
         ).stdout
     )["items"]
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-    assert len(live) == 1
+    assert len(live) == 2  # leader and standby (docs/operator.md#high-availability)
+    assert {p["spec"]["containers"][0]["image"] for p in live} == {"svcaudit:dev"}
     spec = live[0]["spec"]
     assert spec["serviceAccountName"] == "svcaudit"
     psc = spec["securityContext"]
@@ -83,6 +84,9 @@ def test_deployment_is_hardened_and_its_pod_runs(cluster: Cluster) -> None:
     # kopf's liveness endpoint listens where the probes look.
     assert env["SVCAUDIT_LIVENESS"] == f"http://0.0.0.0:{ports['health']}/healthz"
     assert env["SVCAUDIT_METRICS_PORT"] == str(ports["metrics"])
+    assert env["SVCAUDIT_LEADER_ELECT"] == "true"
+    ns_env = next(e for e in c["env"] if e["name"] == "SVCAUDIT_LEADER_ELECTION_NAMESPACE")
+    assert ns_env["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     assert any(v["mountPath"] == "/tmp" for v in c["volumeMounts"])
 
 
@@ -120,8 +124,25 @@ def test_metrics_service_selects_the_operator_pod(cluster: Cluster) -> None:
     )["items"]
     endpoints = [e for s in slices for e in s.get("endpoints") or []]
     ports = [p["port"] for s in slices for p in s.get("ports") or []]
-    assert len(endpoints) == 1 and endpoints[0]["targetRef"]["kind"] == "Pod"
+    # Both replicas: a standby is ready too (it serves its svcaudit_leader 0).
+    assert len(endpoints) == 2 and {e["targetRef"]["kind"] for e in endpoints} == {"Pod"}
     assert ports == [9090]
+
+
+def test_two_replicas_elect_a_leader() -> None:
+    """HA in the manifests: two replicas, leader election on, a rollout that never stops the
+    old leader before its successor runs, spread over nodes. (No PodDisruptionBudget:
+    `kubectl apply` reports a policy/v1 PDB "configured" at every apply, since its selector
+    is always patched, which would break the clean re-apply above.)"""
+    dep = _deployment()
+    assert dep["spec"]["replicas"] == 2
+    assert dep["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    pod = dep["spec"]["template"]
+    (spread,) = pod["spec"]["topologySpreadConstraints"]
+    assert spread["labelSelector"]["matchLabels"] == pod["metadata"]["labels"]
 
 
 def test_every_setting_of_the_deployment_is_read_by_the_operator() -> None:

@@ -35,7 +35,21 @@ REQUIRED: dict[tuple[str, str], frozenset[str]] = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): frozenset({"list", "watch"}),
 }
 
+# Leader election (operator/svcaudit/controller/leader.py): one Lease, read, created and
+# updated in the operator's own namespace only (a Role, never the ClusterRole).
+LEADER_ELECTION: dict[tuple[str, str], frozenset[str]] = {
+    ("coordination.k8s.io", "leases"): frozenset({"get", "create", "update"}),
+}
+
 Rules = dict[tuple[str, str], frozenset[str]]
+
+
+def merged(*rules: Rules) -> Rules:
+    out: dict[tuple[str, str], frozenset[str]] = {}
+    for r in rules:
+        for key, verbs in r.items():
+            out[key] = out.get(key, frozenset()) | verbs
+    return out
 
 
 def documents(paths: Iterable[Path]) -> list[dict[str, Any]]:
@@ -66,9 +80,10 @@ def rules_of(docs: Iterable[dict[str, Any]], kind: str = "ClusterRole") -> Rules
 _ROW = re.compile(r"^(\S+)\s+\[\]\s+\[\]\s+\[([^\]]*)\]\s*$")
 
 
-def can_i_list(cluster: Cluster, user: str) -> Rules:
-    """`kubectl auth can-i --list --as USER`, resources only (non-resource URLs dropped)."""
-    proc = cluster.run_kubectl("auth", "can-i", "--list", "--as", user)
+def can_i_list(cluster: Cluster, user: str, namespace: str = "default") -> Rules:
+    """`kubectl auth can-i --list --as USER -n NS`, resources only (non-resource URLs
+    dropped): the cluster-wide rules plus the namespace's Roles."""
+    proc = cluster.run_kubectl("auth", "can-i", "--list", "--as", user, "-n", namespace)
     out: dict[tuple[str, str], set[str]] = {}
     for line in proc.stdout.splitlines()[1:]:
         m = _ROW.match(line)
@@ -84,9 +99,11 @@ def can_i_list(cluster: Cluster, user: str) -> Rules:
     return {k: frozenset(v) for k, v in out.items()}
 
 
-def granted(cluster: Cluster, user: str, baseline_user: str) -> Rules:
-    """What `user` may do beyond what a bare ServiceAccount may (self-reviews and the like)."""
-    mine, base = can_i_list(cluster, user), can_i_list(cluster, baseline_user)
+def granted(cluster: Cluster, user: str, baseline_user: str, namespace: str = "default") -> Rules:
+    """What `user` may do in `namespace` beyond what a bare ServiceAccount may (self-reviews
+    and the like)."""
+    mine = can_i_list(cluster, user, namespace)
+    base = can_i_list(cluster, baseline_user, namespace)
     out: Rules = {}
     for key, verbs in mine.items():
         extra = verbs - base.get(key, frozenset())

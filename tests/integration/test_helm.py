@@ -19,9 +19,11 @@ import yaml
 from tests.fixtures import REPO, Cluster
 from tests.integration.test_check_helpers import eventually
 from tests.integration.test_deploy_helpers import (
+    LEADER_ELECTION,
     REQUIRED,
     deploy_documents,
     granted,
+    merged,
     rules_of,
 )
 
@@ -92,6 +94,7 @@ def test_lint(helm: list[str]) -> None:
         ["metrics.serviceMonitor.enabled=true"],
         ["watchNamespaces={a,b}"],
         ["rbac.create=false", "serviceAccount.create=false"],
+        ["leaderElection.enabled=false"],
     ):
         args = [a for s in sets for a in ("--set", s)]
         run_helm(helm, "lint", "--strict", str(CHART), *args)
@@ -102,6 +105,13 @@ def test_chart_is_equivalent_to_deploy(helm: list[str]) -> None:
     chart = render(helm)
     deploy = deploy_documents()
     assert rules_of(chart) == rules_of(deploy) == REQUIRED
+    assert rules_of(chart, "Role") == rules_of(deploy, "Role") == LEADER_ELECTION
+    role, ref_role = one(chart, "Role"), one(deploy, "Role")
+    assert role["metadata"]["name"] == ref_role["metadata"]["name"]
+    assert role["metadata"]["namespace"] == ref_role["metadata"]["namespace"]
+    role_binding = one(chart, "RoleBinding")
+    assert role_binding["subjects"] == one(deploy, "RoleBinding")["subjects"]
+    assert role_binding["roleRef"]["name"] == role["metadata"]["name"]
     assert one(chart, "CustomResourceDefinition") == one(deploy, "CustomResourceDefinition")
     binding = one(chart, "ClusterRoleBinding")
     assert binding["subjects"] == [
@@ -125,8 +135,13 @@ def test_chart_is_equivalent_to_deploy(helm: list[str]) -> None:
     assert c["resources"] == rc["resources"]
     assert env_of(ours) == env_of(theirs)
     assert pod["volumes"] == ref["volumes"]
-    assert ours["spec"]["replicas"] == theirs["spec"]["replicas"] == 1
+    assert ours["spec"]["replicas"] == theirs["spec"]["replicas"] == 2
     assert ours["spec"]["strategy"] == theirs["spec"]["strategy"]
+    (spread,), (ref_spread,) = pod["topologySpreadConstraints"], ref["topologySpreadConstraints"]
+    # The same constraint; the chart's selector also names the release (its pod labels do).
+    assert spread.pop("labelSelector") == {"matchLabels": ours["spec"]["selector"]["matchLabels"]}
+    ref_spread = {k: v for k, v in ref_spread.items() if k != "labelSelector"}
+    assert spread == ref_spread
     svc, ref_svc = one(chart, "Service"), one(deploy, "Service")
     assert svc["spec"]["ports"] == ref_svc["spec"]["ports"]
     assert [d for d in chart if d["kind"] == "ServiceMonitor"] == []
@@ -166,9 +181,17 @@ def test_values_reach_the_operator(helm: list[str]) -> None:
     assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
     assert svc["spec"]["ports"][0]["port"] == 9191
     assert one(docs, "ClusterRole")["metadata"]["name"] == "audit-svcaudit"
+    assert env["SVCAUDIT_LEADER_ELECTION_ID"] == "audit-svcaudit-leader"  # one per release
+    assert one(docs, "Role")["metadata"]["name"] == "audit-svcaudit-leader-election"
     # Defaults leave the unset settings to the operator's own defaults.
     env = env_of(one(render(helm), "Deployment"))
     assert "SVCAUDIT_NAMESPACES" not in env and "SVCAUDIT_DNS_SERVER" not in env
+    # Without leader election: one replica, replaced (never two writers), no Lease rights.
+    single = render(helm, "leaderElection.enabled=false")
+    dep = one(single, "Deployment")
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"] == {"type": "Recreate"}
+    assert "SVCAUDIT_LEADER_ELECT" not in env_of(dep)
+    assert [d["kind"] for d in single if d["kind"] in ("Role", "RoleBinding")] == []
 
 
 def test_install_on_the_local_cluster(helm: list[str], cluster: Cluster, namespace: str) -> None:
@@ -190,10 +213,11 @@ def test_install_on_the_local_cluster(helm: list[str], cluster: Cluster, namespa
         sa = f"system:serviceaccount:{namespace}:{fullname}"
         bare = f"system:serviceaccount:{namespace}:default"
         assert granted(cluster, sa, bare) == REQUIRED
+        assert granted(cluster, sa, bare, namespace) == merged(REQUIRED, LEADER_ELECTION)
         dep = json.loads(
             cluster.run_kubectl("get", "deployment", fullname, "-n", namespace, "-o", "json").stdout
         )
-        assert dep["status"].get("availableReplicas") == 1
+        assert dep["status"].get("availableReplicas") == 2
         # The metrics Service selects the operator pod.
         eventually(
             lambda: json.loads(

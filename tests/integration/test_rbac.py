@@ -23,11 +23,14 @@ from tests.integration.test_check_helpers import (
     statuses,
 )
 from tests.integration.test_deploy_helpers import (
+    LEADER_ELECTION,
     REQUIRED,
+    SA_NAMESPACE,
     SA_USER,
     apply_deploy,
     deploy_documents,
     granted,
+    merged,
     rules_of,
     sa_kubeconfig,
 )
@@ -53,20 +56,30 @@ def deployed(cluster: Cluster) -> Cluster:
 
 def test_declared_rules_are_what_the_code_needs() -> None:
     assert rules_of(deploy_documents()) == REQUIRED
-    # Only the one ClusterRole; no namespaced Role granting more on the side.
+    # One ClusterRole, and one Role for leader election in the operator's namespace only.
     kinds = [d["kind"] for d in deploy_documents()]
-    assert kinds.count("ClusterRole") == 1 and "Role" not in kinds
-    binding = next(d for d in deploy_documents() if d["kind"] == "ClusterRoleBinding")
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "svcaudit", "namespace": "svcaudit-system"}
-    ]
+    assert kinds.count("ClusterRole") == 1 and kinds.count("Role") == 1
+    assert rules_of(deploy_documents(), "Role") == LEADER_ELECTION
+    role = next(d for d in deploy_documents() if d["kind"] == "Role")
+    assert role["metadata"]["namespace"] == SA_NAMESPACE
+    sa = [{"kind": "ServiceAccount", "name": "svcaudit", "namespace": "svcaudit-system"}]
+    for kind, ref in (("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")):
+        (binding,) = [d for d in deploy_documents() if d["kind"] == kind]
+        assert binding["subjects"] == sa
+        assert binding["roleRef"]["kind"] == ref
+    (binding,) = [d for d in deploy_documents() if d["kind"] == "RoleBinding"]
+    assert binding["metadata"]["namespace"] == SA_NAMESPACE
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
 
 
 def test_effective_permissions_are_exact(deployed: Cluster, namespace: str) -> None:
     """What the API server says the ServiceAccount may do, beyond a bare ServiceAccount's
-    defaults, is exactly REQUIRED: nothing missing, nothing more."""
+    defaults, is exactly REQUIRED anywhere, plus LEADER_ELECTION in its own namespace:
+    nothing missing, nothing more."""
     bare = f"system:serviceaccount:{namespace}:default"
     assert granted(deployed, SA_USER, bare) == REQUIRED
+    assert granted(deployed, SA_USER, bare, namespace) == REQUIRED  # a user namespace
+    assert granted(deployed, SA_USER, bare, SA_NAMESPACE) == merged(REQUIRED, LEADER_ELECTION)
 
 
 def _can(cluster: Cluster, *args: str) -> str:
@@ -196,15 +209,24 @@ def test_check_runs_with_the_operator_identity(
 def test_operator_runs_with_the_operator_identity(
     deployed: Cluster, namespace: str, tmp_path: Path
 ) -> None:
-    """`svcaudit run` with the ServiceAccount's token: it lists, watches, writes conditions,
-    ServiceAudits and Events, and nothing in its logs is a permission error."""
+    """`svcaudit run --leader-elect` with the ServiceAccount's token: it takes its Lease (in
+    svcaudit-system, as deployed), lists, watches, writes conditions, ServiceAudits and
+    Events, and nothing in its logs is a permission error."""
     make_workload(deployed, namespace)
     settled_workload(deployed, namespace)
     kubeconfig = sa_kubeconfig(deployed, tmp_path / "sa.kubeconfig")
     sa_cluster = dataclasses.replace(deployed, kubeconfig=str(kubeconfig))
     ensure_crd(deployed)  # as the admin: the operator itself may not touch CRDs
-    op = Operator(sa_cluster, namespace, tmp_path / "operator.log").start()
+    lease = f"rbac-test-{namespace}"[:63]  # not the deployed replicas' own Lease
+    election = ("--leader-elect", "--leader-election-namespace", SA_NAMESPACE)
+    op = Operator(
+        sa_cluster,
+        namespace,
+        tmp_path / "operator.log",
+        extra=(*election, "--leader-election-id", lease),
+    ).start()
     try:
+        eventually(lambda: op.probe().get("role") == "leader", 30, "the Lease taken")
         eventually(
             lambda: condition_is(deployed, namespace, "named", "EndpointsConsistent", "False"),
             90,
@@ -224,6 +246,8 @@ def test_operator_runs_with_the_operator_identity(
         eventually(lambda: events_for(deployed, namespace, "named"), 60, "an Event")
     finally:
         op.stop()
+        deployed.run_kubectl("delete", "lease", lease, "-n", SA_NAMESPACE, check=False)
+    assert any(e.get("event") == "lease released" for e in op.logs())
     text = op.logs_text()
     lowered = text.lower()
     for marker in ("forbidden", " 403", "not enough permissions"):

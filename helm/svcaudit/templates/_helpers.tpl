@@ -34,3 +34,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default "default" .Values.serviceAccount.name }}
 {{- end }}
 {{- end }}
+
+{{- define "svcaudit.leaseName" -}}
+{{- default (printf "%s-leader" (include "svcaudit.fullname" .)) .Values.leaderElection.leaseName }}
+{{- end }}
+
+{{- define "svcaudit.replicas" -}}
+{{- if .Values.leaderElection.enabled }}{{ .Values.replicaCount }}{{ else }}1{{ end }}
+{{- end }}
