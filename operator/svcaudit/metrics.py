@@ -16,6 +16,8 @@ check --metrics-file` and tests never collide. The operator shell calls:
     m.verdict_changed(condition_type, status)       # per published condition change
     m.queue_length(n)                               # services waiting for an audit
     m.track_leader(lambda: elector.is_leader)       # svcaudit_leader, read at each scrape
+    m.api_reachable(ok)                             # the API server's /readyz answers
+    m.service_unobservable(ns, name, audit)         # verdict Unknown while blind
 
 `service_audited` reads only what the core's ServiceAudit exposes (verdicts, discrepancies),
 so the numbers are exactly what the conditions and ServiceAudits say.
@@ -138,6 +140,14 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.api_up = Gauge(
+            "api_reachable",
+            "1 while the API server answers /readyz, 0 while it does not (verdicts then "
+            "turn Unknown after --api-unknown-after seconds).",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.api_up.set(1)
         self.queue = Gauge(
             "queue_length", "Services waiting for an audit.", namespace=NAMESPACE, registry=r
         )
@@ -167,6 +177,13 @@ class Metrics:
         self.audits.labels(healthy).inc()
         if duration_seconds is not None:
             self.audit_duration.observe(duration_seconds)
+
+    def service_unobservable(self, namespace: str, name: str, reported: AuditLike) -> None:
+        """The verdict can no longer be vouched for (API unreachable): not an audit."""
+        self._replace((namespace, name), (_healthy(reported), Tally()))
+
+    def api_reachable(self, reachable: bool) -> None:
+        self.api_up.set(1 if reachable else 0)
 
     def service_forgotten(self, namespace: str, name: str) -> None:
         """The service is gone: drop its contribution to the gauges."""

@@ -127,6 +127,13 @@ def add_parser(subparsers: Any) -> None:
         default=_env_float("WARMUP_SECONDS", 2.0),
         help="wait this long for the initial listings before the first audit",
     )
+    p.add_argument(
+        "--api-unknown-after",
+        type=float,
+        default=_env_float("API_UNKNOWN_AFTER", 15.0),
+        help="seconds the API server may stay unreachable before the operator stops vouching "
+        "for its verdicts (metrics turn Unknown; default 15)",
+    )
     _add_leader_election(p)
     p.add_argument(
         "--log-level",
@@ -208,6 +215,7 @@ def settings_from_args(args: argparse.Namespace) -> ControllerSettings:
         debounce_seconds=args.debounce_seconds,
         resync_seconds=args.resync_seconds,
         warmup_seconds=args.warmup_seconds,
+        api_unknown_after_seconds=args.api_unknown_after,
         dns_check=not args.no_dns,
         dns_server=host or None,
         dns_port=port,
@@ -255,7 +263,7 @@ def configure_logging(level: str) -> None:
     # kopf is chatty at INFO about every watch; keep its warnings and errors.
     logging.getLogger("kopf").setLevel(max(logging.WARNING, root.level))
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.ERROR)  # its retries: we report outages
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # liveness probes
 
 

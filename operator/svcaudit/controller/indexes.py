@@ -17,6 +17,7 @@ an empty set: the body is stored, but nothing is re-audited.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -24,6 +25,7 @@ from typing import Any
 
 import structlog
 
+from svcaudit.controller.settings import CONDITION_PREFIX
 from svcaudit.core.audit import may_select
 from svcaudit.core.endpoints import selects
 from svcaudit.core.model import EndpointSlice, Node, Pod, Service, Unparsed, interpret
@@ -44,6 +46,26 @@ def key_of(body: Body) -> Key:
 
 def _fingerprint(*parts: Any) -> str:
     return json.dumps(parts, sort_keys=True, default=str)
+
+
+def _digest(fingerprint: str) -> bytes:
+    return hashlib.blake2b(fingerprint.encode(), digest_size=16).digest()
+
+
+# What the store keeps of a pod: its name and the digests of its two fingerprints, not the
+# body (10k pod bodies were ~200 MB of the operator's memory; the views hold what audits
+# read). These keys never occur in a Kubernetes object.
+POD_DIGEST = "svcaudit:digest"
+POD_ENV_DIGEST = "svcaudit:envDigest"
+
+
+def pod_record(body: Body) -> Body:
+    meta = body.get("metadata") or {}
+    return {
+        "metadata": {"namespace": meta.get("namespace"), "name": meta.get("name")},
+        POD_DIGEST: _digest(pod_fingerprint(body)),
+        POD_ENV_DIGEST: _digest(pod_env_fingerprint(body)),
+    }
 
 
 def selector_of(service: Body) -> Mapping[str, str]:
@@ -141,6 +163,16 @@ def pod_env_fingerprint(body: Body) -> str:
     )
 
 
+def our_conditions(body: Body) -> list[Any]:
+    """The svcaudit.dev/ conditions of a Service: nobody but us should change them."""
+    conditions = (body.get("status") or {}).get("conditions") or []
+    return [
+        c
+        for c in conditions
+        if isinstance(c, Mapping) and str(c.get("type", "")).startswith(CONDITION_PREFIX)
+    ]
+
+
 def node_fingerprint(body: Body) -> str:
     status = body.get("status") or {}
     return _fingerprint(labels_of(body).get(ZONE_LABEL), status.get("addresses"))
@@ -178,6 +210,60 @@ class Store:
     slice_errors: dict[Key, dict[str, Unparsed]] = dataclasses.field(
         default_factory=lambda: defaultdict(dict)
     )  # service key -> slice name -> error
+    # (kind, key) -> monotonic time of the last event: what a resync may call a ghost
+    last_event: dict[tuple[str, Key], float] = dataclasses.field(default_factory=dict)
+
+    # ---- resync after a watch gap --------------------------------------------------------
+    def touch(self, kind: str, event_type: str | None, body: Body, when: float) -> None:
+        if event_type == "DELETED":
+            self.last_event.pop((kind, key_of(body)), None)
+        else:
+            self.last_event[(kind, key_of(body))] = when
+
+    def keys_of(self, kind: str) -> list[Key]:
+        if kind == "services":
+            return list(self.services)
+        if kind == "pods":
+            return [(ns, name) for ns, pods in self.pods.items() for name in pods]
+        if kind == "endpointslices":
+            return list(self.slice_owner)
+        if kind == "nodes":
+            return [("", name) for name in self.nodes]
+        if kind == "serviceaudits":
+            return list(self.audits)
+        raise ValueError(f"unknown kind {kind!r}")
+
+    def prune(self, kind: str, live: set[Key], listed_at: float) -> tuple[set[Key], set[Key]]:
+        """Forget objects of `kind` missing from a fresh listing: deleted while a watch was
+        down (a re-list brings no DELETED events). Objects with an event after the listing
+        started are kept (created since). Returns (ghosts, services to re-audit)."""
+        ghosts = {
+            k
+            for k in self.keys_of(kind)
+            if k not in live and self.last_event.get((kind, k), 0.0) < listed_at
+        }
+        affected: set[Key] = set()
+        apply = {
+            "services": self.apply_service,
+            "pods": self.apply_pod,
+            "endpointslices": self.apply_slice,
+            "nodes": self.apply_node,
+            "serviceaudits": self.apply_audit,
+        }[kind]
+        for ns, name in ghosts:
+            stored: Body | None = None
+            if kind == "services":
+                stored = self.services.get((ns, name))
+            elif kind == "pods":
+                stored = self.pods.get(ns, {}).get(name)
+            elif kind == "nodes":
+                stored = self.nodes.get(name)
+            elif kind == "serviceaudits":
+                stored = self.audits.get((ns, name))
+            body = stored or {"metadata": {"namespace": ns or None, "name": name}}
+            affected |= apply("DELETED", body)
+            self.last_event.pop((kind, (ns, name)), None)
+        return ghosts, affected
 
     # ---- services ------------------------------------------------------------------------
     def apply_service(self, event_type: str | None, body: Body) -> set[Key]:
@@ -202,7 +288,9 @@ class Store:
             return self.services_in(ns) | {key}  # env vars of the namespace changed
         if service_fingerprint(old) != service_fingerprint(body):
             return {key}
-        return set()  # status/metadata only (e.g. our own condition writes)
+        if our_conditions(old) != our_conditions(body):
+            return {key}  # our write (re-audit writes nothing) or someone else's edit of it
+        return set()  # status/metadata only
 
     def services_in(self, namespace: str) -> set[Key]:
         return {(namespace, n) for n in self.services_by_ns.get(namespace, ())}
@@ -242,8 +330,9 @@ class Store:
             if node is not None:
                 self.pods_by_node[node].discard(key)
             return {(ns, s) for s in before} | self.services_in(ns)
-        self.pods[ns][name] = body
-        changed = old is None or pod_fingerprint(old) != pod_fingerprint(body)
+        record = pod_record(body)
+        self.pods[ns][name] = record
+        changed = old is None or old[POD_DIGEST] != record[POD_DIGEST]
         if not changed:
             return set()  # resourceVersion/managedFields only
         view, error = _view(Pod, body)
@@ -266,7 +355,7 @@ class Store:
                 self.pod_node[key] = node
             else:
                 self.pod_node.pop(key, None)
-        if old is None or pod_env_fingerprint(old) != pod_env_fingerprint(body):
+        if old is None or old[POD_ENV_DIGEST] != record[POD_ENV_DIGEST]:
             return {(ns, s) for s in before | after} | self.services_in(ns)
         return {(ns, s) for s in before | after}
 
@@ -345,7 +434,10 @@ class Store:
             self.audits.pop(key, None)
             # Deleted by hand (or by the GC of a previous incarnation): re-create if needed.
             return {key} if key in self.services else set()
+        old = self.audits.get(key)
         self.audits[key] = body
+        if old is not None and old.get("status") != body.get("status"):
+            return {key}  # our write (re-audit writes nothing) or someone else's edit of it
         return set()
 
     def all_service_keys(self) -> Iterable[Key]:

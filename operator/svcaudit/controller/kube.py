@@ -26,6 +26,8 @@ from kubernetes.client.exceptions import ApiException
 from svcaudit.controller.settings import CRD_GROUP, CRD_KIND, CRD_PLURAL, CRD_VERSION
 
 APPLY = "application/apply-patch+yaml"
+JSON = "application/json"
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 log = structlog.get_logger("svcaudit.kube")
 
 
@@ -55,6 +57,7 @@ class Kube:
         on_write: Callable[[str], None] | None = None,
         on_error: Callable[[str, str, int], None] | None = None,
     ) -> None:
+        self._api = api
         self._core = client.CoreV1Api(api)
         self._custom = client.CustomObjectsApi(api)
         self.field_manager = field_manager
@@ -87,6 +90,59 @@ class Kube:
         self.writes[what] = self.writes.get(what, 0) + 1
         if self._on_write is not None:
             self._on_write(what)
+
+    def _get_raw(
+        self, path: str, query: list[tuple[str, Any]] | None = None, accept: str = JSON
+    ) -> Any:
+        """GET a path with our credentials; the response (status, data) or ApiException."""
+        method, url, headers, _, _ = self._api.param_serialize(
+            "GET",
+            path,
+            query_params=query or [],
+            header_params={"Accept": accept},
+            auth_settings=["BearerToken"],
+        )
+        resp = self._api.call_api(method, url, header_params=headers, _request_timeout=10)
+        resp.read()  # type: ignore[no-untyped-call]
+        if not 200 <= resp.status < 300:
+            raise ApiException(http_resp=resp)
+        return resp
+
+    async def readyz(self) -> bool:
+        """Whether the API server says it is ready (its etcd check included)."""
+
+        def call() -> bool:
+            with self._call("readyz", "get"):
+                self._get_raw("/readyz", accept="text/plain")
+            return True
+
+        try:
+            return await asyncio.to_thread(call)
+        except Exception:
+            return False
+
+    async def list_keys(self, path: str) -> set[tuple[str, str]]:
+        """(namespace, name) of every object under a collection path, metadata only and in
+        pages (cheap enough to run after a watch gap, never periodically)."""
+
+        def call() -> set[tuple[str, str]]:
+            keys: set[tuple[str, str]] = set()
+            token = ""
+            while True:
+                query: list[tuple[str, Any]] = [("limit", 500)]
+                if token:
+                    query.append(("continue", token))
+                with self._call(path.rsplit("/", 1)[-1], "list"):
+                    resp = self._get_raw(path, query, METADATA_LIST)
+                page = json.loads(resp.data)
+                for item in page.get("items") or ():
+                    meta = item.get("metadata") or {}
+                    keys.add((str(meta.get("namespace") or ""), str(meta.get("name") or "")))
+                token = (page.get("metadata") or {}).get("continue") or ""
+                if not token:
+                    return keys
+
+        return await asyncio.to_thread(call)
 
     async def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
         def call() -> dict[str, Any] | None:

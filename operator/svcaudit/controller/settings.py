@@ -27,6 +27,8 @@ class ControllerSettings:
     debounce_seconds: float = 0.5
     resync_seconds: float = 60.0
     warmup_seconds: float = 2.0
+    api_check_seconds: float = 5.0  # how often /readyz is asked
+    api_unknown_after_seconds: float = 15.0  # unreachable this long: verdicts go Unknown
     dns_check: bool = True
     dns_server: str | None = None  # None: discover kube-system/kube-dns's ClusterIP
     dns_port: int = 53

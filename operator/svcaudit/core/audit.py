@@ -42,6 +42,7 @@ __all__ = [
     "audit_uninterpretable",
     "may_select",
     "settle",
+    "unobservable",
     "verdicts_for",
 ]
 
@@ -540,3 +541,22 @@ def settle(
     )
     published = {a: verdicts[a].status for a in ASPECTS}
     return reported, SettleState(first_seen, published, next_due)
+
+
+def unobservable(namespace: str, name: str, reason: str, message: str) -> ServiceAudit:
+    """The audit of a service nobody can currently observe (the API server is unreachable):
+    every aspect Unknown with `reason`, no discrepancies. A blind auditor must not keep
+    vouching for the last verdict it saw, nor invent failures."""
+    verdicts = {aspect: Verdict("Unknown", reason, message) for aspect in ASPECTS}
+    verdicts[Aspect.HEALTHY] = Verdict("Unknown", reason, message)
+    return ServiceAudit(
+        namespace=namespace,
+        name=name,
+        verdicts=verdicts,
+        discrepancies=(),
+        expected_slices=(),
+        expected_dns=ExpectedDns(frozenset(), frozenset()),
+        env_findings=(),
+        unknown=dict.fromkeys(ASPECTS, message),
+        unknown_reasons=dict.fromkeys(ASPECTS, reason),
+    )
