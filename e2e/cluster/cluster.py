@@ -587,11 +587,25 @@ def start_controller_manager(state: State) -> None:
             "--node-cidr-mask-size=24",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--controllers=*",
+            # kwok never re-reports a pod Ready once the node lifecycle controller has set it
+            # NotReady (a kubelet would), so a node must survive the fault tests' 30 s control
+            # plane outages (plus a loaded restart) without being declared NotReady.
+            "--node-monitor-grace-period=2m",
+            *client_qps_flags(),
             "--leader-elect=false",
             "--profiling=false",
             "--v=1",
         ],
     )
+
+
+def client_qps_flags() -> list[str]:
+    """The benchmark (bench/) raises the controllers' client rate limits so that thousands of
+    pods are scheduled and sliced quickly: SVCAUDIT_CLUSTER_CLIENT_QPS. Unset: the defaults."""
+    qps = os.environ.get("SVCAUDIT_CLUSTER_CLIENT_QPS")
+    if not qps:
+        return []
+    return [f"--kube-api-qps={int(qps)}", f"--kube-api-burst={2 * int(qps)}"]
 
 
 def start_scheduler(state: State) -> None:
@@ -606,6 +620,7 @@ def start_scheduler(state: State) -> None:
             f"--authorization-kubeconfig={kc}",
             "--bind-address=127.0.0.1",
             f"--secure-port={PORTS['scheduler']}",
+            *client_qps_flags(),
             "--leader-elect=false",
             "--profiling=false",
             "--v=1",
@@ -650,6 +665,10 @@ def create_kwok_nodes(state: State) -> None:
         apply(state, f"/api/v1/nodes/{name}/status", status)
 
 
+# How many pods kwok moves through their stages at once (the benchmark raises it).
+KWOK_POD_PARALLELISM = int(os.environ.get("SVCAUDIT_KWOK_POD_PARALLELISM", "8"))
+
+
 def start_kwok(state: State) -> None:
     stages = binary("kwok").parent / "stages"
     if not stages.is_dir():
@@ -660,7 +679,7 @@ def start_kwok(state: State) -> None:
         f"  cidr: 10.244.255.0/24\n  nodeIP: {NODE_IP_BASE}9\n"
         "  manageAllNodes: false\n"
         # kwok applies no defaults to a configuration read from a file
-        "  podPlayStageParallelism: 8\n  nodePlayStageParallelism: 4\n"
+        f"  podPlayStageParallelism: {KWOK_POD_PARALLELISM}\n  nodePlayStageParallelism: 4\n"
         "  nodeLeaseParallelism: 4\n  podsOnNodeSyncParallelism: 1\n"
         "  enablePodsOnNodeSyncListPager: true\n  enablePodsOnNodeSyncStreamWatch: false\n"
         "  manageNodesWithAnnotationSelector: kwok.x-k8s.io/node=fake\n"

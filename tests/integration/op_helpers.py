@@ -59,6 +59,7 @@ class Operator:
         dns: str | None = None,
         settle: float = 2.0,
         extra: tuple[str, ...] = (),
+        kubeconfig: str | None = None,
         env: dict[str, str] | None = None,
     ):
         self.cluster = cluster
@@ -74,7 +75,7 @@ class Operator:
             "svcaudit",
             "run",
             "--kubeconfig",
-            cluster.kubeconfig,
+            kubeconfig or cluster.kubeconfig,
             "-n",
             namespace,
             "--settle-seconds",
