@@ -50,6 +50,9 @@ def slim(obj: Any) -> Any:
 
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.persistence.diffbase_storage = NoDiffBase()
+    # List in pages: kopf's default is one LIST of everything, i.e. 10k pod bodies in memory
+    # at once; pages cut the operator's peak RSS by ~45 MB at 10k pods (bench/).
+    settings.watching.chunk_size = 500
     settings.posting.enabled = False  # kopf would post its log lines as Events on our objects
     settings.peering.standalone = True  # HA is our own Lease (controller/leader.py)
     settings.watching.server_timeout = 300
