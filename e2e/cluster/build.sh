@@ -3,6 +3,7 @@
 # Binaries land in $SVCAUDIT_CACHE/<component>-<version>/ (default ~/.cache/svcaudit), outside
 # the checkout, so a fresh clone on the same machine rebuilds nothing.
 # Usage: build.sh [component...]   components: kube etcd kwok coredns helm (default: all)
+#        build.sh popeye             optional, not in the default list: the benchmark's peer (bench/)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck disable=SC1091
@@ -76,6 +77,20 @@ go_install() {
   log "$name $v: built in $(( $(date +%s) - t ))s"
 }
 
+# Popeye (optional; only bench/ uses it). Built through a wrapper module like etcd: the proxy
+# refuses popeye's version list, which `go install pkg@version` asks for (deprecation check).
+build_popeye() {
+  local v=$POPEYE_VERSION out="$cache/popeye-$POPEYE_VERSION"
+  if [ -x "$out/popeye" ]; then log "popeye $v: cached"; return; fi
+  local w="$cache/.work/popeye-$v"
+  wrapper "$w" "require github.com/derailed/popeye $v"
+  log "popeye $v: building"; local t=$(date +%s)
+  (cd "$w" && go build -trimpath -ldflags "-s -w -X github.com/derailed/popeye/cmd.version=$v" \
+     -o "$w/popeye" github.com/derailed/popeye)
+  mkdir -p "$out"; cp "$w/popeye" "$out/"
+  log "popeye $v: built in $(( $(date +%s) - t ))s"
+}
+
 components=("$@")
 [ ${#components[@]} -gt 0 ] || components=(etcd kwok coredns kube helm)
 for c in "${components[@]}"; do
@@ -96,6 +111,7 @@ for c in "${components[@]}"; do
           fi ;;
     coredns) go_install coredns "$COREDNS_VERSION" github.com/coredns/coredns ;;
     helm) go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm ;;
+    popeye) build_popeye ;;
     *) echo "unknown component $c" >&2; exit 2 ;;
   esac
 done
