@@ -57,7 +57,8 @@ e2e: venv build ## the tutorial end to end (E2E_CLUSTER=local|kind|existing)
 demo: venv build ## local cluster + operator + the tutorial + one mistake, before and after the fix
 	$(VPY) e2e/demo.py
 
-bench: venv build ## benchmarks at scale (not part of the tests)
+bench: venv build ## benchmarks at scale, with Popeye (not part of the tests; docs/benchmarks.md)
+	$(VPY) -c 'import matplotlib' 2>/dev/null || $(VPY) -m pip install -q -e '.[dev,bench]'
 	$(VPY) bench/run.py $(BENCH_ARGS)
 
 clean: cluster-down

@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Chart of a bench result: latency and memory vs cluster size, svcaudit vs Popeye vs the
+control plane's floor. Usage: chart.py bench/results/bench-<stamp>.json [out.png]"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+KINDS = ("pod_deleted", "pod_label_changed", "selector_changed", "service_recreated")
+
+
+def _get(d: dict[str, Any], *path: str) -> float | None:
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return None
+        d = d[p]
+    return d if isinstance(d, int | float) else None
+
+
+def pooled(size: dict[str, Any], field: str, stat: str) -> float | None:
+    """A statistic over every settle-0 detection trial of every kind pooled together."""
+    vals = sorted(
+        t[field]
+        for k in KINDS
+        for t in size.get("detection_settle0", {}).get(k, {}).get("trials", [])
+        if t.get(field) is not None
+    )
+    if not vals:
+        return None
+    if stat == "median":
+        n = len(vals)
+        return vals[n // 2] if n % 2 else (vals[n // 2 - 1] + vals[n // 2]) / 2
+    idx = min(len(vals) - 1, -(-99 * len(vals) // 100) - 1)
+    return vals[idx]
+
+
+def render(result_path: Path, out: Path | None = None) -> Path:
+    data = json.loads(Path(result_path).read_text())
+    sizes = sorted(data["sizes"], key=lambda s: s["scenario"]["pods"])
+    x = [s["scenario"]["pods"] for s in sizes]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+
+    ax = axes[0]
+    for field, stat, label, style in (
+        ("operator_s", "p99", "svcaudit operator p99", "o-"),
+        ("operator_s", "median", "svcaudit operator median", "o--"),
+        ("floor_s", "p99", "control plane (EndpointSlice) p99", "s-"),
+        ("floor_s", "median", "control plane (EndpointSlice) median", "s--"),
+    ):
+        ax.plot(x, [pooled(s, field, stat) for s in sizes], style, label=label)
+    ax.axhline(2.0, color="grey", lw=0.8, ls=":", label="target p99 2 s")
+    ax.set_title("Detection latency, settle 0 (4 kinds of change)")
+    ax.set_ylabel("seconds")
+
+    ax = axes[1]
+    series = (
+        ("operator initial audit (median)", ("initial_audit_s", "median"), "o-"),
+        ("svcaudit check -A (median)", ("one_shot", "svcaudit_check", "wall_s", "median"), "o--"),
+        ("Popeye -A, all linters (median)", ("one_shot", "popeye", "wall_s", "median"), "^-"),
+        ("Popeye -A -s svc,po (median)", ("one_shot", "popeye_svc_po", "wall_s", "median"), "^--"),
+    )
+    for label, path, style in series:
+        ax.plot(x, [_get(s, *path) for s in sizes], style, label=label)
+    ax.axhline(30.0, color="grey", lw=0.8, ls=":", label="target initial audit 30 s")
+    ax.set_title("Whole-cluster audit time")
+    ax.set_ylabel("seconds")
+
+    ax = axes[2]
+    series = (
+        ("operator peak RSS", ("operator_settle0", "peak_rss_mb"), "o-"),
+        ("svcaudit check -A peak RSS", ("one_shot", "svcaudit_check", "peak_rss_mb", "max"), "o--"),
+        ("Popeye -A peak RSS", ("one_shot", "popeye", "peak_rss_mb", "max"), "^-"),
+        (
+            "Popeye -A -s svc,po peak RSS",
+            ("one_shot", "popeye_svc_po", "peak_rss_mb", "max"),
+            "^--",
+        ),
+    )
+    for label, path, style in series:
+        ax.plot(x, [_get(s, *path) for s in sizes], style, label=label)
+    ax.axhline(250.0, color="grey", lw=0.8, ls=":", label="target operator 250 MB")
+    ax.set_title("Peak memory")
+    ax.set_ylabel("MB")
+
+    for ax in axes:
+        ax.set_xlabel("pods (services = pods / 5)")
+        ax.set_xticks(x)
+        ax.grid(alpha=0.3)
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=7)
+    m = data["machine"]
+    fig.suptitle(
+        f"svcaudit bench {data['started']} ({m['cores']} cores, {m['ram_gib']} GiB, "
+        f"kernel {m['kernel']}, Python {m['python']}, Kubernetes {m['versions']['KUBE_VERSION']}, "
+        f"Popeye {m['versions'].get('POPEYE_VERSION', '-')})",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    out = out or Path(result_path).with_suffix(".png")
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+if __name__ == "__main__":
+    print(render(Path(sys.argv[1]), Path(sys.argv[2]) if len(sys.argv) > 2 else None))

@@ -1,0 +1,351 @@
+"""The benchmark's own cluster (beside the test cluster: its own folder and port offset), the
+operator as a subprocess with its own ServiceAccount, and what is read from /proc and /metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from kubeapi import Kube
+
+REPO = Path(__file__).resolve().parent.parent
+CLUSTER_PY = REPO / "e2e" / "cluster" / "cluster.py"
+# BENCH_CLUSTER=soak runs a second bench cluster (ports +300) so a soak can run beside a bench.
+_WHICH = os.environ.get("BENCH_CLUSTER", "bench")
+CLUSTER_DIR = REPO / f".cluster-{_WHICH}"
+PORT_OFFSET = 300 if _WHICH == "soak" else 100
+APISERVER = f"https://127.0.0.1:{16443 + PORT_OFFSET}"
+DNS = f"127.0.0.1:{1053 + PORT_OFFSET}"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+# The cluster's controllers get higher client rate limits for the bench (thousands of pods to
+# schedule and slice), and kwok moves more pods through their stages at once.
+CLUSTER_ENV = {
+    "SVCAUDIT_CLUSTER_DIR": str(CLUSTER_DIR),
+    "SVCAUDIT_CLUSTER_PORT_OFFSET": str(PORT_OFFSET),
+    "SVCAUDIT_CLUSTER_CLIENT_QPS": "400",
+    "SVCAUDIT_KWOK_POD_PARALLELISM": "32",
+}
+OPERATOR_SA = ("svcaudit-system", "svcaudit")
+FLOW_READ = "bench-svcaudit-read"
+FLOW_WRITE = "bench-svcaudit-write"
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def cluster(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **CLUSTER_ENV}
+    return subprocess.run(
+        [sys.executable, str(CLUSTER_PY), *args],
+        env=env,
+        text=True,
+        capture_output=True,
+        check=check,
+        cwd=REPO,
+    )
+
+
+def cluster_up(nodes: int) -> float:
+    t = time.monotonic()
+    cluster("down", check=False)
+    proc = cluster("up", "--nodes", str(nodes), check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench cluster failed to start:\n{proc.stdout}\n{proc.stderr}")
+    return time.monotonic() - t
+
+
+def cluster_down() -> None:
+    cluster("down", check=False)
+
+
+def cluster_pids() -> dict[str, int]:
+    out = {}
+    for f in (CLUSTER_DIR / "pids").glob("*.pid"):
+        with contextlib.suppress(ValueError, OSError):
+            out[f.stem] = int(f.read_text().split()[0])
+    return out
+
+
+def kubectl() -> str:
+    versions = dict(
+        line.split("=", 1)
+        for line in (REPO / "e2e/cluster/versions.env").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    cache = Path(os.environ.get("SVCAUDIT_CACHE", Path.home() / ".cache" / "svcaudit"))
+    return str(cache / f"kubernetes-{versions['KUBE_VERSION']}" / "kubectl")
+
+
+def versions() -> dict[str, str]:
+    return dict(
+        line.strip().split("=", 1)
+        for line in (REPO / "e2e/cluster/versions.env").read_text().splitlines()
+        if "=" in line and not line.strip().startswith("#")
+    )
+
+
+def admin_kubeconfig() -> str:
+    return str(CLUSTER_DIR / "kubeconfig")
+
+
+def run_kubectl(*args: str, input: str | None = None) -> str:
+    proc = subprocess.run(
+        [kubectl(), "--kubeconfig", admin_kubeconfig(), *args],
+        input=input,
+        text=True,
+        capture_output=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr}")
+    return proc.stdout
+
+
+def install_operator_prereqs(kube: Kube) -> str:
+    """The CRD, the operator's namespace, ServiceAccount and RBAC from deploy/, a token
+    kubeconfig for that ServiceAccount, and two FlowSchemas that count its requests
+    (apiserver_flowcontrol_dispatched_requests_total{flow_schema=...}). Returns the
+    operator's kubeconfig path."""
+    for f in ("00-namespace.yaml", "crd-serviceaudits.yaml", "rbac.yaml"):
+        run_kubectl("apply", "-f", str(REPO / "deploy" / f))
+    run_kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "crd/serviceaudits.svcaudit.dev"
+    )
+    ns, sa = OPERATOR_SA
+    token = run_kubectl("create", "token", sa, "-n", ns, "--duration=48h").strip()
+    cfg = json.loads((CLUSTER_DIR / "kubeconfig").read_text())
+    cfg["users"] = [{"name": "svcaudit", "user": {"token": token}}]
+    cfg["contexts"][0]["context"]["user"] = "svcaudit"
+    path = CLUSTER_DIR / "svcaudit-operator.kubeconfig"
+    path.write_text(json.dumps(cfg))
+    path.chmod(0o600)
+    subject = {"kind": "ServiceAccount", "serviceAccount": {"namespace": ns, "name": sa}}
+    for name, verbs in (
+        (FLOW_READ, ["get", "list", "watch"]),
+        (FLOW_WRITE, ["create", "update", "patch", "delete", "deletecollection"]),
+    ):
+        kube.apply(
+            f"/apis/flowcontrol.apiserver.k8s.io/v1/flowschemas/{name}",
+            {
+                "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
+                "kind": "FlowSchema",
+                "metadata": {"name": name},
+                "spec": {
+                    # exempt: counted, never queued, so the measurement does not throttle
+                    "priorityLevelConfiguration": {"name": "exempt"},
+                    "matchingPrecedence": 100,
+                    "rules": [
+                        {
+                            "subjects": [subject],
+                            "resourceRules": [
+                                {
+                                    "verbs": verbs,
+                                    "apiGroups": ["*"],
+                                    "resources": ["*"],
+                                    "namespaces": ["*"],
+                                    "clusterScope": True,
+                                }
+                            ],
+                            "nonResourceRules": [
+                                {"verbs": verbs, "nonResourceURLs": ["*"]},
+                            ],
+                        }
+                    ],
+                },
+            },
+        )
+    return str(path)
+
+
+_FLOW_RE = re.compile(
+    r'^apiserver_flowcontrol_dispatched_requests_total\{[^}]*flow_schema="([^"]+)"[^}]*\} (\S+)$',
+    re.M,
+)
+
+
+def operator_api_requests(kube: Kube) -> dict[str, float]:
+    """Requests of the operator's identity the apiserver dispatched so far, by read/write."""
+    text = kube.text("/metrics")
+    out = {"read": 0.0, "write": 0.0}
+    for schema, value in _FLOW_RE.findall(text):
+        if schema == FLOW_READ:
+            out["read"] += float(value)
+        elif schema == FLOW_WRITE:
+            out["write"] += float(value)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def proc_stats(pid: int) -> dict[str, float]:
+    """RSS now and peak (MB, VmRSS/VmHWM) and CPU seconds (utime+stime) of one process."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    parts = stat[stat.rindex(")") + 2 :].split()
+    cpu = (int(parts[11]) + int(parts[12])) / CLK_TCK
+    return {
+        "rss_mb": int(fields["VmRSS"].split()[0]) / 1024,
+        "hwm_mb": int(fields["VmHWM"].split()[0]) / 1024,
+        "cpu_s": cpu,
+    }
+
+
+class Operator:
+    """`svcaudit run` as a subprocess with the operator's ServiceAccount, JSON log to a file."""
+
+    def __init__(
+        self,
+        kubeconfig: str,
+        log_path: Path,
+        *,
+        settle: float,
+        debounce: float = 0.5,
+        resync: float = 60,
+        extra: tuple[str, ...] = (),
+    ):
+        self.metrics_port = free_port()
+        self.liveness_port = free_port()
+        self.log_path = log_path
+        self.args = [
+            sys.executable,
+            "-m",
+            "svcaudit",
+            "run",
+            "--kubeconfig",
+            kubeconfig,
+            "--settle-seconds",
+            str(settle),
+            "--debounce-seconds",
+            str(debounce),
+            "--resync-seconds",
+            str(resync),
+            "--dns-server",
+            DNS,
+            "--metrics-port",
+            str(self.metrics_port),
+            "--liveness",
+            f"http://127.0.0.1:{self.liveness_port}/healthz",
+            *extra,
+        ]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self._sampler: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> Operator:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SVCAUDIT_")}
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        logf = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.started_at = time.monotonic()
+        self.proc = subprocess.Popen(
+            self.args, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=REPO
+        )
+        logf.close()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set() and self.proc and self.proc.poll() is None:
+            with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
+                self.samples.append((time.monotonic(), proc_stats(self.pid)))
+            self._stop.wait(0.5)
+
+    def stats(self) -> dict[str, float]:
+        return proc_stats(self.pid)
+
+    def check_alive(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
+            raise RuntimeError(f"the operator exited:\n{tail}")
+
+    def metrics(self) -> dict[str, float]:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10
+        ) as r:
+            text = r.read().decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                with contextlib.suppress(ValueError):
+                    out[name] = float(value)
+        return out
+
+    def total(self, prefix: str, metrics: dict[str, float] | None = None) -> float:
+        m = self.metrics() if metrics is None else metrics
+        return sum(v for k, v in m.items() if k == prefix or k.startswith(prefix + "{"))
+
+    def stop(self) -> dict[str, Any]:
+        """SIGTERM (then SIGKILL); returns the last /proc sample."""
+        self._stop.set()
+        last = self.samples[-1][1] if self.samples else {}
+        if self.proc and self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                last = proc_stats(self.pid)
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return last
+
+    def error_lines(self) -> list[str]:
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                if "Traceback" in line or " ERROR " in line:
+                    out.append(line)
+                continue
+            level = str(rec.get("level") or rec.get("levelname") or "").lower()
+            if level in ("error", "critical", "fatal"):
+                out.append(line)
+        return out
+
+
+def run_measured(argv: list[str], out_path: Path | None = None, timeout: float = 1800) -> dict:
+    """Run one command in a fresh child and measure wall time and its peak RSS (wait4)."""
+    t = time.monotonic()
+    out = open(out_path, "wb") if out_path else subprocess.DEVNULL  # noqa: SIM115
+    err_path = (out_path.with_suffix(out_path.suffix + ".stderr")) if out_path else None
+    err = open(err_path, "wb") if err_path else subprocess.DEVNULL  # noqa: SIM115
+    proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=REPO)
+    _, status, rusage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.monotonic() - t
+    for f in (out, err):
+        if f is not subprocess.DEVNULL:
+            f.close()  # type: ignore[union-attr]
+    return {
+        "wall_s": round(wall, 3),
+        "peak_rss_mb": round(rusage.ru_maxrss / 1024, 1),
+        "cpu_s": round(rusage.ru_utime + rusage.ru_stime, 2),
+        "exit_code": proc.returncode,
+    }
