@@ -87,14 +87,16 @@ def render(result_path: Path, out: Path | None = None) -> Path:
     for label, path, style in series:
         ax.plot(x, [_get(s, *path) for s in sizes], style, label=label)
     ax.axhline(250.0, color="grey", lw=0.8, ls=":", label="target operator 250 MB")
-    ax.set_title("Peak memory")
+    ax.set_title("Peak memory (log scale)")
     ax.set_ylabel("MB")
+    ax.set_yscale("log")
 
     for ax in axes:
         ax.set_xlabel("pods (services = pods / 5)")
         ax.set_xticks(x)
         ax.grid(alpha=0.3)
-        ax.set_ylim(bottom=0)
+        if ax.get_yscale() == "linear":
+            ax.set_ylim(bottom=0)
         ax.legend(fontsize=7)
     m = data["machine"]
     fig.suptitle(
