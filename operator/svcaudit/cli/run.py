@@ -128,6 +128,12 @@ def add_parser(subparsers: Any) -> None:
         help="wait this long for the initial listings before the first audit",
     )
     p.add_argument(
+        "--audit-concurrency",
+        type=int,
+        default=int(_env("AUDIT_CONCURRENCY") or 8),
+        help="services audited at once (default 8; env SVCAUDIT_AUDIT_CONCURRENCY)",
+    )
+    p.add_argument(
         "--api-unknown-after",
         type=float,
         default=_env_float("API_UNKNOWN_AFTER", 15.0),
@@ -209,12 +215,15 @@ def settings_from_args(args: argparse.Namespace) -> ControllerSettings:
         port = int(raw_port)
     if args.settle_seconds < 0 or args.debounce_seconds < 0 or args.resync_seconds <= 0:
         raise SystemExit("svcaudit run: times must be non-negative (resync positive)")
+    if args.audit_concurrency < 1:
+        raise SystemExit("svcaudit run: --audit-concurrency must be at least 1")
     return ControllerSettings(
         namespaces=tuple(namespaces),
         settle_seconds=args.settle_seconds,
         debounce_seconds=args.debounce_seconds,
         resync_seconds=args.resync_seconds,
         warmup_seconds=args.warmup_seconds,
+        audit_concurrency=args.audit_concurrency,
         api_unknown_after_seconds=args.api_unknown_after,
         dns_check=not args.no_dns,
         dns_server=host or None,

@@ -271,3 +271,14 @@ def _json(resp: Any) -> dict[str, Any] | None:
     except (AttributeError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def object_not_found(exc: ApiException) -> bool:
+    """A 404 about an object (a Status naming it), as opposed to one about a resource type
+    the API server does not serve (a missing CRD answers with a bare "404 page not found")."""
+    try:
+        body = json.loads(exc.body or "")
+    except (TypeError, ValueError):
+        return False
+    details = body.get("details") if isinstance(body, dict) else None
+    return isinstance(details, dict) and bool(details.get("name"))

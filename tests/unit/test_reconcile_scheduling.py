@@ -1,0 +1,158 @@
+"""The reconciler's scheduling: several services audited at once, never one service twice at
+once, changes before timers. The audit itself is replaced by a recorder (what an audit does
+is proven against the real cluster in tests/integration); no API call is made here."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from svcaudit.controller.indexes import Key, Store
+from svcaudit.controller.reconcile import Reconciler
+from svcaudit.controller.settings import ControllerSettings
+
+
+class _NoApi:
+    """Stands in for Kube where the scheduler never reaches it (readyz: always up)."""
+
+    async def readyz(self) -> bool:
+        return True
+
+
+def _service(name: str) -> dict[str, Any]:
+    return {"metadata": {"namespace": "ns", "name": name, "uid": f"u-{name}"}, "spec": {}}
+
+
+class _Recorder:
+    """An audit that takes `seconds`, recording concurrency and order."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.running: set[Key] = set()
+        self.most = 0
+        self.order: list[Key] = []
+        self.overlapped: list[Key] = []
+
+    async def __call__(self, key: Key) -> None:
+        if key in self.running:
+            self.overlapped.append(key)
+        self.running.add(key)
+        self.most = max(self.most, len(self.running))
+        self.order.append(key)
+        try:
+            await asyncio.sleep(self.seconds)
+        finally:
+            self.running.discard(key)
+
+
+def _reconciler(services: int, concurrency: int, seconds: float) -> tuple[Reconciler, _Recorder]:
+    store = Store()
+    for i in range(services):
+        store.apply_service("ADDED", _service(f"s{i:03d}"))
+    settings = ControllerSettings(
+        namespaces=("ns",),
+        warmup_seconds=0.0,
+        debounce_seconds=0.01,
+        resync_seconds=3600.0,
+        audit_concurrency=concurrency,
+        dns_check=False,
+    )
+    rec = Reconciler(settings, store, _NoApi(), None, "test")  # type: ignore[arg-type]
+    recorder = _Recorder(seconds)
+    rec.audit = recorder  # type: ignore[method-assign]
+    rec.last_listing = -10.0
+    return rec, recorder
+
+
+async def _run_until(rec: Reconciler, done: Any, limit: float = 10.0) -> None:
+    task = asyncio.create_task(rec.run())
+    try:
+        for _ in range(int(limit / 0.01)):
+            if done():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the reconciler did not get there in time")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def test_audits_run_concurrently_up_to_the_limit_and_every_service_once() -> None:
+    rec, recorder = _reconciler(services=40, concurrency=8, seconds=0.05)
+
+    async def main() -> None:
+        await _run_until(rec, lambda: len(recorder.order) >= 40 and not recorder.running)
+
+    asyncio.run(main())
+    assert sorted(recorder.order) == sorted(("ns", f"s{i:03d}") for i in range(40))
+    assert recorder.most == 8
+    assert recorder.overlapped == []
+
+
+def test_one_at_a_time_when_the_limit_is_one() -> None:
+    rec, recorder = _reconciler(services=5, concurrency=1, seconds=0.01)
+
+    async def main() -> None:
+        await _run_until(rec, lambda: len(recorder.order) >= 5 and not recorder.running)
+
+    asyncio.run(main())
+    assert recorder.most == 1
+
+
+def test_a_service_changed_while_its_audit_runs_is_audited_again_after_it() -> None:
+    rec, recorder = _reconciler(services=1, concurrency=4, seconds=0.2)
+    key = ("ns", "s000")
+
+    async def main() -> None:
+        async def change_midway() -> None:
+            while not recorder.running:
+                await asyncio.sleep(0.005)
+            rec.mark([key])  # a change lands while the first audit is in flight
+            rec.mark([key])
+
+        changer = asyncio.create_task(change_midway())
+        await _run_until(rec, lambda: len(recorder.order) >= 2 and not recorder.running)
+        await changer
+
+    asyncio.run(main())
+    assert recorder.order == [key, key]
+    assert recorder.overlapped == []
+
+
+def test_a_change_goes_before_the_rest_of_a_resync_pass() -> None:
+    rec, recorder = _reconciler(services=60, concurrency=2, seconds=0.02)
+    late = ("ns", "s059")  # last in the pass's order
+
+    async def main() -> None:
+        async def change_early() -> None:
+            while len(recorder.order) < 4:
+                await asyncio.sleep(0.002)
+            rec.mark([late])
+
+        changer = asyncio.create_task(change_early())
+        await _run_until(rec, lambda: late in recorder.order)
+        await changer
+
+    asyncio.run(main())
+    # The pass had 56 services left when the change came; it went within a few slots.
+    assert recorder.order.index(late) < 16
+
+
+def test_a_timer_goes_before_the_rest_of_a_background_pass() -> None:
+    rec, recorder = _reconciler(services=60, concurrency=2, seconds=0.02)
+    deadline = ("ns", "s059")
+
+    async def main() -> None:
+        async def pass_then_deadline() -> None:
+            while len(recorder.order) < 60:  # the first pass
+                await asyncio.sleep(0.002)
+            rec.mark([("ns", f"s{i:03d}") for i in range(59)], delay=0, background=True)
+            rec.mark([deadline], delay=0.05)  # e.g. a settle deadline, due during the pass
+
+        changer = asyncio.create_task(pass_then_deadline())
+        await _run_until(rec, lambda: recorder.order.count(deadline) >= 2)
+        await changer
+
+    asyncio.run(main())
+    second = len(recorder.order) - 1 - recorder.order[::-1].index(deadline)
+    assert second - 60 < 20  # not after the 59 services of the pass
