@@ -9,7 +9,10 @@ NODES ?= 2
 # The test suite runs with the real node (curl/printenv steps) unless TEST_NODE= is given.
 TEST_NODE ?= $(if $(NODE),$(NODE),real)
 
-.PHONY: help venv deps build cluster-up cluster-down cluster-status lint typecheck unit test e2e demo bench clean
+IMAGE ?= svcaudit:dev
+KIND_CLUSTER ?= svcaudit-e2e
+
+.PHONY: help venv deps build cluster-up cluster-down cluster-status lint typecheck unit test e2e demo bench image kind-load clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -60,6 +63,13 @@ demo: venv build ## local cluster + operator + the tutorial + one mistake, befor
 bench: venv build ## benchmarks at scale, with Popeye (not part of the tests; docs/benchmarks.md)
 	$(VPY) -c 'import matplotlib' 2>/dev/null || $(VPY) -m pip install -q -e '.[dev,bench]'
 	$(VPY) bench/run.py $(BENCH_ARGS)
+
+image: ## build the operator image IMAGE=svcaudit:dev (needs a Docker engine; not on this machine)
+	@docker info >/dev/null 2>&1 || { echo "make image: no Docker engine answers here; see README (image)"; exit 2; }
+	docker build -t $(IMAGE) .
+
+kind-load: image ## load IMAGE into the kind cluster KIND_CLUSTER=svcaudit-e2e (then: kubectl apply -f deploy/)
+	kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)
 
 clean: cluster-down
 	rm -rf $(VENV) .cluster

@@ -14,6 +14,8 @@ from pathlib import Path
 
 PROVIDERS = ("local", "kind", "existing")
 KIND_CONFIG = Path(__file__).resolve().parent / "kind" / "kind-config.yaml"
+KIND_DNS_MANIFEST = KIND_CONFIG.with_name("dns-nodeport.yaml")
+KIND_DNS_PORT = 30053  # the host port kind-config.yaml maps to the DNS NodePort
 
 
 def docker_available() -> bool:

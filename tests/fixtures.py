@@ -140,21 +140,33 @@ def _existing_cluster() -> Cluster | None:
     )
 
 
+KIND_VERSION = "v0.33.0"  # the release e2e/kind/kind-config.yaml's node image is built for
+
+
 def _kind_cluster() -> Iterator[Cluster]:
-    """A kind cluster (needs Docker and `pip install -e .[kind]`), operator image loaded."""
+    """A kind cluster (needs Docker and `pip install -e .[kind]`): the operator image and the
+    tutorial's images loaded (no registry involved), cluster DNS reachable from the host."""
+    os.environ.setdefault("KIND_VERSION", KIND_VERSION)  # read by pytest-kind at import
     from pytest_kind import KindCluster  # type: ignore[import-not-found]
 
-    from e2e.providers import KIND_CONFIG
+    from e2e.cluster.node import images
+    from e2e.providers import KIND_CONFIG, KIND_DNS_MANIFEST, KIND_DNS_PORT
 
     kind = KindCluster("svcaudit-e2e")
     kind.create(config_file=KIND_CONFIG)
     image = os.environ.get("SVCAUDIT_IMAGE", "svcaudit:dev")
     subprocess.run(["docker", "build", "-t", image, str(REPO)], check=True)
     kind.load_docker_image(image)
+    for tarball in images.tarballs(images.build()).values():
+        subprocess.run(
+            [str(kind.kind_path), "load", "image-archive", str(tarball), "--name", kind.name],
+            check=True,
+        )
+    kind.kubectl("apply", "-f", str(KIND_DNS_MANIFEST))
     yield Cluster(
         kubeconfig=str(kind.kubeconfig_path),
-        dns_host="",
-        dns_port=53,
+        dns_host="127.0.0.1",
+        dns_port=KIND_DNS_PORT,
         state_dir=None,
         real_node=True,
         kubectl=str(kind.kubectl_path),

@@ -56,4 +56,28 @@ def test_kind_config_matches_local_cluster_ranges() -> None:
     roles = [n["role"] for n in config["nodes"]]
     assert roles.count("control-plane") == 1 and roles.count("worker") >= 1
     kube_minor = local.VERSIONS["KUBE_VERSION"].rsplit(".", 1)[0]  # v1.34
-    assert all(n["image"].startswith(f"kindest/node:{kube_minor}") for n in config["nodes"])
+    assert all(n["image"].startswith(f"kindest/node:{kube_minor}.") for n in config["nodes"])
+    assert all("@sha256:" in n["image"] for n in config["nodes"])  # kind asks for digests
+
+
+def test_kind_cluster_can_run_the_tutorial_and_reach_its_dns_from_the_host() -> None:
+    config = yaml.safe_load(providers.KIND_CONFIG.read_text())
+    workers = [n for n in config["nodes"] if n["role"] == "worker"]
+    # The tutorial's pods select the real node by `type: real`, as on the local cluster.
+    assert all(n["labels"]["type"] == "real" for n in workers)
+    assert len({n["labels"]["topology.kubernetes.io/zone"] for n in workers}) == 2
+    # The operator on the host asks DNS at 127.0.0.1:KIND_DNS_PORT, which kind maps to the
+    # node port of the DNS Service the fixture applies, over UDP and TCP.
+    (plane,) = [n for n in config["nodes"] if n["role"] == "control-plane"]
+    mapped = {
+        (m["protocol"], m["hostPort"])
+        for m in plane["extraPortMappings"]
+        if m["listenAddress"] == "127.0.0.1"
+    }
+    assert mapped == {("UDP", providers.KIND_DNS_PORT), ("TCP", providers.KIND_DNS_PORT)}
+    svc = yaml.safe_load(providers.KIND_DNS_MANIFEST.read_text())
+    assert svc["spec"]["type"] == "NodePort"
+    assert svc["spec"]["selector"] == {"k8s-app": "kube-dns"}
+    ports = {(p["protocol"], p["nodePort"], p["targetPort"]) for p in svc["spec"]["ports"]}
+    assert ports == {("UDP", providers.KIND_DNS_PORT, 53), ("TCP", providers.KIND_DNS_PORT, 53)}
+    assert all(m["containerPort"] == providers.KIND_DNS_PORT for m in plane["extraPortMappings"])
