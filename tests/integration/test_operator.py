@@ -640,3 +640,48 @@ def test_restart_changes_nothing(cluster: Cluster, namespace: str, tmp_path: Pat
         assert {
             n: service_conditions(cluster, namespace, n) for n in ("simpleservice", "broken")
         } == conditions
+
+
+def test_a_burst_of_pod_changes_is_one_audit_of_the_services_it_touches(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """Scaling 1 -> 10 makes dozens of pod and slice events; the service they touch is audited
+    once or twice (debounce 2 s, so at most 10 s of waiting), and a service in another
+    namespace not at all (no resync during the test)."""
+    other = cluster.create_namespace("bystander")
+    try:
+        apply(cluster, namespace, rc(1))
+        apply(cluster, namespace, service())
+        apply(cluster, other, rc(1))
+        apply(cluster, other, service())
+        eventually(lambda: running_pods(cluster, namespace, 1), 60, "one running sise pod")
+        extra = ("-n", other, "--resync-seconds", "600", "--debounce-seconds", "2")
+        extra += ("--log-level", "debug")
+        with running_operator(cluster, namespace, tmp_path, extra=extra) as op:
+            eventually(lambda: all_true(cluster, namespace, "simpleservice"), 60, "all True")
+            eventually(lambda: all_true(cluster, other, "simpleservice"), 60, "all True")
+
+            def audits(ns: str) -> int:
+                return sum(
+                    1
+                    for e in op.logs()
+                    if e.get("event") == "audited"
+                    and e.get("namespace") == ns
+                    and e.get("service") == "simpleservice"
+                )
+
+            time.sleep(3)  # the initial audits are done (a due change would be < 2 s away)
+            before, bystander = audits(namespace), audits(other)
+            cluster.run_kubectl("scale", "-n", namespace, "--replicas=10", "rc/rcsise")
+            eventually(
+                lambda: observed_endpoints(cluster, namespace, "simpleservice") == 10,
+                60,
+                "10 observed endpoints",
+            )
+            time.sleep(12)  # anything still debouncing has run by now
+            burst = audits(namespace) - before
+            print(f"audits for a 1 -> 10 burst: {burst}")
+            assert 1 <= burst <= 2
+            assert audits(other) == bystander
+    finally:
+        cluster.run_kubectl("delete", "namespace", other, "--wait=false", check=False)

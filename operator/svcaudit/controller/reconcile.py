@@ -400,6 +400,7 @@ class Reconciler:
         seconds = time.perf_counter() - started  # the audit itself, DNS included
 
         await self._publish(key, body, prepared, result, reported, dns_obs, dns_server, now)
+        log.debug("audited", namespace=key[0], service=key[1], seconds=round(seconds, 4))
         if self.metrics is not None:  # after publishing: the gauges say what the cluster says
             self.metrics.service_audited(key[0], key[1], reported, seconds)
 
