@@ -224,6 +224,11 @@ def test_services_3_pod_ip_answers(tut: Tutorial) -> None:
     info = curl_json(tut.cluster, tut.ns, name, f"http://{pod_ip}:9876/info")
     assert info["version"] == "0.5.0"
     assert info["host"] == f"{pod_ip}:9876"
+    # svcaudit: the address that answered is the one endpoint, expected and observed.
+    endpoints = tut.audit("simpleservice")["status"]["endpoints"]
+    for side in ("expected", "observed"):
+        assert {a for ep in endpoints[side] for a in ep["addresses"]} == {pod_ip}
+    assert tut.statuses("simpleservice")["EndpointsConsistent"] == "True"
 
 
 def test_services_4_cluster_ip_answers_through_kube_proxy(tut: Tutorial) -> None:
@@ -232,12 +237,27 @@ def test_services_4_cluster_ip_answers_through_kube_proxy(tut: Tutorial) -> None
     info = curl_json(tut.cluster, tut.ns, name, f"http://{ip}:80/info")
     assert info["version"] == "0.5.0"
     assert info["host"] == f"{ip}:80"
+    # svcaudit audits the same VIP that kube-proxy just served.
+    assert tut.audit("simpleservice")["status"]["clusterIP"] == ip
+    assert tut.statuses("simpleservice")["EndpointsConsistent"] == "True"
 
 
 def test_services_5_service_name_answers_through_cluster_dns(tut: Tutorial) -> None:
     name = tut.pods["first"][0]["metadata"]["name"]
     info = curl_json(tut.cluster, tut.ns, name, "http://simpleservice/info")
     assert info["host"] == "simpleservice"
+    # svcaudit: the name resolves (DNSConsistent True, the A record is the VIP), while the
+    # environment of this pod, started before the service, is still reported as missing.
+    ip = cluster_ip(tut.cluster, tut.ns, "simpleservice")
+    a_records = {
+        r["value"]
+        for r in tut.audit("simpleservice")["status"]["dns"]["observed"]
+        if r["type"] == "A" and r["name"] == f"simpleservice.{tut.ns}.svc.cluster.local."
+    }
+    assert a_records == {ip}
+    statuses = tut.statuses("simpleservice")
+    assert statuses["DNSConsistent"] == "True"
+    assert statuses["EnvironmentConsistent"] == "False"
 
 
 def test_services_6_scale_to_two(tut: Tutorial) -> None:
@@ -321,6 +341,11 @@ def test_discovery_2_fqdn_resolves_and_answers(tut: Tutorial) -> None:
     assert ip in lookup
     info = curl_json(tut.cluster, tut.ns, "jumpod", "http://thesvc/info")
     assert info["host"] == "thesvc"
+    # svcaudit asked the same DNS the pod asked, and got the same answer.
+    dns = tut.audit("thesvc")["status"]["dns"]
+    assert {"name": f"{fqdn}.", "type": "A", "value": ip} in dns["observed"]
+    assert {"name": f"{fqdn}.", "type": "A", "value": ip} in dns["expected"]
+    assert tut.statuses("thesvc")["DNSConsistent"] == "True"
 
 
 def test_discovery_3_cross_namespace_name(tut: Tutorial) -> None:
