@@ -209,6 +209,7 @@ def test_services_2_service_publishes_the_pod(tut: Tutorial) -> None:
         "value": ip,
     } in status["dns"]["observed"]
     assert "SVA-ENV-001" in tut.codes("simpleservice")
+    discrepancy(tut, "simpleservice", "SVA-ENV-001")  # with its hint
     stale = {p["pod"] for p in status["environment"]["pods"]}
     assert tut.pods["first"][0]["metadata"]["name"] in stale
     # ... and it is true: the pod really has no such variable.
@@ -289,6 +290,16 @@ def test_services_6_scale_to_two(tut: Tutorial) -> None:
     stale = {p["pod"] for p in tut.audit("simpleservice")["status"]["environment"]["pods"]}
     assert new[0]["metadata"]["name"] not in stale
     assert tut.pods["first"][0]["metadata"]["name"] in stale
+    # The fix for that surprise: recreate the pod that predates the service (the RC replaces
+    # it); every pod then has the variables and the verdict recovers.
+    first = tut.pods["first"][0]["metadata"]["name"]
+    tut.kubectl("delete", "pod", first, "-n", tut.ns, "--grace-period=1", "--wait=false")
+    tut.wait_statuses(
+        "simpleservice",
+        {"EnvironmentConsistent": "True", "DiscoveryHealthy": "True"},
+        timeout=120,
+    )
+    assert "SVA-ENV-001" not in tut.codes("simpleservice")
 
 
 def test_services_7_clean_up(tut: Tutorial) -> None:
@@ -522,6 +533,9 @@ def test_surprise_not_ready_pod(tut: Tutorial) -> None:
     discrepancy(tut, "unready", "SVA-EP-107")
     status = tut.audit("unready")["status"]
     assert [ep["ready"] for ep in status["endpoints"]["observed"]] == [False]
+    # The headless service: no ready endpoint either, and its name has no address to list.
+    tut.wait_statuses("unready-headless", {"EndpointsConsistent": "False"})
+    discrepancy(tut, "unready-headless", "SVA-EP-107")
     headless = tut.audit("unready-headless")["status"]
     assert headless["dns"]["absent"], "the headless name should answer NXDOMAIN"
     # The fix: a probe on a path that answers.
@@ -529,7 +543,11 @@ def test_surprise_not_ready_pod(tut: Tutorial) -> None:
     apply(tut.cluster, tut.ns, pod("unready-0", container(), labels={"app": "unready"}))
     wait_ready(tut.cluster, tut.ns, "app=unready", 1)
     tut.wait_statuses("unready", {"EndpointsConsistent": "True"})
-    tut.wait_statuses("unready-headless", {"DNSConsistent": "True"})
+    tut.wait_statuses("unready-headless", {"EndpointsConsistent": "True", "DNSConsistent": "True"})
+    pod_ip = get(tut.cluster, tut.ns, "pod", "unready-0")["status"]["podIP"]
+    name = f"unready-headless.{tut.ns}.svc.cluster.local."
+    observed = tut.audit("unready-headless")["status"]["dns"]["observed"]
+    assert {"name": name, "type": "A", "value": pod_ip} in observed
 
 
 def test_surprise_external_name(tut: Tutorial) -> None:
