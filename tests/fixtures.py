@@ -1,9 +1,11 @@
 """Shared fixtures: a real cluster, brought up once per session, and a namespace per test.
 
-`cluster` uses the cluster KUBECONFIG points to when it answers (E2E_CLUSTER=existing, or any
-live KUBECONFIG); otherwise it starts the project's local cluster (e2e/cluster/cluster.py up),
-reusing it when it is already running, and leaves it running for the next session unless it
-started it itself with SVCAUDIT_CLUSTER_TEARDOWN=1.
+`cluster` uses the cluster KUBECONFIG points to when asked to (E2E_CLUSTER=existing): never
+by default, since the suite creates namespaces, starts operators and (fault tests) stops
+components, which nobody wants on whatever cluster their shell happens to point at. Otherwise
+it starts the project's local cluster (e2e/cluster/cluster.py up), reusing it when it is
+already running, and leaves it running for the next session unless SVCAUDIT_CLUSTER_TEARDOWN=1;
+or kind (E2E_CLUSTER=kind, the default where a Docker engine answers).
 """
 
 from __future__ import annotations
