@@ -133,6 +133,33 @@ def test_coredns_answers_service_names(cluster: Cluster, namespace: str) -> None
     assert missing.rcode() == dns.rcode.NXDOMAIN
 
 
+def test_cluster_ranges_and_names_never_leave_the_machine(cluster: Cluster) -> None:
+    """While the cluster is up: the service, pod and kwok node ranges are blackholed on the
+    host, and CoreDNS has no upstream (a name outside the cluster zones is refused, never
+    forwarded)."""
+    if cluster.state_dir is None:
+        pytest.skip("only the local cluster is started by this project")
+    import importlib.util
+    import subprocess
+    import sys
+
+    spec = importlib.util.spec_from_file_location("local_cluster", REPO / "e2e/cluster/cluster.py")
+    assert spec and spec.loader
+    local = importlib.util.module_from_spec(spec)
+    sys.modules["local_cluster"] = local
+    spec.loader.exec_module(local)
+    routes = subprocess.run(
+        ["ip", "route", "show", "type", "blackhole"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    for cidr in local.BLACKHOLES:
+        assert cidr in routes, f"{cidr} is not blackholed: {routes}"
+    corefile = (cluster.state_dir / "Corefile").read_text()
+    assert "forward" not in corefile and "proxy" not in corefile
+    outside = dns_query(cluster, "example.com.", "A")
+    assert outside.rcode() == dns.rcode.REFUSED
+    assert not outside.answer
+
+
 def test_up_twice_is_harmless(cluster: Cluster) -> None:
     if cluster.state_dir is None:
         pytest.skip("only the local cluster is started by this project")
