@@ -189,18 +189,18 @@ def eslice(
     ns: str = "default",
     address_type: str = "IPv4",
     managed_by: str = "endpointslice-controller.k8s.io",
+    headless: bool = False,
 ) -> dict[str, Any]:
+    labels = {
+        "kubernetes.io/service-name": service_name,
+        "endpointslice.kubernetes.io/managed-by": managed_by,
+    }
+    if headless:
+        labels["service.kubernetes.io/headless"] = ""
     return {
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
-        "metadata": {
-            "name": name,
-            "namespace": ns,
-            "labels": {
-                "kubernetes.io/service-name": service_name,
-                "endpointslice.kubernetes.io/managed-by": managed_by,
-            },
-        },
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
         "addressType": address_type,
         "ports": ports if ports is not None else [{"name": "", "port": 8080, "protocol": "TCP"}],
         "endpoints": endpoints,

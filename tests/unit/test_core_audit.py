@@ -288,6 +288,33 @@ def test_stale_controller_slice_of_selectorless_service_also_checked() -> None:
     assert codes(audit(svc=svc, slices=[stale])) == {"SVA-EP-013", "SVA-EP-015"}
 
 
+def test_headless_label_checked_on_managed_slices() -> None:
+    headless = service("web", selector=SEL, cluster_ip="None", families=["IPv4"])
+    plain = [eslice("s", "web", [endpoint("10.244.0.5", "a")])]
+    labelled = [eslice("s", "web", [endpoint("10.244.0.5", "a")], headless=True)]
+    assert ep_findings(audit(svc=headless, slices=labelled)) == []
+    (d,) = ep_findings(audit(svc=headless, slices=plain))
+    assert (d.code, d.subject) == ("SVA-EP-016", "EndpointSlice default/s")
+    assert d.expected == "labelled service.kubernetes.io/headless"
+    assert d.observed == "not labelled service.kubernetes.io/headless"
+    r = audit(slices=labelled)  # a ClusterIP service: kube-proxy would skip this slice
+    (d,) = r.discrepancies
+    assert (d.code, d.observed) == ("SVA-EP-016", "labelled service.kubernetes.io/headless")
+    assert r.verdicts[Aspect.ENDPOINTS].reason == "SliceHeadlessLabelMismatch"
+
+
+def test_headless_label_not_judged_on_foreign_slices() -> None:
+    headless = service("web", selector=SEL, cluster_ip="None", families=["IPv4"])
+    foreign = eslice("s", "web", [endpoint("10.244.0.5", "a")], managed_by="me")
+    assert "SVA-EP-016" not in codes(audit(svc=headless, slices=[foreign]))
+    selectorless = eslice("s", "web", [], managed_by="me")
+    assert codes(audit(svc=service("web"), slices=[selectorless])) == set()
+
+
+def ep_findings(result: ServiceAudit) -> list[Any]:
+    return [d for d in result.discrepancies if d.code.startswith("SVA-EP-")]
+
+
 def test_external_name_service() -> None:
     svc = service(
         "web", type_="ExternalName", external_name="db.example.com", cluster_ip=None, ports=[]
@@ -321,7 +348,7 @@ def test_dns_missing_unexpected_and_unknown() -> None:
 
 def test_headless_nxdomain_expected() -> None:
     svc = service("web", selector=SEL, cluster_ip="None", families=["IPv4"])
-    sl = [eslice("s", "web", [endpoint("10.244.0.5", "a", ready=False)])]
+    sl = [eslice("s", "web", [endpoint("10.244.0.5", "a", ready=False)], headless=True)]
     ok = DnsObservation(frozenset(), nxdomain=frozenset({DnsQuestion(BASE, "A")}))
     r = audit(svc=svc, pods=[pod("a", ready=False)], slices=sl, dns=ok)
     assert codes(r) == {"SVA-EP-107", "SVA-DNS-101"}

@@ -9,6 +9,7 @@ from k8sobjs import container, cport, node, pod, port, service
 from svcaudit.core.endpoints import (
     address_types,
     expected_endpoints,
+    expected_slice_labels,
     is_managed,
 )
 from svcaudit.core.model import EndpointPort, Node, Pod, Service
@@ -305,3 +306,39 @@ def test_host_network_pods_sharing_an_ip_are_distinct_endpoints() -> None:
         [pod("a", ips=["192.168.0.10"]), pod("b", ips=["192.168.0.10"])],
     )
     assert len(r.endpoints) == 2
+
+
+MANAGED = {
+    "kubernetes.io/service-name": "web",
+    "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+}
+
+
+def test_slice_labels_of_a_cluster_ip_service_every_slice_and_placeholder() -> None:
+    r = run(service("web", selector=SEL), [pod("a")])
+    assert [dict(s.labels) for s in r.slices] == [MANAGED]
+    empty = run(service("web", selector=SEL, families=["IPv4", "IPv6"]), [])
+    assert len(empty.slices) == 2 and all(dict(s.labels) == MANAGED for s in empty.slices)
+
+
+def test_slice_labels_of_a_headless_service_add_the_headless_label() -> None:
+    svc = service("web", selector=SEL, cluster_ip="None", families=["IPv4"])
+    (s,) = run(svc, [pod("a")]).slices
+    assert dict(s.labels) == {**MANAGED, "service.kubernetes.io/headless": ""}
+
+
+def test_slice_labels_copy_the_services_own_labels_but_not_reserved_keys() -> None:
+    obj = service("web", selector=SEL)
+    obj["metadata"]["labels"] = {
+        "team": "shop",
+        "kubernetes.io/service-name": "spoof",
+        "endpointslice.kubernetes.io/managed-by": "me",
+        "service.kubernetes.io/headless": "",
+    }
+    assert expected_slice_labels(Service.from_api(obj)) == {**MANAGED, "team": "shop"}
+
+
+def test_slice_labels_of_a_manifest_without_cluster_ip_predict_not_headless() -> None:
+    # the apiserver allocates a clusterIP at creation: the slices will carry no headless label
+    svc = Service.from_api(service("web", selector=SEL, cluster_ip=None))
+    assert expected_slice_labels(svc) == MANAGED

@@ -162,7 +162,8 @@ def test_real_failures_still_win_over_uninterpretable() -> None:
 
 def test_service_without_variables_ignores_pods_for_environment() -> None:
     svc = service("web", selector=SEL, cluster_ip="None", ports=[])
-    r = run(svc, [bad_pod(labels={"app": "no"})], [eslice("web-1", "web", [])], dns=None)
+    sl = [eslice("web-1", "web", [], headless=True)]
+    r = run(svc, [bad_pod(labels={"app": "no"})], sl, dns=None)
     assert verdicts(r)["Environment"] == ("True", "Consistent")
     # the odd pod is not selected (labels readable): no pod matches, which is a real finding
     assert verdicts(r)["Endpoints"] == ("False", "SelectorMatchesNoPod")

@@ -110,6 +110,7 @@ class ServiceAudit:
 def slice_to_dict(s: ExpectedSlice) -> dict[str, object]:
     return {
         "addressType": s.address_type,
+        "labels": dict(s.labels),
         "ports": [{"name": p.name, "port": p.port, "protocol": p.protocol} for p in s.ports],
         "endpoints": [
             {

@@ -193,6 +193,19 @@ CATALOGUE: Mapping[str, CodeInfo] = {
             "The pod was deleted (or renamed by a new rollout) and the slice was not updated.",
             "Point the endpoint at an existing pod (or drop its targetRef if it is external).",
         ),
+        _c(
+            "SVA-EP-016",
+            "SliceHeadlessLabelMismatch",
+            EP,
+            W,
+            "A controller-managed slice carries service.kubernetes.io/headless while its "
+            "service has a clusterIP, or lacks it while the service is headless. kube-proxy "
+            "ignores slices with that label, so a labelled slice of a ClusterIP service "
+            "does not route.",
+            "The slice's labels were edited by hand (the controller rewrites its reserved "
+            "labels only when it updates the slice for another reason).",
+            "Delete the slice (the controller recreates it) or restore the label.",
+        ),
         # ---- user mistakes visible in the objects ----
         _c(
             "SVA-EP-101",

@@ -2,7 +2,8 @@
 
 Slices compare as sets of endpoints (identity = addresses + targetRef); slice names,
 counts and order are ignored, but each endpoint's port set (the controller's grouping)
-is checked. DNS compares record sets per question. Env compares exact values.
+is checked, and so is the headless label of controller-managed slices. DNS compares
+record sets per question. Env compares exact values.
 """
 
 from __future__ import annotations
@@ -13,7 +14,12 @@ from dataclasses import dataclass, field
 
 from svcaudit.core.codes import Discrepancy, discrepancy, ref
 from svcaudit.core.dns import DnsQuestion, DnsRecord, ExpectedDns
-from svcaudit.core.endpoints import CONTROLLER_NAME, ExpectedEndpoints, address_types
+from svcaudit.core.endpoints import (
+    CONTROLLER_NAME,
+    HEADLESS_LABEL,
+    ExpectedEndpoints,
+    address_types,
+)
 from svcaudit.core.envvars import ServiceEnv, container_env, service_variables
 from svcaudit.core.model import (
     IPV4,
@@ -113,6 +119,18 @@ def compare_slices(
         if s.address_type not in families and s.managed_by == CONTROLLER_NAME:
             out.append(
                 discrepancy("SVA-EP-011", sref, "/".join(sorted(families)), s.address_type, (svc,))
+            )
+        if s.managed_by == CONTROLLER_NAME and (HEADLESS_LABEL in s.labels) != service.is_headless:
+            should = "labelled" if service.is_headless else "not labelled"
+            has = "labelled" if HEADLESS_LABEL in s.labels else "not labelled"
+            out.append(
+                discrepancy(
+                    "SVA-EP-016",
+                    sref,
+                    f"{should} {HEADLESS_LABEL}",
+                    f"{has} {HEADLESS_LABEL}",
+                    (svc,),
+                )
             )
         ports = frozenset(s.ports)
         for ep in s.endpoints:

@@ -9,11 +9,13 @@ because comparison ignores slice names, counts and order.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from svcaudit.core.model import (
     IPV4,
     IPV6,
+    MANAGED_BY_LABEL,
+    SERVICE_NAME_LABEL,
     Container,
     Endpoint,
     EndpointConditions,
@@ -28,15 +30,20 @@ from svcaudit.core.model import (
 
 DEFAULT_MAX_ENDPOINTS_PER_SLICE = 100
 CONTROLLER_NAME = "endpointslice-controller.k8s.io"
+HEADLESS_LABEL = "service.kubernetes.io/headless"
+# Labels the controller owns on its slices: never copied from the service.
+RESERVED_SLICE_LABELS = (SERVICE_NAME_LABEL, MANAGED_BY_LABEL, HEADLESS_LABEL)
 
 
 @dataclass(frozen=True, slots=True)
 class ExpectedSlice:
-    """One slice the controller should write (ports in service order)."""
+    """One slice the controller should write (ports in service order, labels as
+    expected_slice_labels)."""
 
     address_type: str
     ports: tuple[EndpointPort, ...]
     endpoints: tuple[Endpoint, ...]
+    labels: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     @property
     def port_set(self) -> frozenset[EndpointPort]:
@@ -86,6 +93,23 @@ def address_types(service: Service) -> tuple[str, ...]:
     if service.has_cluster_ip:
         return (ip_family(service.cluster_ip),)
     return (IPV4, IPV6)
+
+
+def expected_slice_labels(service: Service) -> dict[str, str]:
+    """setEndpointSliceLabels: the service's own labels minus the reserved keys, then
+    kubernetes.io/service-name=<svc>, endpointslice.kubernetes.io/managed-by=<controller>
+    and service.kubernetes.io/headless="" for a headless service (clusterIP None).
+
+    The controller tests "clusterIP not set", which also holds for an empty clusterIP; a
+    managed service read from a cluster always has one (the apiserver allocates it at
+    creation), so an offline manifest without clusterIP is predicted as not headless.
+    """
+    labels = {k: v for k, v in service.labels.items() if k not in RESERVED_SLICE_LABELS}
+    if service.is_headless:
+        labels[HEADLESS_LABEL] = ""
+    labels[SERVICE_NAME_LABEL] = service.name
+    labels[MANAGED_BY_LABEL] = CONTROLLER_NAME
+    return dict(sorted(labels.items()))
 
 
 def selects(service: Service, pod: Pod) -> bool:
@@ -199,15 +223,16 @@ def expected_endpoints(
             if ep.addresses:
                 group = groups.setdefault((family, frozenset(ports)), (ports, []))
                 group[1].append(ep)
+    labels = expected_slice_labels(service)
     slices: list[ExpectedSlice] = []
     for (family, _), (ports, eps) in groups.items():
         eps.sort(key=_sort_key)
         for start in range(0, len(eps), max_endpoints_per_slice):
             chunk = tuple(eps[start : start + max_endpoints_per_slice])
-            slices.append(ExpectedSlice(family, ports, chunk))
+            slices.append(ExpectedSlice(family, ports, chunk, labels))
     for family in address_types(service):
         if not any(s.address_type == family for s in slices):
-            slices.append(ExpectedSlice(family, (), ()))  # the placeholder
+            slices.append(ExpectedSlice(family, (), (), labels))  # the placeholder
     slices.sort(key=lambda s: (s.address_type, port_set_key(s.ports), _first_key(s)))
     return ExpectedEndpoints(
         managed=True,
