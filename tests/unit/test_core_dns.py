@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from k8sobjs import container, cport, node, pod, port, service
@@ -11,6 +12,9 @@ from svcaudit.core.dns import (
     DnsRecord,
     endpoint_label,
     expected_dns,
+    pod_dns,
+    pod_ip_from_label,
+    pod_ip_label,
     record_from_answer,
     reverse_name,
 )
@@ -152,3 +156,54 @@ def test_record_from_answer_canonicalises() -> None:
         "Web.Default.svc.cluster.local", "srv", "0 50 80 web.default.svc.cluster.local."
     ) == DnsRecord(BASE, "SRV", "80 " + BASE)
     assert record_from_answer(BASE, "AAAA", "FD00:0::A").data == "fd00::a"
+
+
+# ---- pod records (CoreDNS `pods insecure`) -----------------------------------------------
+
+
+def pod_recs(pod_obj: dict[str, Any], zone: str = "cluster.local") -> list[tuple[str, str, str]]:
+    return [(r.name, r.type, r.data) for r in pod_dns(Pod.from_api(pod_obj), zone)]
+
+
+def test_pod_a_record_dashed_ip_in_its_namespace() -> None:
+    assert pod_recs(pod("a", "shop", ips=["10.244.0.5"])) == [
+        ("10-244-0-5.shop.pod.cluster.local.", "A", "10.244.0.5")
+    ]
+    assert pod_recs(pod("a", ips=["10.244.0.5"]), zone="Corp.Example") == [
+        ("10-244-0-5.default.pod.corp.example.", "A", "10.244.0.5")
+    ]
+
+
+def test_pod_ipv6_aaaa_record_colons_become_dashes() -> None:
+    assert pod_recs(pod("a", ips=["FD00:10:244::5"])) == [
+        ("fd00-10-244--5.default.pod.cluster.local.", "AAAA", "fd00:10:244::5")
+    ]
+
+
+def test_pod_dual_stack_one_record_per_family() -> None:
+    assert pod_recs(pod("a", ips=["10.244.0.5", "fd00:10:244::5"])) == [
+        ("10-244-0-5.default.pod.cluster.local.", "A", "10.244.0.5"),
+        ("fd00-10-244--5.default.pod.cluster.local.", "AAAA", "fd00:10:244::5"),
+    ]
+
+
+def test_pod_without_ip_has_no_record() -> None:
+    assert pod_recs(pod("a", ips=[], phase="Pending", ready=False)) == []
+
+
+def test_pod_ip_labels_read_back_by_corednss_rule() -> None:
+    cases = {
+        "10.244.0.5": "10-244-0-5",
+        "fd00::a": "fd00--a",
+        "2001:db8:0:0:1::1": "2001-db8--1-0-0-1",
+        "::1": "0--1",  # a leading '-' is not a hostname label; 0::1 is ::1
+        "fd00::": "fd00--0",
+        "1:2:3:4:5:6:7:8": "1-2-3-4-5-6-7-8",
+        "::ffff:10.1.2.3": "0--ffff-a01-203",  # no dotted quad in the label
+    }
+    for address, label in cases.items():
+        assert pod_ip_label(address) == label, address
+        assert pod_ip_from_label(label) == str(ipaddress.ip_address(address)), address
+    # CoreDNS also reads the unpadded spellings, and nothing from a non-address
+    assert pod_ip_from_label("--1") == "::1" and pod_ip_from_label("fd00--") == "fd00::"
+    assert pod_ip_from_label("web-0") is None and pod_ip_from_label("1-2-3") is None

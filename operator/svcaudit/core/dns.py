@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from svcaudit.core.model import IPV6, Endpoint, EndpointPort, Service
+from svcaudit.core.model import IPV6, Endpoint, EndpointPort, Pod, Service
 
 DEFAULT_ZONE = "cluster.local"
 RECORD_TYPES = ("A", "AAAA", "CNAME", "PTR", "SRV")
@@ -140,6 +140,57 @@ def expected_dns(
             if IPV6 in families:
                 nxdomain.add(DnsQuestion(base, "AAAA"))
     return ExpectedDns(frozenset(records), frozenset(nxdomain))
+
+
+def pod_ip_label(address: str) -> str:
+    """The first label of a pod's address record (CoreDNS `pods insecure`): IPv4 a.b.c.d is
+    `a-b-c-d`; IPv6 is its compressed lower-case form with ':' replaced by '-'
+    (fd00::a -> `fd00--a`). A label that would start or end with '-' (an address starting
+    or ending with '::') gets a '0' there, so it stays a valid hostname label: CoreDNS reads
+    `0--1` as 0::1, the same address as ::1. An IPv4-mapped address is written in full
+    hex groups (no dotted quad, whose dots CoreDNS would not read back)."""
+    ip = ipaddress.ip_address(address)
+    if ip.version == 4:
+        return str(ip).replace(".", "-")
+    text = ip.compressed
+    if "." in text:
+        text = ip.exploded
+    label = text.replace(":", "-").lower()
+    if label.startswith("-"):
+        label = "0" + label
+    if label.endswith("-"):
+        label += "0"
+    return label
+
+
+def pod_ip_from_label(label: str) -> str | None:
+    """The address CoreDNS (`pods insecure`, findPods) answers for a pod name's first
+    label: exactly three '-' and no '--' is IPv4 (dashes become dots), anything else IPv6
+    (dashes become colons); None when that is no IP (CoreDNS answers NXDOMAIN)."""
+    if label.count("-") == 3 and "--" not in label:
+        text = label.replace("-", ".")
+    else:
+        text = label.replace("-", ":")
+    try:
+        return canonical_ip(text)
+    except ValueError:
+        return None
+
+
+def pod_dns(pod: Pod, zone: str = DEFAULT_ZONE) -> tuple[DnsRecord, ...]:
+    """A pod's address records under CoreDNS `pods insecure` (as kubeadm configures it):
+    `<ip label>.<ns>.pod.<zone>` A (IPv4) or AAAA (IPv6) per status.podIPs entry, sorted;
+    none for a pod without IP. Insecure mode answers any well-formed address name without
+    looking the pod up, so these are the names that carry the pod's own addresses."""
+    records = {
+        DnsRecord(
+            fqdn(f"{pod_ip_label(ip)}.{pod.namespace}.pod.{zone}"),
+            address_record_type(ip),
+            canonical_ip(ip),
+        )
+        for ip in pod.pod_ips
+    }
+    return tuple(sorted(records))
 
 
 def expected_dns_questions(
