@@ -307,6 +307,16 @@ CATALOGUE: Mapping[str, CodeInfo] = {
             "An offline manifest before the apiserver allocated the IP.",
             "Feed the object as read from the cluster (kubectl get -o yaml).",
         ),
+        _c(
+            "SVA-EP-112",
+            "NodePortNotAllocated",
+            EP,
+            I,
+            "A NodePort (or LoadBalancer) service port has no nodePort in the input: its "
+            "node access points cannot be predicted.",
+            "An offline manifest before the apiserver allocated the node ports.",
+            "Feed the object as read from the cluster (kubectl get -o yaml).",
+        ),
         # ---- environment variables ----
         _c(
             "SVA-ENV-001",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
+from svcaudit.core.access import missing_node_ports
 from svcaudit.core.codes import Discrepancy, discrepancy, ref
 from svcaudit.core.endpoints import (
     ExpectedEndpoints,
@@ -43,6 +44,17 @@ def endpoint_findings(
     out: list[Discrepancy] = []
     if not service.is_external_name and not service.cluster_ip:
         out.append(discrepancy("SVA-EP-111", svc, "spec.clusterIP allocated", "empty"))
+    unallocated = missing_node_ports(service)
+    if unallocated:
+        ports = ", ".join(f"{sp.name or sp.port}/{sp.protocol}" for sp in unallocated)
+        out.append(
+            discrepancy(
+                "SVA-EP-112",
+                svc,
+                f"spec.ports[].nodePort allocated ({service.type})",
+                f"none for {ports}",
+            )
+        )
     if not expected.managed:
         return out
     selector = ",".join(f"{k}={v}" for k, v in sorted(service.selector.items()))

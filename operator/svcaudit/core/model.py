@@ -159,6 +159,7 @@ class Service:
     external_name: str = ""
     publish_not_ready_addresses: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
+    allocate_load_balancer_node_ports: bool = True  # read for type LoadBalancer only
     creation_timestamp: datetime | None = None
     # Latest managedFields time of an entry owning ports/clusterIP/type: an upper bound of
     # the last env-relevant spec change (a manager's time moves on any change it makes).
@@ -240,6 +241,12 @@ class Service:
                 spec, "publishNotReadyAddresses", "spec.publishNotReadyAddresses", False
             ),
             labels=f.string_map(meta, "labels", "metadata.labels"),
+            allocate_load_balancer_node_ports=f.boolean(
+                spec,
+                "allocateLoadBalancerNodePorts",
+                "spec.allocateLoadBalancerNodePorts",
+                True,
+            ),
             creation_timestamp=f.time(meta, "creationTimestamp", "metadata.creationTimestamp"),
             env_spec_touched_at=_env_spec_touched_at(f, meta),
         )
