@@ -115,3 +115,67 @@ def test_documented_example_runs() -> None:
     assert [f["code"] for f in peers["findings"]] == ["SVA-EP-102"]
     stale = doc["pods"][0]["containers"][0]["findings"]
     assert [f["code"] for f in stale] == ["SVA-ENV-001"]
+
+
+def test_slice_labels_pod_dns_and_access_points(tmp_path: Path) -> None:
+    headless = service("peers", selector={"app": "web"}, cluster_ip="None", ports=[port(80)])
+    nodeport = service(
+        "web-np",
+        selector={"app": "web"},
+        cluster_ip="10.96.0.30",
+        type_="NodePort",
+        ports=[port(80, "http", 9876, nodePort=30080), port(53, "dns", protocol="UDP")],
+    )
+    dual = pod("web-2", ips=["10.244.0.6", "fd00:10:244::6"])
+    code, out, err = run(tmp_path, [*objects(), headless, nodeport, dual], "-o", "json")
+    assert code == 0, err
+    doc = json.loads(out)
+    svcs = {s["name"]: s for s in doc["services"]}
+    managed = {
+        "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+        "kubernetes.io/service-name": "web",
+    }
+    assert [sl["labels"] for sl in svcs["web"]["endpointSlices"]] == [managed]
+    assert svcs["peers"]["endpointSlices"][0]["labels"] == {
+        **managed,
+        "kubernetes.io/service-name": "peers",
+        "service.kubernetes.io/headless": "",
+    }
+    assert svcs["kubernetes"]["endpointSlices"] == []  # no selector: not the controller's
+    pods = {p["name"]: p for p in doc["pods"]}
+    assert pods["web-1"]["dns"] == [
+        {"name": "10-244-0-5.default.pod.cluster.local.", "type": "A", "data": "10.244.0.5"}
+    ]
+    assert [(r["name"], r["type"]) for r in pods["web-2"]["dns"]] == [
+        ("10-244-0-6.default.pod.cluster.local.", "A"),
+        ("fd00-10-244--6.default.pod.cluster.local.", "AAAA"),
+    ]
+    assert svcs["web"]["accessPoints"] == [
+        {"address": "10.96.0.20", "port": 80, "protocol": "TCP", "scope": "cluster"}
+    ]
+    assert svcs["peers"]["accessPoints"] == []
+    # 53/UDP has no nodePort yet (an offline manifest): no node access point, an info finding
+    assert svcs["web-np"]["accessPoints"] == [
+        {"address": "10.96.0.30", "port": 80, "protocol": "TCP", "scope": "cluster"},
+        {"address": "10.96.0.30", "port": 53, "protocol": "UDP", "scope": "cluster"},
+        {"address": "192.168.0.10", "port": 30080, "protocol": "TCP", "scope": "node"},
+    ]
+    (np_finding,) = [f for f in svcs["web-np"]["findings"] if f["code"] == "SVA-EP-112"]
+    assert np_finding["severity"] == "info" and np_finding["observed"] == "none for dns/UDP"
+    code, table, _ = run(tmp_path, [*objects(), nodeport], "-o", "table")
+    assert code == 0
+    assert "  node     192.168.0.10:30080  TCP" in table
+    assert " dns: 10-244-0-5.default.pod.cluster.local. A 10.244.0.5" in table
+    assert "service.kubernetes.io/headless" not in table
+
+
+def test_without_nodes_no_node_access_points(tmp_path: Path) -> None:
+    nodeport = service(
+        "web-np", cluster_ip="10.96.0.30", type_="NodePort", ports=[port(80, nodePort=30080)]
+    )
+    code, out, _ = run(tmp_path, [KUBE, nodeport], "-o", "json")
+    assert code == 0
+    doc = json.loads(out)
+    np = next(s for s in doc["services"] if s["name"] == "web-np")
+    assert [a["scope"] for a in np["accessPoints"]] == ["cluster"]
+    assert any("node access points omitted" in n for n in doc["notes"])

@@ -23,7 +23,8 @@ EXIT_INPUT = 2
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "expect",
-        help="print the EndpointSlices, env vars and DNS records Kubernetes should publish",
+        help="print the EndpointSlices, env vars, DNS records and access points Kubernetes"
+        " should publish",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -115,6 +116,8 @@ def render_table(doc: dict[str, Any]) -> str:
             lines += _rows(
                 ["SLICE", "FAMILY", "PORTS", "ADDRESSES", "R/S/T", "POD", "NODE", "HOSTNAME"], rows
             )
+            labels = svc["endpointSlices"][0]["labels"]
+            lines.append("  labels: " + ", ".join(f"{k}={v}" for k, v in labels.items()))
         else:
             lines.append(" endpoint slices: not managed by the EndpointSlice controller")
         dns_rows = [[r["name"], r["type"], r["data"]] for r in svc["dns"]]
@@ -122,10 +125,18 @@ def render_table(doc: dict[str, Any]) -> str:
         if dns_rows:
             lines.append(" dns:")
             lines += _rows(["NAME", "TYPE", "DATA"], dns_rows)
+        access_rows = [
+            [a["scope"], _hostport(a["address"], a["port"]), a["protocol"]]
+            for a in svc.get("accessPoints", [])
+        ]
+        if access_rows:
+            lines.append(" access points (cluster: ClusterIP:port, node: InternalIP:nodePort):")
+            lines += _rows(["SCOPE", "ADDRESS", "PROTOCOL"], access_rows)
         lines += _findings(svc["findings"], " ")
         lines.append("")
     for pod in doc["pods"]:
         lines.append(f"POD {pod['namespace']}/{pod['name']}")
+        lines += [f" dns: {r['name']} {r['type']} {r['data']}" for r in pod.get("dns", [])]
         for c in pod["containers"]:
             lines.append(f" container {c['name']}: {len(c['env'])} service variable(s)")
             lines += [f"   {k}={v}" for k, v in c["env"].items()]
@@ -133,6 +144,10 @@ def render_table(doc: dict[str, Any]) -> str:
         lines.append("")
     lines += [f"note: {n}" for n in doc["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def _hostport(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def _findings(findings: list[dict[str, Any]], indent: str) -> list[str]:

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from svcaudit.core.access import AccessPoint, expected_access_points
 from svcaudit.core.audit import DEFAULT_SETTINGS, AuditSettings, record_to_dict, slice_to_dict
 from svcaudit.core.codes import Discrepancy, discrepancy
 from svcaudit.core.compare import compare_slices
-from svcaudit.core.dns import expected_dns
+from svcaudit.core.dns import expected_dns, pod_dns
 from svcaudit.core.endpoints import expected_endpoints
 from svcaudit.core.envvars import pod_env
 from svcaudit.core.errors import MalformedObjectError
@@ -152,6 +153,10 @@ def expect_document(inv: Inventory, settings: AuditSettings = DEFAULT_SETTINGS) 
                 "endpointSlices": [slice_to_dict(s) for s in exp.slices],
                 "dns": [record_to_dict(r) for r in sorted(dns.records)],
                 "dnsNxdomain": [{"name": q.name, "type": q.type} for q in sorted(dns.nxdomain)],
+                "accessPoints": [
+                    _access_point(a)
+                    for a in expected_access_points(svc, (inv.nodes or {}).values())
+                ],
                 "findings": [d.to_dict() for d in sorted(dict.fromkeys(found), key=_order)],
             }
         )
@@ -167,8 +172,19 @@ def expect_document(inv: Inventory, settings: AuditSettings = DEFAULT_SETTINGS) 
                     "findings": [d.to_dict() for d in sorted(dict.fromkeys(fnd), key=_order)],
                 }
             )
-        pods_out.append({"namespace": pod.namespace, "name": pod.name, "containers": containers})
+        pods_out.append(
+            {
+                "namespace": pod.namespace,
+                "name": pod.name,
+                "dns": [record_to_dict(r) for r in pod_dns(pod, settings.zone)],
+                "containers": containers,
+            }
+        )
     return {"services": services_out, "pods": pods_out, "notes": _notes(inv)}
+
+
+def _access_point(a: AccessPoint) -> dict[str, Any]:
+    return {"address": a.address, "port": a.port, "protocol": a.protocol, "scope": a.scope}
 
 
 def _order(d: Discrepancy) -> tuple[str, str, tuple[str, ...]]:
@@ -180,7 +196,10 @@ def _notes(inv: Inventory) -> list[str]:
     if not any(s.key == ("default", "kubernetes") for s in inv.services):
         notes.append("default/kubernetes is not in the input: KUBERNETES_* variables omitted")
     if inv.nodes is None:
-        notes.append("no Node in the input: zones omitted, pods never dropped for a missing node")
+        notes.append(
+            "no Node in the input: zones and node access points omitted,"
+            " pods never dropped for a missing node"
+        )
     if inv.slices is None:
         notes.append(
             "no EndpointSlice in the input: nothing compared, selectorless services not checked"
