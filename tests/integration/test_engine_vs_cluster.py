@@ -1,5 +1,7 @@
-"""The engine agrees with the real cluster: expected slices == the EndpointSlice controller's
-slices, expected DNS records == CoreDNS's answers, compared as sets, for varied Services.
+"""The engine agrees with the real cluster: expected slices (and their labels) == the
+EndpointSlice controller's slices, expected DNS records (services' and pods') == CoreDNS's
+answers, compared as sets, for varied Services; `svcaudit expect`'s node access points ==
+the node ports the apiserver allocated, on every node's InternalIP.
 
 The cluster is eventually consistent, so each comparison polls until the cluster has settled
 (pods Running, slices written); it fails if the two never agree within the deadline.
@@ -17,8 +19,13 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from svcaudit.core.dns import DnsRecord, expected_dns, record_from_answer
-from svcaudit.core.endpoints import CONTROLLER_NAME, expected_endpoints
+from svcaudit.core.dns import DnsRecord, expected_dns, pod_dns, record_from_answer
+from svcaudit.core.endpoints import (
+    CONTROLLER_NAME,
+    RESERVED_SLICE_LABELS,
+    expected_endpoints,
+)
+from svcaudit.core.expect import expect_document, parse_inventory
 from svcaudit.core.model import EndpointSlice, Node, Pod, Service
 from tests.fixtures import Cluster
 
@@ -68,10 +75,11 @@ spec:
   selector: {app: web}
   ports: [{port: 80, targetPort: 8080}]
 ---
-# named targetPorts, one of them (grpc) declared by no pod, one UDP
+# named targetPorts, one of them (grpc) declared by no pod, one UDP; a label the
+# controller copies onto the slices
 apiVersion: v1
 kind: Service
-metadata: {name: multi}
+metadata: {name: multi, labels: {team: shop}}
 spec:
   selector: {app: web}
   ports:
@@ -122,6 +130,17 @@ spec:
   selector: {app: web-canary}
   ports: [{name: http, port: 80, targetPort: http}]
 ---
+# one number, two protocols: the apiserver gives both the same node port
+apiVersion: v1
+kind: Service
+metadata: {name: dns-np}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports:
+  - {name: dns-udp, port: 53, targetPort: dns, protocol: UDP}
+  - {name: dns-tcp, port: 53, targetPort: 5353}
+---
 apiVersion: v1
 kind: Service
 metadata: {name: external}
@@ -157,6 +176,7 @@ SERVICES = (
     "nobody-headless",
     "typo",
     "nodeport",
+    "dns-np",
     "external",
     "sub",
 )
@@ -222,7 +242,16 @@ def compare_slices_once(cluster: Cluster, namespace: str) -> dict[str, tuple[Any
         want, got = slice_set(expected.slices), slice_set(managed)
         if want != got:
             differ[svc.name] = (want, got)
+        want_labels = {reserved_labels(s.labels) for s in expected.slices}
+        got_labels = {reserved_labels(s.labels) for s in managed}
+        if want_labels != got_labels:
+            differ[f"{svc.name} labels"] = (want_labels, got_labels)
     return differ
+
+
+def reserved_labels(labels: Any) -> frozenset[tuple[str, str]]:
+    """service-name, managed-by and headless: the labels the controller owns on a slice."""
+    return frozenset((k, v) for k, v in labels.items() if k in RESERVED_SLICE_LABELS)
 
 
 def test_expected_slices_equal_the_controllers(cluster: Cluster, namespace: str) -> None:
@@ -245,6 +274,15 @@ def test_expected_slices_equal_the_controllers(cluster: Cluster, namespace: str)
     sub = expected_endpoints(by_name["sub"], pods, nodes)
     assert [ep.hostname for ep in sub.endpoints] == ["named-0"]
     assert all(ep.zone for ep in expected_endpoints(by_name["simple"], pods, nodes).endpoints)
+    # labels: the headless one really is on the headless services' slices, and the
+    # service's own label is copied (so the whole label set is predicted, not only three keys)
+    managed = {s.service_name: dict(s.labels) for s in _slices if s.managed_by == CONTROLLER_NAME}
+    assert managed["web-headless"]["service.kubernetes.io/headless"] == ""
+    assert "service.kubernetes.io/headless" not in managed["simple"]
+    assert managed["multi"] == dict(
+        expected_endpoints(by_name["multi"], pods, nodes).slices[0].labels
+    )
+    assert managed["multi"]["team"] == "shop"
 
 
 def ask(cluster: Cluster, name: str, rtype: str) -> tuple[int, set[DnsRecord]]:
@@ -299,3 +337,84 @@ def test_expected_dns_equals_coredns(cluster: Cluster, namespace: str) -> None:
         for r in expected_dns(svc, expected_endpoints(svc, pods, nodes).slices).records
     }
     assert {"A", "SRV", "PTR", "CNAME"} <= kinds
+
+
+def expect_doc(cluster: Cluster, namespace: str) -> dict[str, Any]:
+    """`svcaudit expect`'s document for the namespace's services and pods and the nodes, as
+    `kubectl get -o json` lists them."""
+    lists = [
+        json.loads(cluster.run_kubectl("get", *kind, "-o", "json").stdout)
+        for kind in (("svc", "-n", namespace), ("pods", "-n", namespace), ("nodes",))
+    ]
+    inventory, errors = parse_inventory(lists)
+    assert errors == ()
+    return expect_document(inventory)
+
+
+def running_pods_with_ip(cluster: Cluster, namespace: str) -> list[Pod]:
+    pods = [Pod.from_api(o) for o in get_items(cluster, "pods", "-n", namespace)]
+    return [p for p in pods if p.phase == "Running" and p.pod_ips]
+
+
+def test_expected_pod_records_answered_by_coredns(cluster: Cluster, namespace: str) -> None:
+    if not cluster.dns_host:
+        pytest.fail("this provider gives no DNS address to query (set SVCAUDIT_DNS_SERVER)")
+    cluster.run_kubectl("apply", "-n", namespace, "-f", "-", input=OBJECTS)
+    deadline = time.monotonic() + 60
+    while len(running_pods_with_ip(cluster, namespace)) < 6 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    pods = sorted(running_pods_with_ip(cluster, namespace), key=lambda p: p.name)
+    assert len(pods) == 6
+    doc_pods = {p["name"]: p for p in expect_doc(cluster, namespace)["pods"]}
+    for pod in (pods[0], pods[-1]):
+        want = set(pod_dns(pod))
+        assert [(r.name, r.type, r.data) for r in sorted(want)] == [
+            (r["name"], r["type"], r["data"]) for r in doc_pods[pod.name]["dns"]
+        ]
+        assert {r.type for r in want} == {"A"}  # the local cluster is IPv4 only
+        got: set[DnsRecord] = set()
+        for r in want:
+            rcode, records = ask(cluster, r.name, r.type)
+            assert rcode == dns.rcode.NOERROR, (r.name, dns.rcode.to_text(rcode))
+            got |= records
+        assert got == want
+        (record,) = want
+        assert record.name.startswith(record.data.replace(".", "-") + f".{namespace}.pod.")
+    # IPv6 names, whose spelling CoreDNS must read back (insecure mode answers without a
+    # pod, so the IPv4-only cluster can still check them): colons as dashes, '::' edges padded
+    for ips in (["fd00:10:244::6"], ["::1"], ["fd00::"], ["10.1.2.3", "2001:db8::1:0:0:1"]):
+        synthetic = Pod(namespace=namespace, name="v6", pod_ips=tuple(ips))
+        for r in pod_dns(synthetic):
+            rcode, records = ask(cluster, r.name, r.type)
+            assert (rcode, records) == (dns.rcode.NOERROR, {r}), r
+
+
+def test_node_port_access_points_follow_the_apiservers_allocation(
+    cluster: Cluster, namespace: str
+) -> None:
+    cluster.run_kubectl("apply", "-n", namespace, "-f", "-", input=OBJECTS)
+    raw = {o["metadata"]["name"]: o for o in get_items(cluster, "svc", "-n", namespace)}
+    internal_ips = sorted(
+        a["address"]
+        for n in get_items(cluster, "nodes")
+        for a in n["status"].get("addresses", [])
+        if a["type"] == "InternalIP"
+    )
+    assert len(internal_ips) >= 2
+    doc = {s["name"]: s for s in expect_doc(cluster, namespace)["services"]}
+    for name in ("nodeport", "dns-np"):
+        spec = raw[name]["spec"]
+        allocated = [(p["nodePort"], p["protocol"]) for p in spec["ports"]]
+        assert all(30000 <= n <= 32767 for n, _ in allocated)
+        points = doc[name]["accessPoints"]
+        node_points = sorted(
+            (a["address"], a["port"], a["protocol"]) for a in points if a["scope"] == "node"
+        )
+        assert node_points == sorted((ip, n, pr) for ip in internal_ips for n, pr in allocated)
+        cluster_points = [(a["address"], a["port"]) for a in points if a["scope"] == "cluster"]
+        assert cluster_points == [(spec["clusterIP"], p["port"]) for p in spec["ports"]]
+        assert "SVA-EP-112" not in {f["code"] for f in doc[name]["findings"]}
+    # 53/UDP and 53/TCP share one node port
+    assert len({p["nodePort"] for p in raw["dns-np"]["spec"]["ports"]}) == 1
+    assert [a["scope"] for a in doc["simple"]["accessPoints"]] == ["cluster"]
+    assert doc["web-headless"]["accessPoints"] == doc["external"]["accessPoints"] == []
