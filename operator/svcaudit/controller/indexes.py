@@ -59,6 +59,10 @@ POD_DIGEST = "svcaudit:digest"
 POD_ENV_DIGEST = "svcaudit:envDigest"
 
 
+def _rv(body: Body) -> str:
+    return str((body.get("metadata") or {}).get("resourceVersion") or "")
+
+
 def pod_record(body: Body) -> Body:
     meta = body.get("metadata") or {}
     return {
@@ -212,6 +216,42 @@ class Store:
     )  # service key -> slice name -> error
     # (kind, key) -> monotonic time of the last event: what a resync may call a ghost
     last_event: dict[tuple[str, Key], float] = dataclasses.field(default_factory=dict)
+    # (kind, key) -> resourceVersions of our own last writes, oldest first, until their watch
+    # events (echoes) have come back: an echo is no change to audit for.
+    echoes: dict[tuple[str, Key], list[str]] = dataclasses.field(default_factory=dict)
+
+    # ---- our own writes ------------------------------------------------------------------
+    def wrote(self, kind: str, body: Body) -> None:
+        """Store what the API server answered to our write (services or serviceaudits) and
+        remember its resourceVersion: the watch will bring the same body back later."""
+        key = key_of(body)
+        if kind == "services":
+            old = self.services.get(key)
+            if old is None or (
+                service_fingerprint(old),
+                service_env_fingerprint(old),
+            ) != (service_fingerprint(body), service_env_fingerprint(body)):
+                return  # the answer shows a change the watch has not brought yet: let it
+            self.services[key] = body
+        else:
+            self.audits[key] = body
+        seq = self.echoes.setdefault((kind, key), [])
+        seq.append(_rv(body))
+        del seq[:-4]
+
+    def _echo(self, kind: str, old: Body | None, body: Body) -> str:
+        """ "" when `body` is not one of our writes; "stale" when the store already holds a
+        later write of ours; "echo" otherwise (the store catches up, nothing changed)."""
+        seq = self.echoes.get((kind, key_of(body)))
+        rv = _rv(body)
+        if not seq or rv not in seq:
+            return ""
+        held = _rv(old) if old is not None else ""
+        if held in seq and seq.index(held) > seq.index(rv):
+            return "stale"
+        if rv == seq[-1]:
+            del self.echoes[(kind, key_of(body))]  # caught up with our last write
+        return "echo"
 
     # ---- resync after a watch gap --------------------------------------------------------
     def touch(self, kind: str, event_type: str | None, body: Body, when: float) -> None:
@@ -271,12 +311,16 @@ class Store:
         ns, name = key
         old = self.services.get(key)
         if event_type == "DELETED":
+            self.echoes.pop(("services", key), None)
             self.services.pop(key, None)
             self.service_views.pop(key, None)
             self.service_errors.pop(key, None)
             self.services_by_ns[ns].discard(name)
             self._drop_service_routes(key)
             return self.services_in(ns) | {key}
+        echo = self._echo("services", old, body)
+        if echo == "stale":
+            return set()
         self.services[key] = body
         self.services_by_ns[ns].add(name)
         if old is None or service_fingerprint(old) != service_fingerprint(body):
@@ -288,9 +332,9 @@ class Store:
             return self.services_in(ns) | {key}  # env vars of the namespace changed
         if service_fingerprint(old) != service_fingerprint(body):
             return {key}
-        if our_conditions(old) != our_conditions(body):
-            return {key}  # our write (re-audit writes nothing) or someone else's edit of it
-        return set()  # status/metadata only
+        if not echo and our_conditions(old) != our_conditions(body):
+            return {key}  # someone else's edit of our conditions: overwritten with the truth
+        return set()  # status/metadata only, or the echo of our own write
 
     def services_in(self, namespace: str) -> set[Key]:
         return {(namespace, n) for n in self.services_by_ns.get(namespace, ())}
@@ -432,12 +476,16 @@ class Store:
             ).get("uid"):
                 return set()  # an older incarnation went away; ours is already stored
             self.audits.pop(key, None)
+            self.echoes.pop(("serviceaudits", key), None)
             # Deleted by hand (or by the GC of a previous incarnation): re-create if needed.
             return {key} if key in self.services else set()
         old = self.audits.get(key)
+        echo = self._echo("serviceaudits", old, body)
+        if echo == "stale":
+            return set()
         self.audits[key] = body
-        if old is not None and old.get("status") != body.get("status"):
-            return {key}  # our write (re-audit writes nothing) or someone else's edit of it
+        if not echo and old is not None and old.get("status") != body.get("status"):
+            return {key}  # someone else's edit of our status: overwritten with the truth
         return set()
 
     def all_service_keys(self) -> Iterable[Key]:

@@ -477,7 +477,7 @@ class Reconciler:
                 self._written[("service", key)] = (rv, conditions)
                 current = self.store.services.get(key)
                 if new is not None and current is not None and _uid(current) == _uid(new):
-                    self.store.services[key] = new  # the watch will bring the same body
+                    self.store.wrote("services", new)  # the watch will bring the same body
 
         if self.settings.write_serviceaudits:
             try:
@@ -532,7 +532,7 @@ class Reconciler:
         if not audit_owned:
             new_audit = await self.kube.apply_audit(ns, name, uid, translate.AUDIT_LABELS)
             if new_audit is not None:
-                self.store.audits[key] = new_audit
+                self.store.wrote("serviceaudits", new_audit)
                 audit_body = new_audit
         status = translate.audit_status(
             prepared,
@@ -550,7 +550,7 @@ class Reconciler:
             new_audit = await self.kube.apply_audit_status(ns, name, status)
             self._written[("audit", key)] = (rv, status)
             if new_audit is not None:
-                self.store.audits[key] = new_audit
+                self.store.wrote("serviceaudits", new_audit)
 
     async def _announce(
         self,
