@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 import structlog
 
-from svcaudit.controller.indexes import Body, Key, Store
+from svcaudit.controller.indexes import Body, Key, Store, slim
 from svcaudit.controller.leader import LeaderElector
 from svcaudit.controller.reconcile import Reconciler
 from svcaudit.controller.settings import CRD_GROUP, CRD_PLURAL, CRD_VERSION, ControllerSettings
@@ -39,15 +39,6 @@ class NoDiffBase(kopf.AnnotationsDiffBaseStorage):
         return None
 
 
-def slim(obj: Any) -> Any:
-    """The body without metadata.managedFields, which no audit reads: about a third of a
-    pod's JSON, so a third of the store's memory (bench/)."""
-    meta = obj.get("metadata")
-    if isinstance(meta, dict) and "managedFields" in meta:
-        return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
-    return obj
-
-
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.persistence.diffbase_storage = NoDiffBase()
     # List in pages: kopf's default is one LIST of everything, i.e. 10k pod bodies in memory
@@ -63,6 +54,10 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     # gives up after ~54 s): the watches then resume within seconds of its return.
     settings.networking.error_backoffs = (1, 1, 2, 3) + (5,) * 100_000
     settings.execution.max_workers = 4  # only kopf's own sync helpers; our handlers are async
+    # kopf keeps a worker task per object until it has been idle this long (default 5 s): at
+    # start-up that is every listed object at once. Ours finish in microseconds (bench/, 10k
+    # pods: -17 MB of peak RSS at 0.5 s).
+    settings.queueing.idle_timeout = 0.5
 
 
 def build_registry(

@@ -59,6 +59,15 @@ POD_DIGEST = "svcaudit:digest"
 POD_ENV_DIGEST = "svcaudit:envDigest"
 
 
+def slim(obj: Any) -> Any:
+    """The body without metadata.managedFields, which no audit reads: about a third of a
+    pod's JSON, so a third of the store's memory (bench/)."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict) and "managedFields" in meta:
+        return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    return obj
+
+
 def _rv(body: Body) -> str:
     return str((body.get("metadata") or {}).get("resourceVersion") or "")
 
@@ -224,6 +233,7 @@ class Store:
     def wrote(self, kind: str, body: Body) -> None:
         """Store what the API server answered to our write (services or serviceaudits) and
         remember its resourceVersion: the watch will bring the same body back later."""
+        body = slim(body)
         key = key_of(body)
         if kind == "services":
             old = self.services.get(key)
