@@ -45,7 +45,7 @@ build_kube() {
     ld+=" -X $p.gitVersion=$v -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
     ld+=" -X $p.buildDate=1970-01-01T00:00:00Z"
   done
-  log "kubernetes $v: building ${bins[*]} (cold: 20-45 min on 2 cores)"
+  log "kubernetes $v: building ${bins[*]} (cold: 6-8 min on 2 cores)"
   local t=$(date +%s)
   (cd "$w" && go mod download k8s.io/kubernetes >/dev/null 2>&1 || true
    cd "$w" && go build -trimpath -ldflags "$ld" -o "$w/bin/" \
