@@ -17,10 +17,13 @@ KIND_CLUSTER ?= svcaudit-e2e
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
-$(VENV)/.installed: pyproject.toml
+# The runtime dependencies are installed at exactly the versions the image pins
+# (requirements/image.txt as constraints), so what is tested is what ships, whatever PyPI
+# released since (tests/integration/test_deploy.py checks it).
+$(VENV)/.installed: pyproject.toml requirements/image.txt
 	$(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -e '.[dev]'
+	$(VPY) -m pip install -q -c requirements/image.txt -e '.[dev]'
 	touch $@
 
 venv: $(VENV)/.installed ## create .venv with svcaudit and dev tools
@@ -61,7 +64,7 @@ demo: venv build ## local cluster + operator + the tutorial + one mistake, befor
 	$(VPY) e2e/demo.py
 
 bench: venv build ## benchmarks at scale, with Popeye (not part of the tests; docs/benchmarks.md)
-	$(VPY) -c 'import matplotlib' 2>/dev/null || $(VPY) -m pip install -q -e '.[dev,bench]'
+	$(VPY) -c 'import matplotlib' 2>/dev/null || $(VPY) -m pip install -q -c requirements/image.txt -e '.[dev,bench]'
 	$(VPY) bench/run.py $(BENCH_ARGS)
 
 image: ## build the operator image IMAGE=svcaudit:dev (needs a Docker engine; not on this machine)
