@@ -81,3 +81,26 @@ def test_an_answer_showing_an_unseen_spec_change_is_left_to_the_watch() -> None:
     assert store.echoes == {}
     # The watch then brings the change, and it is audited.
     assert ("ns", "web") in store.apply_service("MODIFIED", _svc("2", port=81))
+
+
+def test_the_store_keeps_a_compact_serviceaudit_and_a_digest_of_its_status() -> None:
+    from svcaudit.controller.indexes import AUDIT_DIGEST, status_digest
+
+    status = {
+        "conditions": [{"type": "svcaudit.dev/DiscoveryHealthy", "status": "True"}],
+        "discrepancies": [
+            {"code": "SVA-EP-101", "subject": "s", "since": "2026-01-01T00:00:00Z", "hint": "h"}
+        ],
+        "endpoints": {"expected": [{"addresses": ["10.0.0.1"]}] * 50},
+        "summary": {"seconds": 1.0},
+    }
+    store = Store()
+    store.apply_audit("ADDED", _audit("10", status))
+    held = store.audits[("ns", "web")]
+    assert set(held["status"]) == {"conditions", "discrepancies"}
+    assert held["status"]["discrepancies"][0]["since"] == "2026-01-01T00:00:00Z"
+    assert "hint" not in held["status"]["discrepancies"][0]
+    assert held[AUDIT_DIGEST] == status_digest(status)
+    # The API server writes 1.0 back as 1: the same status, the same digest.
+    assert status_digest({**status, "summary": {"seconds": 1}}) == status_digest(status)
+    assert status_digest({**status, "summary": {"seconds": 2}}) != status_digest(status)
