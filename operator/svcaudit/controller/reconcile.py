@@ -1,4 +1,4 @@
-"""One Service at a time: debounce, audit (core), settle (core), publish (status/events).
+"""Each Service by one task at a time: debounce, audit (core), settle (core), publish.
 
 The reconciler owns the clock and the per-service settle state; the core owns every rule.
 Changes arrive as keys from the indexes (`mark`); a key marked several times before its
