@@ -88,8 +88,9 @@ def _canonical(value: Any) -> Any:
 
 def status_digest(value: Any) -> bytes:
     """16 bytes that change when a status (or anything JSON-like) changes."""
-    text = json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+    return _digest(
+        json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"), default=str)
+    )
 
 
 def audit_record(body: Body) -> Body:
@@ -115,7 +116,7 @@ def audit_record(body: Body) -> Body:
     return record
 
 
-def _rv(body: Body) -> str:
+def rv_of(body: Body) -> str:
     return str((body.get("metadata") or {}).get("resourceVersion") or "")
 
 
@@ -293,17 +294,17 @@ class Store:
         else:
             self.audits[key] = audit_record(body)
         seq = self.echoes.setdefault((kind, key), [])
-        seq.append(_rv(body))
+        seq.append(rv_of(body))
         del seq[:-4]
 
     def _echo(self, kind: str, old: Body | None, body: Body) -> str:
         """ "" when `body` is not one of our writes; "stale" when the store already holds a
         later write of ours; "echo" otherwise (the store catches up, nothing changed)."""
         seq = self.echoes.get((kind, key_of(body)))
-        rv = _rv(body)
+        rv = rv_of(body)
         if not seq or rv not in seq:
             return ""
-        held = _rv(old) if old is not None else ""
+        held = rv_of(old) if old is not None else ""
         if held in seq and seq.index(held) > seq.index(rv):
             return "stale"
         if rv == seq[-1]:

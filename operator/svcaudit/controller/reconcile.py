@@ -31,7 +31,7 @@ from svcaudit.controller.conditions import (
 )
 from svcaudit.controller.dns_probe import DnsProber
 from svcaudit.controller.events import build_event, event_kind
-from svcaudit.controller.indexes import AUDIT_DIGEST, Key, Store, status_digest
+from svcaudit.controller.indexes import AUDIT_DIGEST, Key, Store, rv_of, status_digest
 from svcaudit.controller.kube import Kube, NotLeader, object_not_found
 from svcaudit.controller.leader import AlwaysLeader, Leadership
 from svcaudit.controller.settings import CRD_GROUP, CRD_VERSION, ControllerSettings
@@ -447,6 +447,13 @@ class Reconciler:
         # (the watch has not caught up, or the API server normalised what we sent).
         return written is not None and rv in written[0] and written[1] == digest
 
+    def _remember_write(
+        self, what: str, key: Key, before: str, answer: Mapping[str, Any] | None, rendered: Any
+    ) -> None:
+        """What `_unchanged` recognises later: this content, over either version."""
+        after = rv_of(answer) if answer is not None else ""
+        self._written[(what, key)] = ((before, after), status_digest(rendered))
+
     async def _publish(
         self,
         key: Key,
@@ -478,8 +485,7 @@ class Reconciler:
                 "service", key, rv, conditions, ours
             ):
                 new = await self.kube.apply_service_status(ns, name, conditions)
-                after = str(((new or {}).get("metadata") or {}).get("resourceVersion"))
-                self._written[("service", key)] = ((rv, after), status_digest(conditions))
+                self._remember_write("service", key, rv, new, conditions)
                 current = self.store.services.get(key)
                 if new is not None and current is not None and _uid(current) == _uid(new):
                     self.store.wrote("services", new)  # the watch will bring the same body
@@ -554,8 +560,7 @@ class Reconciler:
         held = (audit_body or {}).get(AUDIT_DIGEST) if audit_owned else None
         if not self._unchanged("audit", key, rv, status, held):
             new_audit = await self.kube.apply_audit_status(ns, name, status)
-            after = str(((new_audit or {}).get("metadata") or {}).get("resourceVersion"))
-            self._written[("audit", key)] = ((rv, after), status_digest(status))
+            self._remember_write("audit", key, rv, new_audit, status)
             if new_audit is not None:
                 self.store.wrote("serviceaudits", new_audit)
 
