@@ -77,7 +77,9 @@ class Cluster:
                 ).returncode
                 == 0
             ),
-            30,
+            # After a control-plane outage test, the controller-manager may first have to
+            # win its leader Lease back (up to its 15 s lease duration) and re-list.
+            90,
             f"the default ServiceAccount in {name}",
             interval=0.2,
         )

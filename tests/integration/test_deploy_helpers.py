@@ -19,20 +19,17 @@ SA_NAMESPACE = "svcaudit-system"
 SA_NAME = "svcaudit"
 SA_USER = f"system:serviceaccount:{SA_NAMESPACE}:{SA_NAME}"
 
-# What the operator's code calls (operator/svcaudit/controller/*, kopf's reactor), written
+# What the operator's code calls (operator/svcaudit/controller/*; kopf watches nothing), written
 # out independently of deploy/rbac.yaml so that a change to either is caught:
 # (apiGroup, resource) -> verbs.
 REQUIRED: dict[tuple[str, str], frozenset[str]] = {
     ("", "services"): frozenset({"get", "list", "watch"}),
     ("", "pods"): frozenset({"list", "watch"}),
     ("", "nodes"): frozenset({"list", "watch"}),
-    ("", "namespaces"): frozenset({"list", "watch"}),
     ("discovery.k8s.io", "endpointslices"): frozenset({"list", "watch"}),
     ("", "services/status"): frozenset({"patch"}),
     ("svcaudit.dev", "serviceaudits"): frozenset({"list", "watch", "create", "patch"}),
-    ("svcaudit.dev", "serviceaudits/status"): frozenset({"patch"}),
     ("", "events"): frozenset({"create", "patch"}),
-    ("apiextensions.k8s.io", "customresourcedefinitions"): frozenset({"list", "watch"}),
 }
 
 # Leader election (operator/svcaudit/controller/leader.py): one Lease, read, created and

@@ -1,5 +1,6 @@
-"""How the shell reads the API server's 404s (real API server): a ServiceAudit that is gone
-(its Service was recreated and the garbage collector took it) is not a missing CRD."""
+"""How the shell reads the API server's answers (real API server): a ServiceAudit that is
+gone (its Service was recreated and the garbage collector took it) is simply applied again,
+whole, and a 404 about an object is told apart from a missing CRD."""
 
 from __future__ import annotations
 
@@ -23,12 +24,28 @@ def _error(call: object) -> ApiException:
     raise AssertionError("the API server accepted the call")
 
 
-def test_a_missing_serviceaudit_is_told_apart_from_a_missing_crd(
+def test_a_missing_serviceaudit_is_applied_whole_and_told_apart_from_a_missing_crd(
     cluster: Cluster, namespace: str
 ) -> None:
     ensure_crd(cluster)
     kube = Kube(cluster.api_client(), "svcaudit-test")
-    gone = _error(kube.apply_audit_status(namespace, "no-such-audit", {"conditions": []}))
+    status = {"summary": {"healthy": "True"}}
+
+    async def apply() -> dict | None:
+        try:
+            return await kube.apply_audit(namespace, "new-audit", "uid-1", {"a": "b"}, status)
+        finally:
+            await kube.transport.close()
+
+    made = asyncio.run(apply())
+    assert made is not None
+    assert made["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert made["status"]["summary"] == {"healthy": "True"}  # one apply: object and status
+
+    # A 404 naming an object (here the Service, read by name) is about that object...
+    gone = _error(
+        asyncio.to_thread(kube._core.read_namespaced_service, "no-such-service", namespace)
+    )
     assert gone.status == 404
     assert object_not_found(gone)
 

@@ -50,9 +50,9 @@ spec:
 
 
 def _patch_status(cluster: Cluster, ns: str, resource: str, patch: dict) -> None:
-    cluster.run_kubectl(
-        "patch", resource, "-n", ns, "--subresource=status", "--type=merge", "-p", json.dumps(patch)
-    )
+    # A Service's status is a subresource; a ServiceAudit is written whole (no subresource).
+    sub = () if resource.startswith("serviceaudit") else ("--subresource=status",)
+    cluster.run_kubectl("patch", resource, "-n", ns, *sub, "--type=merge", "-p", json.dumps(patch))
 
 
 def test_user_edits_of_verdicts_are_overwritten_with_the_truth(

@@ -60,7 +60,7 @@ def _reconciler(services: int, concurrency: int, seconds: float) -> tuple[Reconc
     rec = Reconciler(settings, store, _NoApi(), None, "test")  # type: ignore[arg-type]
     recorder = _Recorder(seconds)
     rec.audit = recorder  # type: ignore[method-assign]
-    rec.last_listing = -10.0
+    rec.started = -10.0
     return rec, recorder
 
 

@@ -124,8 +124,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--warmup-seconds",
         type=float,
-        default=_env_float("WARMUP_SECONDS", 2.0),
-        help="wait this long for the initial listings before the first audit",
+        default=_env_float("WARMUP_SECONDS", 0.0),
+        help="the least wait before the first audit (it also waits for every first listing)",
     )
     p.add_argument(
         "--audit-concurrency",
@@ -289,7 +289,7 @@ def run(args: argparse.Namespace) -> int:
     import structlog
 
     from svcaudit.controller.dns_probe import DnsProber
-    from svcaudit.controller.handlers import build_registry
+    from svcaudit.controller.handlers import build_registry, kopf_settings
     from svcaudit.controller.indexes import Store
     from svcaudit.controller.kube import Kube, load_client
     from svcaudit.controller.reconcile import Reconciler
@@ -335,9 +335,9 @@ def run(args: argparse.Namespace) -> int:
     )
     kopf.run(
         registry=registry,
+        settings=kopf_settings(),
         standalone=True,
-        clusterwide=settings.clusterwide,
-        namespaces=list(settings.namespaces),
+        clusterwide=True,  # kopf watches nothing; the informers honour --namespaces
         liveness_endpoint=settings.liveness_endpoint,
     )
     return 0

@@ -1,4 +1,4 @@
-"""In-memory indexes of the watched objects, fed by kopf events.
+"""In-memory indexes of the watched objects, fed by the informers' events.
 
 The store keeps the raw API bodies (the core builds its typed views from them) and the
 reverse indexes that route one change to the services it can affect:
@@ -331,14 +331,19 @@ class Store:
             return list(self.audits)
         raise ValueError(f"unknown kind {kind!r}")
 
-    def prune(self, kind: str, live: set[Key], listed_at: float) -> tuple[set[Key], set[Key]]:
-        """Forget objects of `kind` missing from a fresh listing: deleted while a watch was
-        down (a re-list brings no DELETED events). Objects with an event after the listing
-        started are kept (created since). Returns (ghosts, services to re-audit)."""
+    def prune(
+        self, kind: str, live: set[Key], listed_at: float, namespace: str | None = None
+    ) -> tuple[set[Key], set[Key]]:
+        """Forget objects of `kind` (in `namespace`, or all) missing from a fresh listing of
+        them: deleted while a watch was down (a re-list brings no DELETED events). Objects
+        with an event after the listing started are kept (created since). Returns (ghosts,
+        services to re-audit)."""
         ghosts = {
             k
             for k in self.keys_of(kind)
-            if k not in live and self.last_event.get((kind, k), 0.0) < listed_at
+            if k not in live
+            and (namespace is None or k[0] == namespace)
+            and self.last_event.get((kind, k), 0.0) < listed_at
         }
         affected: set[Key] = set()
         apply = {

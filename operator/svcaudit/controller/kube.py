@@ -1,7 +1,8 @@
-"""The few Kubernetes API calls the shell makes itself (kopf does the watching).
+"""The Kubernetes API calls the shell makes besides watching (controller/informer.py).
 
-All writes are server-side apply with our own field manager, or Event creation. The
-synchronous kubernetes client runs in worker threads; writes are rare (only on change).
+All writes are server-side apply with our own field manager, or Event creation. The applies
+go over the shared aiohttp session (controller/transport.py), from the event loop; the rare
+calls (Events, two GETs, /readyz) use the synchronous kubernetes client in worker threads.
 
 Hooks (the metrics): `on_write(kind)` per successful write, `on_error(resource, verb, status)`
 per failed call (HTTP status, 0 when no response came back), 404s included even where the
@@ -24,10 +25,10 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from svcaudit.controller.settings import CRD_GROUP, CRD_KIND, CRD_PLURAL, CRD_VERSION
+from svcaudit.controller.transport import Transport
 
 APPLY = "application/apply-patch+yaml"
 JSON = "application/json"
-METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 log = structlog.get_logger("svcaudit.kube")
 
 
@@ -60,12 +61,25 @@ class Kube:
         self._api = api
         self._core = client.CoreV1Api(api)
         self._custom = client.CustomObjectsApi(api)
+        self.transport = Transport(api.configuration)  # writes here, and the informers' watches
         self.field_manager = field_manager
         self.writes: dict[str, int] = {}
         self._on_write = on_write
         self._on_error = on_error
         # Leader election (controller/leader.py): asked right before every write.
         self.may_write: Callable[[], bool] | None = None
+
+    async def _apply(self, resource: str, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply (forced, our field manager) over the shared aiohttp session.
+        An error status raises ApiException, as the kubernetes client would."""
+        self._gate()
+        params = {"fieldManager": self.field_manager, "force": "true"}
+        with self._call(resource, "apply"):
+            status, reason, data = await self.transport.patch(path, params, body, APPLY, 30)
+            if status >= 300:
+                raise ApiException(status=status, reason=reason, body=data.decode(errors="replace"))
+        answer = json.loads(data)
+        return answer if isinstance(answer, dict) else {}
 
     def _gate(self) -> None:
         if self.may_write is not None and not self.may_write():
@@ -86,7 +100,7 @@ class Kube:
             raise
 
     def _count(self, what: str, namespace: str = "", name: str = "") -> None:
-        log.info("applied", kind=what, namespace=namespace, name=name)
+        log.debug("applied", kind=what, namespace=namespace, name=name)
         self.writes[what] = self.writes.get(what, 0) + 1
         if self._on_write is not None:
             self._on_write(what)
@@ -121,29 +135,6 @@ class Kube:
         except Exception:
             return False
 
-    async def list_keys(self, path: str) -> set[tuple[str, str]]:
-        """(namespace, name) of every object under a collection path, metadata only and in
-        pages (cheap enough to run after a watch gap, never periodically)."""
-
-        def call() -> set[tuple[str, str]]:
-            keys: set[tuple[str, str]] = set()
-            token = ""
-            while True:
-                query: list[tuple[str, Any]] = [("limit", 500)]
-                if token:
-                    query.append(("continue", token))
-                with self._call(path.rsplit("/", 1)[-1], "list"):
-                    resp = self._get_raw(path, query, METADATA_LIST)
-                page = json.loads(resp.data)
-                for item in page.get("items") or ():
-                    meta = item.get("metadata") or {}
-                    keys.add((str(meta.get("namespace") or ""), str(meta.get("name") or "")))
-                token = (page.get("metadata") or {}).get("continue") or ""
-                if not token:
-                    return keys
-
-        return await asyncio.to_thread(call)
-
     async def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
         def call() -> dict[str, Any] | None:
             try:
@@ -168,29 +159,26 @@ class Kube:
             "metadata": {"name": name, "namespace": namespace},
             "status": {"conditions": conditions},
         }
-        self._gate()
         try:
-            with self._call("services/status", "apply"):
-                resp = await asyncio.to_thread(
-                    self._core.patch_namespaced_service_status,
-                    name,
-                    namespace,
-                    body,
-                    field_manager=self.field_manager,
-                    force=True,
-                    _content_type=APPLY,
-                    _preload_content=False,
-                )
+            answer = await self._apply(
+                "services/status", f"/api/v1/namespaces/{namespace}/services/{name}/status", body
+            )
         except ApiException as exc:
             if exc.status == 404:  # deleted while we audited it: nothing to report on
                 return None
             raise
         self._count("service-status", namespace, name)
-        return _json(resp)
+        return answer
 
     async def apply_audit(
-        self, namespace: str, name: str, owner_uid: str, labels: Mapping[str, str]
+        self,
+        namespace: str,
+        name: str,
+        owner_uid: str,
+        labels: Mapping[str, str],
+        status: Mapping[str, Any],
     ) -> dict[str, Any] | None:
+        """The whole ServiceAudit (no status subresource): created or updated in one apply."""
         body = {
             "apiVersion": f"{CRD_GROUP}/{CRD_VERSION}",
             "kind": CRD_KIND,
@@ -209,49 +197,17 @@ class Kube:
                 ],
             },
             "spec": {},
-        }
-        return await self._apply_audit_object(
-            self._custom.patch_namespaced_custom_object, "serviceaudits", "serviceaudit", body
-        )
-
-    async def apply_audit_status(
-        self, namespace: str, name: str, status: Mapping[str, Any]
-    ) -> dict[str, Any] | None:
-        body = {
-            "apiVersion": f"{CRD_GROUP}/{CRD_VERSION}",
-            "kind": CRD_KIND,
-            "metadata": {"name": name, "namespace": namespace},
             "status": dict(status),
         }
-        return await self._apply_audit_object(
-            self._custom.patch_namespaced_custom_object_status,
-            "serviceaudits/status",
-            "serviceaudit-status",
-            body,
-        )
+        return await self._apply_audit_object(body)
 
-    async def _apply_audit_object(
-        self, patch: Any, resource: str, what: str, body: dict[str, Any]
-    ) -> dict[str, Any] | None:
-        """Server-side apply of a ServiceAudit (or its status) with our field manager."""
+    async def _apply_audit_object(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Server-side apply of a ServiceAudit with our field manager."""
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        self._gate()
-        with self._call(resource, "apply"):
-            resp = await asyncio.to_thread(
-                patch,
-                CRD_GROUP,
-                CRD_VERSION,
-                namespace,
-                CRD_PLURAL,
-                name,
-                body,
-                field_manager=self.field_manager,
-                force=True,
-                _content_type=APPLY,
-                _preload_content=False,
-            )
-        self._count(what, namespace, name)
-        return _json(resp)
+        path = f"/apis/{CRD_GROUP}/{CRD_VERSION}/namespaces/{namespace}/{CRD_PLURAL}/{name}"
+        answer = await self._apply("serviceaudits", path, body)
+        self._count("serviceaudit", namespace, name)
+        return answer
 
     async def create_event(self, event: Mapping[str, Any]) -> None:
         namespace = event["metadata"]["namespace"]

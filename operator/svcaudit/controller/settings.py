@@ -26,7 +26,7 @@ class ControllerSettings:
     settle_seconds: float = DEFAULT_SETTLE_SECONDS
     debounce_seconds: float = 0.5
     resync_seconds: float = 60.0
-    warmup_seconds: float = 2.0
+    warmup_seconds: float = 0.0
     audit_concurrency: int = 8  # services audited at once (each one by one task at a time)
     api_check_seconds: float = 5.0  # how often /readyz is asked
     api_unknown_after_seconds: float = 15.0  # unreachable this long: verdicts go Unknown
@@ -42,7 +42,3 @@ class ControllerSettings:
     field_manager: str = FIELD_MANAGER
     liveness_endpoint: str | None = None
     kubeconfig: str | None = None
-
-    @property
-    def clusterwide(self) -> bool:
-        return not self.namespaces
