@@ -109,7 +109,10 @@ def test_metrics_service_selects_the_operator_pod(cluster: Cluster) -> None:
         svc = by_name(doc, "svcaudit-system").get("svcaudit-metrics")
         return svc if svc and statuses(svc)["Endpoints"] == "True" else None
 
-    eventually(healthy, 60, "svcaudit-metrics: EndpointsConsistent")
+    svc = eventually(healthy, 60, "svcaudit-metrics: EndpointsConsistent")
+    # Our own pods get no Docker-link variables (enableServiceLinks: false), so the Service's
+    # SVCAUDIT_METRICS_PORT=tcp://... never meets our setting of the same name (SVA-ENV-004).
+    assert statuses(svc)["Environment"] == "True", svc
     slices = json.loads(
         cluster.run_kubectl(
             "get",
