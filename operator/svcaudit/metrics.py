@@ -128,7 +128,7 @@ class Metrics:
         )
         self.writes = Counter(
             "writes",
-            "API writes, by kind (service-status, serviceaudit, serviceaudit-status, event).",
+            "API writes, by kind (service-status, serviceaudit, event).",
             ["kind"],
             namespace=NAMESPACE,
             registry=r,

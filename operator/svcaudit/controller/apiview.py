@@ -1,10 +1,11 @@
 """Is the API server reachable? The reconciler pauses while it is not, and says so.
 
-kopf reconnects its watches by itself, but a watch that is down delivers nothing, so the
-store silently ages. This monitor asks `/readyz` (which includes the API server's etcd
-check) every few seconds. After `unknown_after` seconds of failures the operator stops
-vouching for its last verdicts (`on_lost`); when the server answers again, `on_back`
-resynchronises the store (objects deleted during the gap) and re-audits everything.
+The informers reconnect their watches by themselves, but a watch that is down delivers
+nothing, so the store silently ages. This monitor asks `/readyz` (which includes the API
+server's etcd check) every few seconds. After `unknown_after` seconds of failures the
+operator stops vouching for its last verdicts (`on_lost`); when the server answers again,
+`on_back` re-audits everything (the informers have resumed, or listed again and forgotten
+what was deleted during the gap).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Leader election on a coordination.k8s.io/v1 Lease: one replica writes, the others stand by.
 
-Every replica keeps kopf watching (a warm store); only the leader's reconciler audits and
+Every replica keeps its informers watching (a warm store); only the leader's reconciler audits and
 publishes. The elector is an asyncio task: every `retry_period` it reads the Lease and either
 renews it (ours), takes it (free: absent, released or expired) or leaves it (someone else's).
 Writes use optimistic concurrency: create on 404, replace with the resourceVersion just read;

@@ -310,10 +310,11 @@ class Reconciler:
 
     # ---- leader election (controller/leader.py) ---------------------------------------------
     async def _stand_by(self) -> None:
-        """Not the leader: write nothing and wait. The store stays warm (kopf keeps watching);
-        what this replica remembers of its own publishing is dropped, since another leader
-        may publish meanwhile: a new leader resumes from what the cluster holds, exactly
-        like a restarted operator (no flapping, no repeated events, no rewrites)."""
+        """Not the leader: write nothing and wait. The store stays warm (the informers keep
+        watching); what this replica remembers of its own publishing is dropped, since
+        another leader may publish meanwhile: a new leader resumes from what the cluster
+        holds, exactly like a restarted operator (no flapping, no repeated events, no
+        rewrites)."""
         await self._drain()  # their writes fail with NotLeader: they are rescheduled
         for key in {*self._settle, *self._reported}:
             self._forget(key)  # also drops this replica's per-service gauges
