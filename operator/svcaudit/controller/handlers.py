@@ -17,7 +17,7 @@ from typing import Any
 import kopf
 import structlog
 
-from svcaudit.controller.indexes import Body, Key, Store, slim
+from svcaudit.controller.indexes import Key, Store, slim
 from svcaudit.controller.informer import Informer, collection_paths
 from svcaudit.controller.leader import LeaderElector
 from svcaudit.controller.reconcile import Reconciler
@@ -47,17 +47,12 @@ def build_registry(
     registry = kopf.OperatorRegistry()
     task: dict[str, asyncio.Task[None]] = {}
 
-    appliers: dict[str, Callable[[str | None, Body], set[Key]]] = {
-        "services": store.apply_service,
-        "pods": store.apply_pod,
-        "endpointslices": store.apply_slice,
-        "nodes": store.apply_node,
-        "serviceaudits": store.apply_audit,
-    }
-    kinds = [k for k in appliers if k != "serviceaudits" or controller.write_serviceaudits]
+    kinds = ["services", "pods", "endpointslices", "nodes"]
+    if controller.write_serviceaudits:
+        kinds.append("serviceaudits")
 
     def deliverer(kind: str) -> Callable[[str | None, dict[str, Any]], None]:
-        apply = appliers[kind]
+        apply = store.applier(kind)
 
         def deliver(etype: str | None, obj: dict[str, Any]) -> None:
             obj = slim(obj)

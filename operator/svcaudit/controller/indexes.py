@@ -20,7 +20,7 @@ import dataclasses
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import structlog
@@ -311,6 +311,17 @@ class Store:
             del self.echoes[(kind, key_of(body))]  # caught up with our last write
         return "echo"
 
+    def applier(self, kind: str) -> Callable[[str | None, Body], set[Key]]:
+        """The `apply_*` of a kind: a watch event (or a listed object, type None) in, the
+        services to re-audit out."""
+        return {
+            "services": self.apply_service,
+            "pods": self.apply_pod,
+            "endpointslices": self.apply_slice,
+            "nodes": self.apply_node,
+            "serviceaudits": self.apply_audit,
+        }[kind]
+
     # ---- resync after a watch gap --------------------------------------------------------
     def touch(self, kind: str, event_type: str | None, body: Body, when: float) -> None:
         if event_type == "DELETED":
@@ -346,13 +357,7 @@ class Store:
             and self.last_event.get((kind, k), 0.0) < listed_at
         }
         affected: set[Key] = set()
-        apply = {
-            "services": self.apply_service,
-            "pods": self.apply_pod,
-            "endpointslices": self.apply_slice,
-            "nodes": self.apply_node,
-            "serviceaudits": self.apply_audit,
-        }[kind]
+        apply = self.applier(kind)
         for ns, name in ghosts:
             stored: Body | None = None
             if kind == "services":

@@ -27,12 +27,12 @@ from typing import Any
 import aiohttp
 import structlog
 
+from svcaudit.controller.indexes import Key, key_of
 from svcaudit.controller.settings import CRD_GROUP, CRD_VERSION
 from svcaudit.controller.transport import ApiStatus, Transport
 
 log = structlog.get_logger("svcaudit.informer")
 
-Key = tuple[str, str]
 BACKOFFS = (0.5, 1.0, 2.0, 3.0, 5.0)  # then 5 s for ever
 NOT_SERVED_RETRY = 30.0  # a resource the API server does not serve (a CRD not installed yet)
 
@@ -86,6 +86,7 @@ class Informer:
                     version = await self._list()
                 version = await self._watch(version)
                 failures = 0
+                continue  # the server ended the watch (timeoutSeconds): watch again
             except asyncio.CancelledError:
                 raise
             except ApiStatus as exc:
@@ -97,14 +98,12 @@ class Informer:
                     self._not_served()
                     await asyncio.sleep(NOT_SERVED_RETRY)
                     continue
-                failures += 1
                 log.warning("watch failed", kind=self.kind, status=exc.status, error=str(exc))
-                await asyncio.sleep(BACKOFFS[min(failures, len(BACKOFFS)) - 1])
             except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-                failures += 1
-                if failures == 1:
+                if failures == 0:
                     log.warning("watch interrupted", kind=self.kind, error=repr(exc))
-                await asyncio.sleep(BACKOFFS[min(failures, len(BACKOFFS)) - 1])
+            failures += 1  # an error: back off before trying again
+            await asyncio.sleep(BACKOFFS[min(failures, len(BACKOFFS)) - 1])
 
     def _not_served(self) -> None:
         """No such resource (a CRD not installed): nothing to wait for; look again later."""
@@ -128,8 +127,7 @@ class Informer:
                 version = str(meta.get("resourceVersion") or "")
             for item in page.get("items") or ():
                 if isinstance(item, dict):
-                    m = item.get("metadata") or {}
-                    live.add((str(m.get("namespace") or ""), str(m.get("name") or "")))
+                    live.add(key_of(item))
                     self.deliver(None, item)
             token = str(meta.get("continue") or "")
             if not token:

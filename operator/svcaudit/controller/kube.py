@@ -199,11 +199,6 @@ class Kube:
             "spec": {},
             "status": dict(status),
         }
-        return await self._apply_audit_object(body)
-
-    async def _apply_audit_object(self, body: dict[str, Any]) -> dict[str, Any] | None:
-        """Server-side apply of a ServiceAudit with our field manager."""
-        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
         path = f"/apis/{CRD_GROUP}/{CRD_VERSION}/namespaces/{namespace}/{CRD_PLURAL}/{name}"
         answer = await self._apply("serviceaudits", path, body)
         self._count("serviceaudit", namespace, name)

@@ -449,7 +449,7 @@ class Reconciler:
 
         if self.settings.write_service_conditions:
             ours = [c for c in svc_conditions if c.get("type") in ASPECT_OF_TYPE]
-            rv = str(meta.get("resourceVersion"))
+            rv = rv_of(body)
             if ours_differ(conditions, svc_conditions) and not self._unchanged(
                 "service", key, rv, conditions, digest := status_digest(conditions), ours
             ):
@@ -520,7 +520,7 @@ class Reconciler:
             self._settle[key][1],
             audit_status,
         )
-        rv = str(((audit_body or {}).get("metadata") or {}).get("resourceVersion"))
+        rv = rv_of(audit_body or {})
         held = (audit_body or {}).get(AUDIT_DIGEST)
         digest = status_digest(status)
         if audit_owned and self._unchanged("audit", key, rv, status, digest, held):
