@@ -29,12 +29,14 @@ from svcaudit.core.findings import (
     with_service,
 )
 from svcaudit.core.model import SERVICE_NAME_LABEL, EndpointSlice, Node, Pod, Service, Unparsed
+from svcaudit.core.podindex import PodIndex
 
 __all__ = [
     "Aspect",
     "AuditSettings",
     "Discrepancy",
     "DnsObservation",
+    "NamespaceIndexes",
     "ServiceAudit",
     "SettleState",
     "Verdict",
@@ -55,6 +57,15 @@ UNINTERPRETABLE = "Uninterpretable"  # Unknown verdict reason: an input could no
 _POD_SET_FINDINGS = frozenset(
     {"SVA-EP-101", "SVA-EP-102", "SVA-EP-103", "SVA-EP-105", "SVA-EP-107"}
 )
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceIndexes:
+    """What the audits of one namespace can share: its pods indexed (PodIndex) and its
+    services' environment (ServiceEnvIndex of the services, default/kubernetes included)."""
+
+    pods: PodIndex
+    services: ServiceEnvIndex
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +260,7 @@ def audit_service(
     settings: AuditSettings = AuditSettings(),
     observed_env: ObservedEnv | None = None,
     unparsed: Sequence[Unparsed] = (),
+    indexes: NamespaceIndexes | None = None,
 ) -> ServiceAudit:
     """Audit one Service. `pods`: every pod of its namespace; `slices`: its EndpointSlices
     (None = not observed); `nodes` None = unknown (zones not checked, no pod dropped);
@@ -260,13 +272,21 @@ def audit_service(
     Endpoints (and DNS of a headless selectorless service); any pod -> Environment when
     the service has variables (the pod's containers cannot be judged).
     `now` is accepted for the contract (and future time rules); the rules use object times.
+    `indexes`: prebuilt NamespaceIndexes of exactly these `pods` and
+    `with_service(env_services, service)`, shared by the audits of one namespace (the
+    results are the same; only the cost differs).
     """
     del now
     unknown: dict[Aspect, str] = {}
     blind = _blind_spots(service, slices, unparsed)
     ns_pods = [p for p in pods if p.namespace == service.namespace]
-    exp = expected_endpoints(service, ns_pods, nodes, settings.max_endpoints_per_slice)
-    found: list[Discrepancy] = endpoint_findings(service, ns_pods, exp)
+    if indexes is None:
+        indexes = NamespaceIndexes(
+            PodIndex(ns_pods), ServiceEnvIndex(with_service(env_services, service))
+        )
+    selected = indexes.pods.selected(service)  # what endpoints.selects picks, found once
+    exp = expected_endpoints(service, selected, nodes, settings.max_endpoints_per_slice)
+    found: list[Discrepancy] = endpoint_findings(service, selected, exp)
     if blind.selected_pods:
         found = [d for d in found if d.code not in _POD_SET_FINDINGS]
     if slices is None:
@@ -300,7 +320,7 @@ def audit_service(
     elif not dns_blind:
         found += compare_dns(service, exp_dns, dns)
     observed_keys = frozenset(observed_env or {})
-    envs = ServiceEnvIndex(with_service(env_services, service))  # built once per audit
+    envs = indexes.services
     env_found, env_unknown = env_findings(
         service,
         ns_pods,
@@ -308,6 +328,7 @@ def audit_service(
         timedelta(seconds=settings.env_start_grace_seconds),
         observed_keys,
         envs,
+        indexes.pods,
     )
     found += env_found
     if observed_env:

@@ -136,15 +136,17 @@ class ServiceEnvIndex:
     each built once: what every pod of a namespace sees without re-deriving it per pod.
 
     Holds no clock and does no I/O; it only memoises pure functions of its input for the
-    length of one call (build one per audit, or per snapshot of the services).
+    length of one call (build one per audit, or per snapshot of the services: the shell
+    keeps one per namespace until one of its services changes).
     """
 
-    __slots__ = ("_envs", "_keys", "_services")
+    __slots__ = ("_collisions", "_envs", "_keys", "_services")
 
     def __init__(self, services: Sequence[Service]) -> None:
         self._services = tuple(services)
         self._envs: dict[tuple[str, bool], ServiceEnv] = {}
         self._keys: dict[tuple[str, bool], frozenset[ServiceKey]] = {}
+        self._collisions: dict[str, tuple[Collision, ...]] = {}
 
     def env(self, namespace: str, enable_service_links: bool) -> ServiceEnv:
         key = (namespace, enable_service_links)
@@ -157,6 +159,13 @@ class ServiceEnvIndex:
 
     def for_pod(self, pod: Pod) -> ServiceEnv:
         return self.env(pod.namespace, pod.enable_service_links)
+
+    def collisions(self, namespace: str) -> tuple[Collision, ...]:
+        """The collisions of the namespace's environment with service links enabled."""
+        found = self._collisions.get(namespace)
+        if found is None:
+            found = self._collisions[namespace] = self.env(namespace, True).collisions
+        return found
 
     def sees(self, pod: Pod, service: ServiceKey) -> bool:
         """Whether the kubelet gives `pod` the variables of the service keyed `service`."""

@@ -26,6 +26,7 @@ from svcaudit.core.envvars import (
     visible_services,
 )
 from svcaudit.core.model import Pod, Service
+from svcaudit.core.podindex import PodIndex
 
 
 def service_ref(service: Service) -> str:
@@ -166,6 +167,7 @@ def env_findings(
     grace: timedelta,
     observed_containers: frozenset[tuple[str, str]] = frozenset(),
     index: ServiceEnvIndex | None = None,
+    pod_index: PodIndex | None = None,
 ) -> tuple[list[Discrepancy], list[str]]:
     """Predicted environment problems involving `service`'s variables.
 
@@ -173,13 +175,15 @@ def env_findings(
     are judged by compare.compare_env instead of by the start-time prediction. Possibly
     stale containers (SVA-ENV-002) are summarised in one finding per service and cause
     (see summarise_possibly_stale). `index`: a ServiceEnvIndex of
-    `with_service(env_services, service)` to reuse (built here when None).
+    `with_service(env_services, service)` to reuse (built here when None); `pod_index`: a
+    PodIndex of `pods` to reuse (likewise).
 
     Cost: the namespace's service environment is built once (per enableServiceLinks value
-    met), then each container costs O(its explicit env + the service's variables).
+    met); then only the containers PodIndex.env_candidates names are visited, each costing
+    O(its explicit env + the service's variables).
     """
     per_container, unknown = env_container_findings(
-        service, pods, env_services, grace, observed_containers, index
+        service, pods, env_services, grace, observed_containers, index, pod_index
     )
     return summarise_possibly_stale(service, per_container, grace), unknown
 
@@ -191,6 +195,7 @@ def env_container_findings(
     grace: timedelta,
     observed_containers: frozenset[tuple[str, str]] = frozenset(),
     index: ServiceEnvIndex | None = None,
+    pod_index: PodIndex | None = None,
 ) -> tuple[list[Discrepancy], list[str]]:
     """env_findings before the SVA-ENV-002 summary: one finding per pod x container."""
     variables = service_variables(service)
@@ -206,7 +211,7 @@ def env_container_findings(
     expect_stale = f"started after {svc} was created ({created})"
     expect_created = f"started after {svc} created ({created})"
     expect_touched = f"started after {svc} spec last touched ({_t(service.env_spec_touched_at)})"
-    for col in envs.env(service.namespace, True).collisions:
+    for col in envs.collisions(service.namespace):
         keys = [k for k, _ in col.sources]
         if service.key in keys:
             detail = "; ".join(f"{ns}/{n}={v}" for (ns, n), v in col.sources)
@@ -214,87 +219,90 @@ def env_container_findings(
             out.append(
                 discrepancy("SVA-ENV-003", svc, f"{col.name} from one service", detail, others)
             )
-    for pod in sorted(pods, key=lambda p: p.key):
+    containers = (pod_index or PodIndex(pods)).env_candidates(
+        names, service.creation_timestamp, grace, service.env_spec_touched_at
+    )
+    for slot in containers:
+        pod, container = slot.pod, slot.container
         if not envs.sees(pod, service.key):
             continue
         senv = envs.for_pod(pod)
-        for container in pod.all_containers:
-            subject = f"{pod_ref(pod)} container {container.name}"
-            # container_env(container, senv) restricted to this service's names: the
-            # kubelet's precedence (explicit env wins) without copying the whole map.
-            explicit = {e.name: e.value for e in container.env}
-            for name in sorted(explicit):
-                if name not in names or name not in senv.values:
-                    continue
-                if senv.sources[name][-1][0] != service.key:
-                    continue  # hidden value is another (colliding) service's
-                value, explicit_value = senv.values[name], explicit[name]
-                shown = "<valueFrom>" if explicit_value is None else explicit_value
-                code = "SVA-ENV-004" if explicit_value not in (None, value) else "SVA-ENV-005"
-                out.append(
-                    discrepancy(
-                        code,
-                        subject,
-                        f"{name}={value}",
-                        f"{name}={shown}",
-                        (svc,),
-                        pod=pod.name,
-                        container=container.name,
-                    )
-                )
-            if container.env_from:
-                srcs = ", ".join(f"{e.kind}/{e.name}" for e in container.env_from)
-                out.append(
-                    discrepancy(
-                        "SVA-ENV-006",
-                        subject,
-                        f"no envFrom key shadows {service.name}'s variables",
-                        f"envFrom {srcs}",
-                        (svc,),
-                        pod=pod.name,
-                        container=container.name,
-                    )
-                )
-            if (pod.name, container.name) in observed_containers:
+        subject = f"{pod_ref(pod)} container {container.name}"
+        # container_env(container, senv) restricted to this service's names: the
+        # kubelet's precedence (explicit env wins) without copying the whole map.
+        explicit = {e.name: e.value for e in container.env}
+        for name in sorted(explicit):
+            if name not in names or name not in senv.values:
                 continue
-            if not any(n in senv.values and n not in explicit for n in names):
-                continue  # every variable of the service is explicitly set
-            fresh = freshness(pod, container.name, service, grace)
-            started = (
-                pod.container_states[container.name].started_at
-                if fresh not in (Freshness.NOT_RUNNING,)
-                else None
+            if senv.sources[name][-1][0] != service.key:
+                continue  # hidden value is another (colliding) service's
+            value, explicit_value = senv.values[name], explicit[name]
+            shown = "<valueFrom>" if explicit_value is None else explicit_value
+            code = "SVA-ENV-004" if explicit_value not in (None, value) else "SVA-ENV-005"
+            out.append(
+                discrepancy(
+                    code,
+                    subject,
+                    f"{name}={value}",
+                    f"{name}={shown}",
+                    (svc,),
+                    pod=pod.name,
+                    container=container.name,
+                )
             )
-            if fresh is Freshness.STALE:
-                out.append(
-                    discrepancy(
-                        "SVA-ENV-001",
-                        subject,
-                        expect_stale,
-                        f"started {_t(started)}",
-                        (svc,),
-                        pod=pod.name,
-                        container=container.name,
-                    )
+        if container.env_from:
+            srcs = ", ".join(f"{e.kind}/{e.name}" for e in container.env_from)
+            out.append(
+                discrepancy(
+                    "SVA-ENV-006",
+                    subject,
+                    f"no envFrom key shadows {service.name}'s variables",
+                    f"envFrom {srcs}",
+                    (svc,),
+                    pod=pod.name,
+                    container=container.name,
                 )
-            elif fresh in (Freshness.UNCERTAIN, Freshness.SPEC_CHANGED):
-                out.append(
-                    discrepancy(
-                        "SVA-ENV-002",
-                        subject,
-                        expect_created if fresh is Freshness.UNCERTAIN else expect_touched,
-                        f"started {_t(started)}",
-                        (svc,),
-                        pod=pod.name,
-                        container=container.name,
-                    )
+            )
+        if (pod.name, container.name) in observed_containers:
+            continue
+        if not any(n in senv.values and n not in explicit for n in names):
+            continue  # every variable of the service is explicitly set
+        fresh = freshness(pod, container.name, service, grace)
+        started = (
+            pod.container_states[container.name].started_at
+            if fresh not in (Freshness.NOT_RUNNING,)
+            else None
+        )
+        if fresh is Freshness.STALE:
+            out.append(
+                discrepancy(
+                    "SVA-ENV-001",
+                    subject,
+                    expect_stale,
+                    f"started {_t(started)}",
+                    (svc,),
+                    pod=pod.name,
+                    container=container.name,
                 )
-            elif fresh is Freshness.UNKNOWN:
-                unknown.append(
-                    f"{subject}: running without startedAt"
-                    if started is None
-                    else f"{svc}: no creationTimestamp"
+            )
+        elif fresh in (Freshness.UNCERTAIN, Freshness.SPEC_CHANGED):
+            out.append(
+                discrepancy(
+                    "SVA-ENV-002",
+                    subject,
+                    expect_created if fresh is Freshness.UNCERTAIN else expect_touched,
+                    f"started {_t(started)}",
+                    (svc,),
+                    pod=pod.name,
+                    container=container.name,
                 )
+            )
+        elif fresh is Freshness.UNKNOWN:
+            unknown.append(
+                f"{subject}: running without startedAt"
+                if started is None
+                else f"{svc}: no creationTimestamp"
+            )
     return out, unknown
 
 
