@@ -175,7 +175,10 @@ def audit_pass(
     from svcaudit.cli.listing import list_all
     from svcaudit.controller import translate
     from svcaudit.controller.settings import ControllerSettings
+    from svcaudit.core.audit import NamespaceIndexes
+    from svcaudit.core.envvars import ServiceEnvIndex
     from svcaudit.core.model import EndpointSlice, MalformedObjectError, Node, Pod, Service
+    from svcaudit.core.podindex import PodIndex
 
     out = Pass()
     listing = list_all(
@@ -246,11 +249,17 @@ def audit_pass(
     out.dns_server = f"{host}:{port}" if host else None
 
     prepared = []
+    shared: dict[str, tuple[list[Any], NamespaceIndexes]] = {}  # one per namespace
     for key in sorted(services):
         body, svc = services[key]
-        env_services = [s for (ns, _), (_, s) in services.items() if ns == key[0]]
-        if key[0] != "default" and master is not None:
-            env_services.append(master)
+        if key[0] not in shared:
+            env_services = [s for (ns, _), (_, s) in services.items() if ns == key[0]]
+            if key[0] != "default" and master is not None:
+                env_services.append(master)
+            ns_pods = pods.get(key[0], [])
+            indexes = NamespaceIndexes(PodIndex(ns_pods), ServiceEnvIndex(env_services))
+            shared[key[0]] = (env_services, indexes)
+        env_services, indexes = shared[key[0]]
         prepared.append(
             translate.Prepared(
                 key=key,
@@ -260,6 +269,7 @@ def audit_pass(
                 slices=slices.get(key, []),
                 nodes=nodes if nodes is not None else {},
                 env_services=env_services,
+                indexes=indexes,
             )
         )
         out.types[key] = str((body.get("spec") or {}).get("type") or "ClusterIP")
@@ -290,8 +300,7 @@ async def _probe_all(
 ) -> dict[Any, Any]:
     """DNS observations per service key. One reachability question first, so that an
     unreachable server costs one timeout, not one per question."""
-    from svcaudit.controller import translate
-    from svcaudit.controller.dns_probe import DnsProber, ProbeResult
+    from svcaudit.controller.dns_probe import DnsProber
 
     async def server() -> tuple[str | None, int]:
         return host, port
@@ -302,6 +311,23 @@ async def _probe_all(
         concurrency=args.dns_concurrency,
         on_query=metrics.dns_query,
     )
+    try:
+        return await _probe_each(prepared, settings, prober, out, metrics, progress)
+    finally:
+        await prober.aclose()
+
+
+async def _probe_each(
+    prepared: Sequence[Any],
+    settings: Any,
+    prober: Any,
+    out: Pass,
+    metrics: Any,
+    progress: Progress,
+) -> dict[Any, Any]:
+    from svcaudit.controller import translate
+    from svcaudit.controller.dns_probe import ProbeResult
+
     first = await prober.probe([(f"kubernetes.default.svc.{settings.cluster_domain}.", "A")])
     if first.error:
         out.dns_error = first.error

@@ -7,7 +7,9 @@ reverse indexes that route one change to the services it can affect:
   still re-audits the service it left);
 - node -> pods on it (a node's zone/addresses change re-audits the services of those pods);
 - EndpointSlice -> its service (label kubernetes.io/service-name);
-- namespace -> services (env vars: every pod of a namespace sees every service of it).
+- namespace -> services (env vars: every pod of a namespace sees every service of it);
+- namespace -> the core's PodIndex and ServiceEnvIndex, shared by its audits until a pod
+  (resp. service) view of the namespace changes.
 
 Each `apply_*` returns the set of service keys to re-audit; it never lists anything.
 Events that change nothing the audit reads (heartbeats, our own status writes) return
@@ -28,7 +30,9 @@ import structlog
 from svcaudit.controller.settings import CONDITION_PREFIX
 from svcaudit.core.audit import may_select
 from svcaudit.core.endpoints import selects
+from svcaudit.core.envvars import MASTER_SERVICE, ServiceEnvIndex
 from svcaudit.core.model import EndpointSlice, Node, Pod, Service, Unparsed, interpret
+from svcaudit.core.podindex import PodIndex
 
 log = structlog.get_logger("svcaudit.indexes")
 
@@ -276,6 +280,13 @@ class Store:
     # (kind, key) -> resourceVersions of our own last writes, oldest first, until their watch
     # events (echoes) have come back: an echo is no change to audit for.
     echoes: dict[tuple[str, Key], list[str]] = dataclasses.field(default_factory=dict)
+    # namespace -> the core's indexes of its pods / of its services' environment (with the
+    # default/kubernetes view they were built with), shared by the audits of the namespace
+    # until a pod (resp. a service) view of it changes.
+    _pod_indexes: dict[str, PodIndex] = dataclasses.field(default_factory=dict)
+    _env_indexes: dict[str, tuple[Service | None, ServiceEnvIndex]] = dataclasses.field(
+        default_factory=dict
+    )
 
     # ---- our own writes ------------------------------------------------------------------
     def wrote(self, kind: str, body: Body) -> None:
@@ -381,6 +392,7 @@ class Store:
         if event_type == "DELETED":
             self.echoes.pop(("services", key), None)
             self.services.pop(key, None)
+            self._service_views_changed(key)
             self.service_views.pop(key, None)
             self.service_errors.pop(key, None)
             self.services_by_ns[ns].discard(name)
@@ -394,6 +406,7 @@ class Store:
         if old is None or service_fingerprint(old) != service_fingerprint(body):
             view, error = _view(Service, body)
             self.service_views[key] = view
+            self._service_views_changed(key)
             self._set_error(self.service_errors, key, error)
             self._route_service_to_pods(key)
         if old is None or service_env_fingerprint(old) != service_env_fingerprint(body):
@@ -403,6 +416,23 @@ class Store:
         if not echo and our_conditions(old) != our_conditions(body):
             return {key}  # someone else's edit of our conditions: overwritten with the truth
         return set()  # status/metadata only, or the echo of our own write
+
+    def _service_views_changed(self, key: Key) -> None:
+        if key == MASTER_SERVICE:
+            self._env_indexes.clear()  # every namespace's environment has its variables
+        else:
+            self._env_indexes.pop(key[0], None)
+
+    def env_index(self, namespace: str, master: Service | None) -> ServiceEnvIndex:
+        """ServiceEnvIndex of the namespace's service views plus `master` (default/kubernetes
+        for other namespaces, None in default), kept until one of them changes."""
+        cached = self._env_indexes.get(namespace)
+        if cached is not None and cached[0] == master:  # by value: GET bodies are re-read
+            return cached[1]
+        services = self.service_views_in(namespace) + ([master] if master is not None else [])
+        index = ServiceEnvIndex(services)
+        self._env_indexes[namespace] = (master, index)
+        return index
 
     def services_in(self, namespace: str) -> set[Key]:
         return {(namespace, n) for n in self.services_by_ns.get(namespace, ())}
@@ -434,6 +464,7 @@ class Store:
         old = self.pods[ns].get(name)
         before = self.pod_routes.get(key, set())
         if event_type == "DELETED":
+            self._pod_indexes.pop(ns, None)
             self.pods[ns].pop(name, None)
             self.pod_views[ns].pop(name, None)
             self.pod_errors[ns].pop(name, None)
@@ -449,6 +480,7 @@ class Store:
             return set()  # resourceVersion/managedFields only
         view, error = _view(Pod, body)
         self.pod_views[ns][name] = view
+        self._pod_indexes.pop(ns, None)
         self._set_error(self.pod_errors[ns], name, error)
         after = {
             s
@@ -473,6 +505,14 @@ class Store:
 
     def pod_views_in(self, namespace: str) -> list[Pod]:
         return [v for v in self.pod_views.get(namespace, {}).values() if v is not None]
+
+    def pod_index(self, namespace: str) -> PodIndex:
+        """The namespace's pod views indexed (PodIndex.pods: the views themselves), kept
+        until one of them changes: built once per namespace in a pass, not per audit."""
+        index = self._pod_indexes.get(namespace)
+        if index is None:
+            index = self._pod_indexes[namespace] = PodIndex(self.pod_views_in(namespace))
+        return index
 
     # ---- what the core could not interpret -------------------------------------------------
     @staticmethod

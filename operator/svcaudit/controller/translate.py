@@ -16,6 +16,7 @@ from svcaudit.core.audit import (
     AuditSettings,
     Discrepancy,
     DnsObservation,
+    NamespaceIndexes,
     ServiceAudit,
     SettleState,
     Verdict,
@@ -30,6 +31,7 @@ from svcaudit.core.endpoints import (
     expected_endpoints,
     is_managed,
 )
+from svcaudit.core.envvars import MASTER_SERVICE
 from svcaudit.core.model import (
     Endpoint,
     EndpointSlice,
@@ -54,6 +56,9 @@ class Prepared:
     env_services: Sequence[Service]
     unparsed: Sequence[Unparsed] = ()  # pods/slices the core could not interpret
     service_error: Unparsed | None = None  # the Service's own body is uninterpretable
+    # the core's indexes of exactly `pods` and `env_services`, shared by the audits of the
+    # namespace (None: each audit builds its own)
+    indexes: NamespaceIndexes | None = None
 
 
 def prepare(store: Store, key: Key, default_kubernetes: Body | None) -> Prepared | None:
@@ -74,8 +79,9 @@ def prepare(store: Store, key: Key, default_kubernetes: Body | None) -> Prepared
             service_error=error,
         )
     env_services = list(store.service_views_in(key[0]))
+    master: Service | None = None
     if key[0] != "default":
-        master = store.service_views.get(("default", "kubernetes"))
+        master = store.service_views.get(MASTER_SERVICE)
         if master is None and default_kubernetes is not None:
             try:
                 master = Service.from_api(default_kubernetes)
@@ -83,15 +89,17 @@ def prepare(store: Store, key: Key, default_kubernetes: Body | None) -> Prepared
                 master = None
         if master is not None:
             env_services.append(master)
+    pod_index = store.pod_index(key[0])
     return Prepared(
         key=key,
         body=store.services[key],
         service=service,
-        pods=store.pod_views_in(key[0]),
+        pods=pod_index.pods,
         slices=store.slice_views_of(key),
         nodes=store.node_views_by_name(),
         env_services=env_services,
         unparsed=store.unparsed_for(key),
+        indexes=NamespaceIndexes(pod_index, store.env_index(key[0], master)),
     )
 
 
@@ -102,8 +110,13 @@ def dns_questions(prepared: Prepared, settings: ControllerSettings) -> list[tupl
         return []  # nothing can be expected of a service whose spec cannot be read
     slices: Sequence[Any] = prepared.slices
     if is_managed(prepared.service):
+        pods = (
+            prepared.indexes.pods.selected(prepared.service)
+            if prepared.indexes is not None
+            else prepared.pods
+        )
         slices = expected_endpoints(
-            prepared.service, prepared.pods, prepared.nodes, DEFAULT_MAX_ENDPOINTS_PER_SLICE
+            prepared.service, pods, prepared.nodes, DEFAULT_MAX_ENDPOINTS_PER_SLICE
         ).slices
     questions = expected_dns_questions(prepared.service, slices, settings.cluster_domain)
     return [(q.name, q.type) for q in questions]
@@ -130,6 +143,7 @@ def audit(
         now=now,
         settings=AuditSettings(zone=settings.cluster_domain),
         unparsed=prepared.unparsed,
+        indexes=prepared.indexes,
     )
 
 
