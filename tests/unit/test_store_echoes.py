@@ -104,3 +104,26 @@ def test_the_store_keeps_a_compact_serviceaudit_and_a_digest_of_its_status() -> 
     # The API server writes 1.0 back as 1: the same status, the same digest.
     assert status_digest({**status, "summary": {"seconds": 1}}) == status_digest(status)
     assert status_digest({**status, "summary": {"seconds": 2}}) != status_digest(status)
+
+
+def test_a_write_echoed_before_its_answer_is_not_a_change() -> None:
+    """The watch can deliver our write before the API server's answer to it reaches us: its
+    resourceVersion is not known as ours yet, but its content is what we are writing."""
+    from svcaudit.controller.indexes import status_digest
+
+    store = Store()
+    store.apply_service("ADDED", _svc("1"))
+    store.writing("services", ("ns", "web"), status_digest(_cond("True")))
+    assert store.apply_service("MODIFIED", _svc("2", _cond("True"))) == set()
+    # someone else's different conditions while ours is in flight: still a change
+    assert store.apply_service("MODIFIED", _svc("3", _cond("False"))) == {("ns", "web")}
+    store.writing("services", ("ns", "web"), None)
+    assert store.in_flight == {}
+    # with nothing in flight, the same content under an unknown version is a change again
+    assert store.apply_service("MODIFIED", _svc("4", _cond("True"))) == {("ns", "web")}
+
+    status = {"summary": {"healthy": "True"}}
+    store.apply_audit("ADDED", _audit("5", {"summary": {"healthy": "False"}}))
+    store.writing("serviceaudits", ("ns", "web"), status_digest(status))
+    assert store.apply_audit("MODIFIED", _audit("6", status)) == set()
+    assert store.apply_audit("MODIFIED", _audit("7", {"summary": {}})) == {("ns", "web")}

@@ -280,6 +280,9 @@ class Store:
     # (kind, key) -> resourceVersions of our own last writes, oldest first, until their watch
     # events (echoes) have come back: an echo is no change to audit for.
     echoes: dict[tuple[str, Key], list[str]] = dataclasses.field(default_factory=dict)
+    # (kind, key) -> digest of the status we are writing, until the API server's answer is
+    # stored by wrote(): the watch may bring the write back before that answer arrives.
+    in_flight: dict[tuple[str, Key], bytes] = dataclasses.field(default_factory=dict)
     # namespace -> the core's indexes of its pods / of its services' environment (with the
     # default/kubernetes view they were built with), shared by the audits of the namespace
     # until a pod (resp. a service) view of it changes.
@@ -289,6 +292,20 @@ class Store:
     )
 
     # ---- our own writes ------------------------------------------------------------------
+    def writing(self, kind: str, key: Key, digest: bytes | None) -> None:
+        """Announce (digest) or end (None) a write of ours: our status conditions of a Service
+        (kind "services") or a ServiceAudit's status ("serviceaudits"), by status_digest."""
+        if digest is None:
+            self.in_flight.pop((kind, key), None)
+        else:
+            self.in_flight[(kind, key)] = digest
+
+    def _ours_in_flight(self, kind: str, key: Key, status: Any) -> bool:
+        """Whether `status` is what we are writing: the watch brought our write back before
+        the API server's answer to it (so its resourceVersion is not known as ours yet)."""
+        sent = self.in_flight.get((kind, key))
+        return sent is not None and sent == status_digest(status)
+
     def wrote(self, kind: str, body: Body) -> None:
         """Store what the API server answered to our write (services or serviceaudits) and
         remember its resourceVersion: the watch will bring the same body back later."""
@@ -413,7 +430,12 @@ class Store:
             return self.services_in(ns) | {key}  # env vars of the namespace changed
         if service_fingerprint(old) != service_fingerprint(body):
             return {key}
-        if not echo and our_conditions(old) != our_conditions(body):
+        ours = our_conditions(body)
+        if (
+            not echo
+            and our_conditions(old) != ours
+            and not self._ours_in_flight("services", key, ours)
+        ):
             return {key}  # someone else's edit of our conditions: overwritten with the truth
         return set()  # status/metadata only, or the echo of our own write
 
@@ -591,9 +613,13 @@ class Store:
         echo = self._echo("serviceaudits", old, body)
         if echo == "stale":
             return set()
+        if echo and old is not None and rv_of(old) == rv_of(body):
+            return set()  # our write's answer, already stored: no second digest of it
         record = audit_record(body)
         self.audits[key] = record
-        if not echo and old is not None and old.get(AUDIT_DIGEST) != record.get(AUDIT_DIGEST):
+        digest = record.get(AUDIT_DIGEST)
+        sent = self.in_flight.get(("serviceaudits", key))
+        if not echo and old is not None and old.get(AUDIT_DIGEST) != digest and sent != digest:
             return {key}  # someone else's edit of our status: overwritten with the truth
         return set()
 

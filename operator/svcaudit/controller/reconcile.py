@@ -453,7 +453,11 @@ class Reconciler:
             if ours_differ(conditions, svc_conditions) and not self._unchanged(
                 "service", key, rv, conditions, digest := status_digest(conditions), ours
             ):
-                new = await self.kube.apply_service_status(ns, name, conditions)
+                self.store.writing("services", key, digest)
+                try:
+                    new = await self.kube.apply_service_status(ns, name, conditions)
+                finally:
+                    self.store.writing("services", key, None)
                 self._remember_write("service", key, rv, new, digest)
                 current = self.store.services.get(key)
                 if new is not None and current is not None and _uid(current) == _uid(new):
@@ -526,7 +530,11 @@ class Reconciler:
         if audit_owned and self._unchanged("audit", key, rv, status, digest, held):
             return
         # Created, re-owned (its Service was recreated) or updated: one apply of the whole.
-        new_audit = await self.kube.apply_audit(ns, name, uid, translate.AUDIT_LABELS, status)
+        self.store.writing("serviceaudits", key, digest)
+        try:
+            new_audit = await self.kube.apply_audit(ns, name, uid, translate.AUDIT_LABELS, status)
+        finally:
+            self.store.writing("serviceaudits", key, None)
         self._remember_write("audit", key, rv, new_audit, digest)
         if new_audit is not None:
             self.store.wrote("serviceaudits", new_audit)
