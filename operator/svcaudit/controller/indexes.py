@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import orjson
 import structlog
 
 from svcaudit.controller.settings import CONDITION_PREFIX
@@ -48,12 +48,13 @@ def key_of(body: Body) -> Key:
     return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
 
 
-def _fingerprint(*parts: Any) -> str:
-    return json.dumps(parts, sort_keys=True, default=str)
+def _fingerprint(*parts: Any) -> bytes:
+    """Canonical JSON of `parts` (keys sorted; anything unusual as str): equal when equal."""
+    return orjson.dumps(parts, default=str, option=orjson.OPT_SORT_KEYS)
 
 
-def _digest(fingerprint: str) -> bytes:
-    return hashlib.blake2b(fingerprint.encode(), digest_size=16).digest()
+def _digest(fingerprint: bytes) -> bytes:
+    return hashlib.blake2b(fingerprint, digest_size=16).digest()
 
 
 # What the store keeps of a pod: its name and the digests of its two fingerprints, not the
@@ -92,9 +93,7 @@ def _canonical(value: Any) -> Any:
 
 def status_digest(value: Any) -> bytes:
     """16 bytes that change when a status (or anything JSON-like) changes."""
-    return _digest(
-        json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"), default=str)
-    )
+    return _digest(_fingerprint(_canonical(value)))
 
 
 def audit_record(body: Body) -> Body:
@@ -166,7 +165,7 @@ def _routes_to(service: Service | None, pod: Pod | None) -> bool:
     return service is not None and pod is not None and selects(service, pod)
 
 
-def service_fingerprint(body: Body) -> str:
+def service_fingerprint(body: Body) -> bytes:
     meta = body.get("metadata") or {}
     return _fingerprint(
         meta.get("uid"),
@@ -177,7 +176,7 @@ def service_fingerprint(body: Body) -> str:
     )
 
 
-def service_env_fingerprint(body: Body) -> str:
+def service_env_fingerprint(body: Body) -> bytes:
     """What other services' env audits read of this service (name, IP, ports, existence)."""
     meta = body.get("metadata") or {}
     spec = body.get("spec") or {}
@@ -191,7 +190,7 @@ def service_env_fingerprint(body: Body) -> str:
     )
 
 
-def pod_fingerprint(body: Body) -> str:
+def pod_fingerprint(body: Body) -> bytes:
     """Everything of a pod an audit reads, minus noise (managedFields, resourceVersion)."""
     meta = body.get("metadata") or {}
     status = body.get("status") or {}
@@ -209,7 +208,7 @@ def pod_fingerprint(body: Body) -> str:
     )
 
 
-def pod_env_fingerprint(body: Body) -> str:
+def pod_env_fingerprint(body: Body) -> bytes:
     """What env audits of *every* service of the namespace read: containers and start times."""
     meta = body.get("metadata") or {}
     spec = body.get("spec") or {}
@@ -238,7 +237,7 @@ def our_conditions(body: Body) -> list[Any]:
     ]
 
 
-def node_fingerprint(body: Body) -> str:
+def node_fingerprint(body: Body) -> bytes:
     status = body.get("status") or {}
     return _fingerprint(labels_of(body).get(ZONE_LABEL), status.get("addresses"))
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import orjson
 import structlog
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -78,7 +79,7 @@ class Kube:
             status, reason, data = await self.transport.patch(path, params, body, APPLY, 30)
             if status >= 300:
                 raise ApiException(status=status, reason=reason, body=data.decode(errors="replace"))
-        answer = json.loads(data)
+        answer = orjson.loads(data)
         return answer if isinstance(answer, dict) else {}
 
     def _gate(self) -> None:

@@ -8,13 +8,13 @@ event loop for the GIL; at 10k pods that was a quarter of the operator's samples
 
 from __future__ import annotations
 
-import json
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
+import orjson
 from kubernetes import client
 
 
@@ -102,7 +102,7 @@ class Transport:
             self._answered(resp.status)
             if resp.status >= 300:
                 raise ApiStatus(resp.status, data.decode(errors="replace"))
-            return json.loads(data)
+            return orjson.loads(data)
 
     async def patch(
         self, path: str, params: Mapping[str, str], body: Any, content_type: str, timeout: float
@@ -111,7 +111,7 @@ class Transport:
         async with self.session.patch(
             self.base + path,
             params=dict(params),
-            data=json.dumps(body, separators=(",", ":")),
+            data=orjson.dumps(body),
             timeout=aiohttp.ClientTimeout(total=timeout),
             **self._request_kwargs(extra={"Content-Type": content_type}),
         ) as resp:
