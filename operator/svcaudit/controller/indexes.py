@@ -263,6 +263,12 @@ class Store:
         default_factory=lambda: defaultdict(set)
     )
     pod_routes: dict[Key, set[str]] = dataclasses.field(default_factory=dict)
+    # namespace -> selector item (label, value) -> services whose selector has it: a pod is
+    # matched only against services sharing one of its labels, not every service of its
+    # namespace (10k pods x 40 services was ~1.4 s of the operator's first listing).
+    selector_items: dict[str, dict[tuple[str, str], set[str]]] = dataclasses.field(
+        default_factory=lambda: defaultdict(dict)
+    )
     pods_by_node: dict[str, set[Key]] = dataclasses.field(default_factory=lambda: defaultdict(set))
     pod_node: dict[Key, str] = dataclasses.field(default_factory=dict)
     slice_owner: dict[Key, str] = dataclasses.field(default_factory=dict)  # (ns, slice) -> svc
@@ -409,7 +415,7 @@ class Store:
             self.echoes.pop(("services", key), None)
             self.services.pop(key, None)
             self._service_views_changed(key)
-            self.service_views.pop(key, None)
+            self._index_selector(key, self.service_views.pop(key, None), None)
             self.service_errors.pop(key, None)
             self.services_by_ns[ns].discard(name)
             self._drop_service_routes(key)
@@ -421,6 +427,7 @@ class Store:
         self.services_by_ns[ns].add(name)
         if old is None or service_fingerprint(old) != service_fingerprint(body):
             view, error = _view(Service, body)
+            self._index_selector(key, self.service_views.get(key), view)
             self.service_views[key] = view
             self._service_views_changed(key)
             self._set_error(self.service_errors, key, error)
@@ -437,6 +444,30 @@ class Store:
         ):
             return {key}  # someone else's edit of our conditions: overwritten with the truth
         return set()  # status/metadata only, or the echo of our own write
+
+    def _index_selector(self, key: Key, old: Service | None, new: Service | None) -> None:
+        items = self.selector_items[key[0]]
+        for item in old.selector.items() if old is not None else ():
+            names = items.get(item)
+            if names is not None:
+                names.discard(key[1])
+                if not names:
+                    del items[item]
+        for item in new.selector.items() if new is not None else ():
+            items.setdefault(item, set()).add(key[1])
+
+    def _may_select(self, namespace: str, pod: Pod | None) -> Iterable[str]:
+        """Services of the namespace that may select `pod`: those whose selector shares one
+        of its labels (`selects` decides); every service for an uninterpretable pod."""
+        if pod is None:
+            return self.services_by_ns.get(namespace, ())
+        items = self.selector_items.get(namespace)
+        if not items:
+            return ()
+        found: set[str] = set()
+        for item in pod.labels.items():
+            found.update(items.get(item, ()))
+        return found
 
     def _service_views_changed(self, key: Key) -> None:
         if key == MASTER_SERVICE:
@@ -505,7 +536,7 @@ class Store:
         self._set_error(self.pod_errors[ns], name, error)
         after = {
             s
-            for s in self.services_by_ns.get(ns, ())
+            for s in self._may_select(ns, view)
             if _routes_to(self.service_views.get((ns, s)), view)
             or self._routes_unparsed(self.service_views.get((ns, s)), ns, name)
         }
