@@ -19,9 +19,9 @@ def test_a_401_drops_the_reused_token(cluster: Cluster) -> None:
     cfg = copy.copy(cluster.api_client().configuration)
     cfg.api_key = dict(cfg.api_key)
     cfg.refresh_api_key_hook = None  # the header comes from api_key alone
-    good = cfg.api_key.get("authorization")
+    good = cfg.api_key.get("BearerToken")
     assert good, "the admin kubeconfig authenticates with a bearer token"
-    cfg.api_key["authorization"] = "Bearer not-a-valid-token"
+    cfg.api_key["BearerToken"] = "Bearer not-a-valid-token"
     transport = Transport(cfg)
 
     async def main() -> tuple[int, str, str]:
@@ -32,9 +32,9 @@ def test_a_401_drops_the_reused_token(cluster: Cluster) -> None:
                 rejected = exc.status
             else:
                 raise AssertionError("a bad token was accepted")
-            cfg.api_key["authorization"] = good  # rotated: the next request must use it
+            cfg.api_key["BearerToken"] = good  # rotated: the next request must use it
             body = await transport.get_json("/api/v1/namespaces/default", {}, 10)
-            cfg.api_key["authorization"] = "Bearer not-a-valid-token"
+            cfg.api_key["BearerToken"] = "Bearer not-a-valid-token"
             # no 401 since: the good header is reused, the client is not asked again
             again = await transport.get_json("/api/v1/namespaces/default", {}, 10)
             return rejected, body["metadata"]["name"], again["metadata"]["name"]

@@ -16,13 +16,12 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from socket import SOCK_DGRAM
 from typing import Any
 
-import dns.asyncbackend
 import dns.asyncquery
+import dns.entropy
 import dns.exception
-import dns.inet
+import dns.flags
 import dns.message
 import dns.rcode
 import dns.rdatatype
@@ -47,13 +46,52 @@ def _strip(name: str) -> str:
     return name.rstrip(".").lower()
 
 
+class _Channel(asyncio.DatagramProtocol):
+    """One connected UDP socket to the DNS server, shared by every question in flight:
+    answers are matched to questions by message id (and question section). Connected, so
+    that an ICMP refusal fails the questions at once instead of after the timeout."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.waiting: dict[int, tuple[dns.message.Message, asyncio.Future[dns.message.Message]]]
+        self.waiting = {}
+        self.broken = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        entry = self.waiting.get(int.from_bytes(data[:2], "big")) if len(data) >= 2 else None
+        if entry is None:
+            return  # a late answer to a question given up on
+        query, future = entry
+        try:
+            response = dns.message.from_wire(data)
+        except dns.exception.DNSException:
+            return  # not an answer to anything we asked: keep waiting (as dnspython does)
+        if query.is_response(response) and not future.done():
+            future.set_result(response)
+
+    def error_received(self, exc: Exception) -> None:
+        self._fail(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(exc or ConnectionError("DNS socket closed"))
+
+    def _fail(self, exc: Exception) -> None:
+        self.broken = True
+        for _, future in self.waiting.values():
+            if not future.done():
+                future.set_exception(exc)
+
+
 class DnsProber:
     """Queries one server over UDP (TCP on truncation).
 
-    UDP sockets are pooled, at most one per concurrency slot: opening an asyncio datagram
-    endpoint per question was a third of the prober's CPU (thousands of questions per pass).
-    A socket whose question failed is closed, not reused (a late answer could arrive on it;
-    answers to other questions are skipped by id anyway)."""
+    All questions share one connected UDP socket, matched by message id: opening a socket
+    per question, and dnspython's per-question receive loop, were a third of the prober's
+    CPU (thousands of questions per pass at 10k pods). dnspython builds and parses the
+    messages; a broken socket (an ICMP error) is replaced at the next question."""
 
     def __init__(
         self,
@@ -66,20 +104,30 @@ class DnsProber:
         self._timeout = timeout
         self._sem = asyncio.Semaphore(concurrency)
         self._on_query = on_query
-        self._idle: dict[int, list[Any]] = {}  # address family -> idle sockets
-        self._backend = dns.asyncbackend.get_backend("asyncio")
+        self._channel: tuple[tuple[str, int], _Channel] | None = None
 
     @property
-    def pooled_sockets(self) -> int:
-        """Idle sockets held for reuse: at most one per concurrency slot."""
-        return sum(len(sockets) for sockets in self._idle.values())
+    def open_sockets(self) -> int:
+        """UDP sockets held open: at most one (to the current server)."""
+        return 0 if self._channel is None else 1
 
     async def aclose(self) -> None:
-        """Close the pooled sockets (the prober stays usable: it opens new ones)."""
-        idle, self._idle = self._idle, {}
-        for sockets in idle.values():
-            for sock in sockets:
-                await _close(sock)
+        """Close the socket (the prober stays usable: it opens a new one when asked)."""
+        channel, self._channel = self._channel, None
+        if channel is not None and channel[1].transport is not None:
+            channel[1].transport.close()
+
+    async def _open(self, host: str, port: int) -> _Channel:
+        if self._channel is not None:
+            where, channel = self._channel
+            if where == (host, port) and not channel.broken:
+                return channel
+            await self.aclose()
+        _, channel = await asyncio.get_running_loop().create_datagram_endpoint(
+            _Channel, remote_addr=(host, port)
+        )
+        self._channel = ((host, port), channel)
+        return channel
 
     async def probe(self, questions: Iterable[tuple[str, str]]) -> ProbeResult:
         host, port = await self._server()
@@ -120,31 +168,18 @@ class DnsProber:
         query = dns.message.make_query(name if name.endswith(".") else name + ".", rtype)
         async with self._sem:
             started = time.perf_counter()
-            family = dns.inet.af_for_address(host)
-            idle = self._idle.setdefault(family, [])
-            sock: Any = idle.pop() if idle else None
             try:
-                if sock is None:
-                    sock = await self._backend.make_socket(  # type: ignore[no-untyped-call]
-                        family, SOCK_DGRAM
+                response = await self._exchange(query, host, port)
+                if response.flags & dns.flags.TC:
+                    response = await dns.asyncquery.tcp(
+                        query, host, port=port, timeout=self._timeout
                     )
-                response, _ = await dns.asyncquery.udp_with_fallback(
-                    query,
-                    host,
-                    port=port,
-                    timeout=self._timeout,
-                    ignore_unexpected=True,
-                    udp_sock=sock,
-                )
             except dns.exception.Timeout:
-                await _close(sock)
                 self._record(started, "timeout")
                 raise
             except Exception:
-                await _close(sock)
                 self._record(started, "error")
                 raise
-            idle.append(sock)
         rcode = response.rcode()
         if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
             self._record(started, "error")
@@ -165,15 +200,26 @@ class DnsProber:
                 )
         return out
 
+    async def _exchange(
+        self, query: dns.message.Message, host: str, port: int
+    ) -> dns.message.Message:
+        channel = await self._open(host, port)
+        while query.id in channel.waiting:
+            query.id = dns.entropy.random_16()
+        future: asyncio.Future[dns.message.Message] = asyncio.get_running_loop().create_future()
+        channel.waiting[query.id] = (query, future)
+        try:
+            assert channel.transport is not None
+            channel.transport.sendto(query.to_wire())
+            return await asyncio.wait_for(future, self._timeout)
+        except TimeoutError as exc:
+            raise dns.exception.Timeout(timeout=self._timeout) from exc  # type: ignore[no-untyped-call]
+        finally:
+            channel.waiting.pop(query.id, None)
+
     def _record(self, started: float, outcome: str) -> None:
         if self._on_query is not None:
             self._on_query(time.perf_counter() - started, outcome)
-
-
-async def _close(sock: Any) -> None:
-    """Close a dnspython DatagramSocket (untyped in dnspython), if any."""
-    if sock is not None:
-        await sock.close()
 
 
 def _describe(exc: BaseException) -> str:
