@@ -5,6 +5,7 @@ refusal broke is replaced by the next question."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -67,3 +68,48 @@ def test_a_refused_socket_fails_fast_and_is_replaced(cluster: Cluster) -> None:
     assert refused.error is not None and "connection refused" in refused.error
     assert "timeout" not in refused.error
     assert answered.error is None and answered.answers
+
+
+def test_an_answer_too_long_for_udp_is_asked_again_over_tcp(
+    cluster: Cluster, namespace: str
+) -> None:
+    """A headless service with 60 ready endpoints: its A answer (~1 KB) does not fit the
+    512 bytes of a plain UDP answer, so CoreDNS truncates it (TC). Every address must still
+    come back: the prober asks again over TCP."""
+    addresses = [f"10.250.1.{i}" for i in range(1, 61)]
+    endpoints = "".join(
+        f"  - addresses: ['{ip}']\n    conditions: {{ready: true}}\n" for ip in addresses
+    )
+    cluster.run_kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: wide}\n"
+            "spec: {clusterIP: None, ports: [{name: http, port: 80}]}\n"
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
+            "metadata: {name: wide-1, labels: {kubernetes.io/service-name: wide}}\n"
+            "addressType: IPv4\nports: [{name: http, port: 80, protocol: TCP}]\n"
+            f"endpoints:\n{endpoints}"
+        ),
+    )
+    name = f"wide.{namespace}.svc.cluster.local."
+
+    async def ask() -> ProbeResult:
+        prober = _prober([(cluster.dns_host, cluster.dns_port)], concurrency=2)
+        try:
+            return await prober.probe([(name, "A")])
+        finally:
+            await prober.aclose()
+
+    deadline = time.monotonic() + 30
+    while True:  # CoreDNS picks the slice up from its watch
+        result = asyncio.run(ask())
+        got = {a.text for a in result.answers if a.rtype == "A"}
+        if got == set(addresses) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert result.error is None
+    assert got == set(addresses), f"{len(got)} of {len(addresses)} addresses"

@@ -66,7 +66,9 @@ class _Channel(asyncio.DatagramProtocol):
             return  # a late answer to a question given up on
         query, future = entry
         try:
-            response = dns.message.from_wire(data)
+            response = dns.message.from_wire(data, raise_on_truncation=True)
+        except dns.message.Truncated as exc:
+            response = exc.message()  # type: ignore[no-untyped-call]  # TC: TCP fallback
         except dns.exception.DNSException:
             return  # not an answer to anything we asked: keep waiting (as dnspython does)
         if query.is_response(response) and not future.done():
@@ -105,6 +107,7 @@ class DnsProber:
         self._sem = asyncio.Semaphore(concurrency)
         self._on_query = on_query
         self._channel: tuple[tuple[str, int], _Channel] | None = None
+        self._opening = asyncio.Lock()  # questions arriving together open one socket
 
     @property
     def open_sockets(self) -> int:
@@ -118,16 +121,24 @@ class DnsProber:
             channel[1].transport.close()
 
     async def _open(self, host: str, port: int) -> _Channel:
-        if self._channel is not None:
-            where, channel = self._channel
-            if where == (host, port) and not channel.broken:
-                return channel
+        usable = self._usable(host, port)
+        if usable is not None:
+            return usable
+        async with self._opening:
+            usable = self._usable(host, port)  # opened by a question that had the lock?
+            if usable is not None:
+                return usable
             await self.aclose()
-        _, channel = await asyncio.get_running_loop().create_datagram_endpoint(
-            _Channel, remote_addr=(host, port)
-        )
-        self._channel = ((host, port), channel)
-        return channel
+            _, channel = await asyncio.get_running_loop().create_datagram_endpoint(
+                _Channel, remote_addr=(host, port)
+            )
+            self._channel = ((host, port), channel)
+            return channel
+
+    def _usable(self, host: str, port: int) -> _Channel | None:
+        if self._channel is None or self._channel[0] != (host, port):
+            return None
+        return None if self._channel[1].broken else self._channel[1]
 
     async def probe(self, questions: Iterable[tuple[str, str]]) -> ProbeResult:
         host, port = await self._server()
