@@ -25,7 +25,7 @@ from svcaudit.core.envvars import (
     service_variables,
     visible_services,
 )
-from svcaudit.core.model import Pod, Service
+from svcaudit.core.model import Container, Pod, Service
 from svcaudit.core.podindex import PodIndex
 
 
@@ -227,7 +227,6 @@ def env_container_findings(
         if not envs.sees(pod, service.key):
             continue
         senv = envs.for_pod(pod)
-        subject = f"{pod_ref(pod)} container {container.name}"
         # container_env(container, senv) restricted to this service's names: the
         # kubelet's precedence (explicit env wins) without copying the whole map.
         explicit = {e.name: e.value for e in container.env}
@@ -240,28 +239,13 @@ def env_container_findings(
             shown = "<valueFrom>" if explicit_value is None else explicit_value
             code = "SVA-ENV-004" if explicit_value not in (None, value) else "SVA-ENV-005"
             out.append(
-                discrepancy(
-                    code,
-                    subject,
-                    f"{name}={value}",
-                    f"{name}={shown}",
-                    (svc,),
-                    pod=pod.name,
-                    container=container.name,
-                )
+                _container_finding(code, pod, container, svc, f"{name}={value}", f"{name}={shown}")
             )
         if container.env_from:
             srcs = ", ".join(f"{e.kind}/{e.name}" for e in container.env_from)
+            shadows = f"no envFrom key shadows {service.name}'s variables"
             out.append(
-                discrepancy(
-                    "SVA-ENV-006",
-                    subject,
-                    f"no envFrom key shadows {service.name}'s variables",
-                    f"envFrom {srcs}",
-                    (svc,),
-                    pod=pod.name,
-                    container=container.name,
-                )
+                _container_finding("SVA-ENV-006", pod, container, svc, shadows, f"envFrom {srcs}")
             )
         if (pod.name, container.name) in observed_containers:
             continue
@@ -275,35 +259,39 @@ def env_container_findings(
         )
         if fresh is Freshness.STALE:
             out.append(
-                discrepancy(
-                    "SVA-ENV-001",
-                    subject,
-                    expect_stale,
-                    f"started {_t(started)}",
-                    (svc,),
-                    pod=pod.name,
-                    container=container.name,
+                _container_finding(
+                    "SVA-ENV-001", pod, container, svc, expect_stale, f"started {_t(started)}"
                 )
             )
         elif fresh in (Freshness.UNCERTAIN, Freshness.SPEC_CHANGED):
+            expected = expect_created if fresh is Freshness.UNCERTAIN else expect_touched
             out.append(
-                discrepancy(
-                    "SVA-ENV-002",
-                    subject,
-                    expect_created if fresh is Freshness.UNCERTAIN else expect_touched,
-                    f"started {_t(started)}",
-                    (svc,),
-                    pod=pod.name,
-                    container=container.name,
+                _container_finding(
+                    "SVA-ENV-002", pod, container, svc, expected, f"started {_t(started)}"
                 )
             )
         elif fresh is Freshness.UNKNOWN:
             unknown.append(
-                f"{subject}: running without startedAt"
+                f"{pod_ref(pod)} container {container.name}: running without startedAt"
                 if started is None
                 else f"{svc}: no creationTimestamp"
             )
     return out, unknown
+
+
+def _container_finding(
+    code: str, pod: Pod, container: Container, svc: str, expected: str, observed: str
+) -> Discrepancy:
+    """A per-container environment finding about the service `svc` (its reference)."""
+    return discrepancy(
+        code,
+        f"{pod_ref(pod)} container {container.name}",
+        expected,
+        observed,
+        (svc,),
+        pod=pod.name,
+        container=container.name,
+    )
 
 
 POSSIBLY_STALE_EXAMPLES = 5  # containers named in a SVA-ENV-002 summary
