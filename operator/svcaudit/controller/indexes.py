@@ -305,11 +305,11 @@ class Store:
         else:
             self.in_flight[(kind, key)] = digest
 
-    def _ours_in_flight(self, kind: str, key: Key, status: Any) -> bool:
-        """Whether `status` is what we are writing: the watch brought our write back before
-        the API server's answer to it (so its resourceVersion is not known as ours yet)."""
-        sent = self.in_flight.get((kind, key))
-        return sent is not None and sent == status_digest(status)
+    def _ours_in_flight(self, kind: str, key: Key, digest: bytes | None) -> bool:
+        """Whether the status digested `digest` is what we are writing: the watch brought our
+        write back before the API server's answer to it (its resourceVersion is not known
+        as ours yet)."""
+        return digest is not None and self.in_flight.get((kind, key)) == digest
 
     def wrote(self, kind: str, body: Body) -> None:
         """Store what the API server answered to our write (services or serviceaudits) and
@@ -440,7 +440,7 @@ class Store:
         if (
             not echo
             and our_conditions(old) != ours
-            and not self._ours_in_flight("services", key, ours)
+            and not self._ours_in_flight("services", key, status_digest(ours))
         ):
             return {key}  # someone else's edit of our conditions: overwritten with the truth
         return set()  # status/metadata only, or the echo of our own write
@@ -648,8 +648,12 @@ class Store:
         record = audit_record(body)
         self.audits[key] = record
         digest = record.get(AUDIT_DIGEST)
-        sent = self.in_flight.get(("serviceaudits", key))
-        if not echo and old is not None and old.get(AUDIT_DIGEST) != digest and sent != digest:
+        if (
+            not echo
+            and old is not None
+            and old.get(AUDIT_DIGEST) != digest
+            and not self._ours_in_flight("serviceaudits", key, digest)
+        ):
             return {key}  # someone else's edit of our status: overwritten with the truth
         return set()
 
