@@ -11,6 +11,7 @@ import pytest
 
 from svcaudit.controller.dns_probe import DnsProber, ProbeResult
 from tests.fixtures import Cluster
+from tests.integration.op_helpers import apply
 
 pytestmark = pytest.mark.cluster
 
@@ -80,13 +81,10 @@ def test_an_answer_too_long_for_udp_is_asked_again_over_tcp(
     endpoints = "".join(
         f"  - addresses: ['{ip}']\n    conditions: {{ready: true}}\n" for ip in addresses
     )
-    cluster.run_kubectl(
-        "apply",
-        "-n",
+    apply(
+        cluster,
         namespace,
-        "-f",
-        "-",
-        input=(
+        (
             "apiVersion: v1\nkind: Service\nmetadata: {name: wide}\n"
             "spec: {clusterIP: None, ports: [{name: http, port: 80}]}\n"
             "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"

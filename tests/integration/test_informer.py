@@ -14,6 +14,7 @@ import pytest
 from svcaudit.controller.informer import Informer
 from svcaudit.controller.transport import Transport
 from tests.fixtures import Cluster
+from tests.integration.op_helpers import apply
 
 pytestmark = pytest.mark.cluster
 
@@ -41,7 +42,7 @@ def test_lists_in_pages_then_delivers_every_change_in_order(
     cluster: Cluster, namespace: str
 ) -> None:
     for i in range(5):
-        cluster.run_kubectl("apply", "-n", namespace, "-f", "-", input=_configmap(f"cm-{i}", "a"))
+        apply(cluster, namespace, _configmap(f"cm-{i}", "a"))
     seen: Seen = []
     listed: list[Any] = []
     informer = _informer(cluster, namespace, seen, listed)

@@ -46,6 +46,9 @@ def _strip(name: str) -> str:
     return name.rstrip(".").lower()
 
 
+_Answer = asyncio.Future[dns.message.Message]
+
+
 class _Channel(asyncio.DatagramProtocol):
     """One connected UDP socket to the DNS server, shared by every question in flight:
     answers are matched to questions by message id (and question section). Connected, so
@@ -53,8 +56,7 @@ class _Channel(asyncio.DatagramProtocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.DatagramTransport | None = None
-        self.waiting: dict[int, tuple[dns.message.Message, asyncio.Future[dns.message.Message]]]
-        self.waiting = {}
+        self.waiting: dict[int, tuple[dns.message.Message, _Answer]] = {}  # by message id
         self.broken = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -217,7 +219,7 @@ class DnsProber:
         channel = await self._open(host, port)
         while query.id in channel.waiting:
             query.id = dns.entropy.random_16()
-        future: asyncio.Future[dns.message.Message] = asyncio.get_running_loop().create_future()
+        future: _Answer = asyncio.get_running_loop().create_future()
         channel.waiting[query.id] = (query, future)
         try:
             assert channel.transport is not None
