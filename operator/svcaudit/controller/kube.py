@@ -1,8 +1,9 @@
 """The Kubernetes API calls the shell makes besides watching (controller/informer.py).
 
-All writes are server-side apply with our own field manager, or Event creation. The applies
-go over the shared aiohttp session (controller/transport.py), from the event loop; the rare
-calls (Events, two GETs, /readyz) use the synchronous kubernetes client in worker threads.
+All writes are server-side apply with our own field manager, or Event creation. Every call
+goes over the shared aiohttp session (controller/transport.py), from the event loop. The
+kubernetes client only loads the credentials: its API classes and their models took ~1.5 s
+to import at start-up, and its calls a worker thread each.
 
 Hooks (the metrics): `on_write(kind)` per successful write, `on_error(resource, verb, status)`
 per failed call (HTTP status, 0 when no response came back), 404s included even where the
@@ -14,7 +15,6 @@ the leader gets `NotLeader` instead of a request.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -59,9 +59,6 @@ class Kube:
         on_write: Callable[[str], None] | None = None,
         on_error: Callable[[str, str, int], None] | None = None,
     ) -> None:
-        self._api = api
-        self._core = client.CoreV1Api(api)
-        self._custom = client.CustomObjectsApi(api)
         self.transport = Transport(api.configuration)  # writes here, and the informers' watches
         self.field_manager = field_manager
         self.writes: dict[str, int] = {}
@@ -71,15 +68,33 @@ class Kube:
         self.may_write: Callable[[], bool] | None = None
 
     async def _apply(self, resource: str, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Server-side apply (forced, our field manager) over the shared aiohttp session.
-        An error status raises ApiException, as the kubernetes client would."""
+        """Server-side apply (forced, our field manager)."""
         self._gate()
         params = {"fieldManager": self.field_manager, "force": "true"}
-        with self._call(resource, "apply"):
-            status, reason, data = await self.transport.patch(path, params, body, APPLY, 30)
+        return await self._request(resource, "apply", "PATCH", path, params, body, APPLY)
+
+    async def _request(
+        self,
+        resource: str,
+        verb: str,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = JSON,
+    ) -> dict[str, Any]:
+        """One call; its JSON answer. An error status raises ApiException, as the kubernetes
+        client would (callers and tests tell 404s and conflicts apart by it)."""
+        with self._call(resource, verb):
+            status, reason, data = await self.transport.send(
+                method, path, params or {}, body, content_type, 30
+            )
             if status >= 300:
                 raise ApiException(status=status, reason=reason, body=data.decode(errors="replace"))
-        answer = orjson.loads(data)
+        try:
+            answer = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return {}
         return answer if isinstance(answer, dict) else {}
 
     def _gate(self) -> None:
@@ -106,50 +121,30 @@ class Kube:
         if self._on_write is not None:
             self._on_write(what)
 
-    def _get_raw(
-        self, path: str, query: list[tuple[str, Any]] | None = None, accept: str = JSON
-    ) -> Any:
-        """GET a path with our credentials; the response (status, data) or ApiException."""
-        method, url, headers, _, _ = self._api.param_serialize(
-            "GET",
-            path,
-            query_params=query or [],
-            header_params={"Accept": accept},
-            auth_settings=["BearerToken"],
-        )
-        resp = self._api.call_api(method, url, header_params=headers, _request_timeout=10)
-        resp.read()  # type: ignore[no-untyped-call]
-        if not 200 <= resp.status < 300:
-            raise ApiException(http_resp=resp)
-        return resp
-
     async def readyz(self) -> bool:
         """Whether the API server says it is ready (its etcd check included)."""
-
-        def call() -> bool:
-            with self._call("readyz", "get"):
-                self._get_raw("/readyz", accept="text/plain")
-            return True
-
         try:
-            return await asyncio.to_thread(call)
+            with self._call("readyz", "get"):
+                status, reason, data = await self.transport.send(
+                    "GET", "/readyz", {}, None, JSON, 10, accept="text/plain"
+                )
+                if status >= 300:
+                    raise ApiException(
+                        status=status, reason=reason, body=data.decode(errors="replace")
+                    )
         except Exception:
             return False
+        return True
 
     async def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
-        def call() -> dict[str, Any] | None:
-            try:
-                with self._call("services", "get"):
-                    resp = self._core.read_namespaced_service(
-                        name, namespace, _preload_content=False
-                    )
-            except ApiException as exc:
-                if exc.status == 404:
-                    return None
-                raise
-            return _json(resp)
-
-        return await asyncio.to_thread(call)
+        try:
+            return await self._request(
+                "services", "get", "GET", f"/api/v1/namespaces/{namespace}/services/{name}"
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     async def apply_service_status(
         self, namespace: str, name: str, conditions: list[dict[str, Any]]
@@ -177,9 +172,10 @@ class Kube:
         name: str,
         owner_uid: str,
         labels: Mapping[str, str],
-        status: Mapping[str, Any],
+        status: Mapping[str, Any] | bytes,
     ) -> dict[str, Any] | None:
-        """The whole ServiceAudit (no status subresource): created or updated in one apply."""
+        """The whole ServiceAudit (no status subresource): created or updated in one apply.
+        `status` may come serialised already (JSON bytes: a report that waited its turn)."""
         body = {
             "apiVersion": f"{CRD_GROUP}/{CRD_VERSION}",
             "kind": CRD_KIND,
@@ -198,7 +194,7 @@ class Kube:
                 ],
             },
             "spec": {},
-            "status": dict(status),
+            "status": orjson.Fragment(status) if isinstance(status, bytes) else dict(status),
         }
         path = f"/apis/{CRD_GROUP}/{CRD_VERSION}/namespaces/{namespace}/{CRD_PLURAL}/{name}"
         answer = await self._apply("serviceaudits", path, body)
@@ -207,22 +203,11 @@ class Kube:
 
     async def create_event(self, event: Mapping[str, Any]) -> None:
         namespace = event["metadata"]["namespace"]
-        body = client.CoreV1Event.from_dict(dict(event))
-        assert body is not None
         self._gate()
-        with self._call("events", "create"):
-            await asyncio.to_thread(
-                self._core.create_namespaced_event, namespace, body, _preload_content=False
-            )
+        await self._request(
+            "events", "create", "POST", f"/api/v1/namespaces/{namespace}/events", body=event
+        )
         self._count("event", namespace, str(event["involvedObject"]["name"]))
-
-
-def _json(resp: Any) -> dict[str, Any] | None:
-    try:
-        data = json.loads(resp.data)
-    except (AttributeError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def object_not_found(exc: ApiException) -> bool:

@@ -1,5 +1,5 @@
 """One aiohttp session to the API server with the credentials of our Kubernetes client: the
-informers' lists and watches, and the operator's server-side applies, from the event loop.
+informers' lists and watches, and every call of the operator's, from the event loop.
 
 Why not the kubernetes client for these: it runs synchronously (a worker thread per call),
 validates and re-serialises every body through its models, and its threads contend with the
@@ -104,16 +104,28 @@ class Transport:
                 raise ApiStatus(resp.status, data.decode(errors="replace"))
             return orjson.loads(data)
 
-    async def patch(
-        self, path: str, params: Mapping[str, str], body: Any, content_type: str, timeout: float
+    async def send(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str],
+        body: Any,
+        content_type: str,
+        timeout: float,
+        accept: str = "application/json",
     ) -> tuple[int, str, bytes]:
-        """(HTTP status, reason, body) of a PATCH; raises on no answer (aiohttp errors)."""
-        async with self.session.patch(
+        """(HTTP status, reason, body) of one request (`body` None: none sent); raises on no
+        answer (aiohttp errors)."""
+        headers = {"Accept": accept}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        async with self.session.request(
+            method,
             self.base + path,
             params=dict(params),
-            data=orjson.dumps(body),
+            data=None if body is None else orjson.dumps(body),
             timeout=aiohttp.ClientTimeout(total=timeout),
-            **self._request_kwargs(extra={"Content-Type": content_type}),
+            **self._request_kwargs(extra=headers),
         ) as resp:
             self._answered(resp.status)
             return resp.status, str(resp.reason or ""), await resp.read()
