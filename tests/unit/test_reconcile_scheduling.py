@@ -1,14 +1,17 @@
 """The reconciler's scheduling: several services audited at once, never one service twice at
-once, changes before timers. The audit itself is replaced by a recorder (what an audit does
-is proven against the real cluster in tests/integration); no API call is made here."""
+once, changes before timers, ServiceAudit reports after the audits waiting. The audit and the
+report write are replaced by recorders (what they do is proven against the real cluster in
+tests/integration); no API call is made here."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from svcaudit.controller.indexes import Key, Store
 from svcaudit.controller.reconcile import Reconciler
+from svcaudit.controller.reports import PendingReport, ReportQueue
 from svcaudit.controller.settings import ControllerSettings
 
 
@@ -24,42 +27,69 @@ def _service(name: str) -> dict[str, Any]:
 
 
 class _Recorder:
-    """An audit that takes `seconds`, recording concurrency and order."""
+    """An audit that takes `seconds`, recording concurrency and order; with `reports`, each
+    audit queues a ServiceAudit report, and the writes are recorded in the same order."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, rec: Reconciler | None = None) -> None:
         self.seconds = seconds
+        self.rec = rec
         self.running: set[Key] = set()
-        self.most = 0
+        self.writing = 0
+        self.most = 0  # audits and writes at once
         self.order: list[Key] = []
+        self.events: list[tuple[str, Key]] = []  # ("audit" | "report", key), as they start
         self.overlapped: list[Key] = []
 
     async def __call__(self, key: Key) -> None:
         if key in self.running:
             self.overlapped.append(key)
         self.running.add(key)
-        self.most = max(self.most, len(self.running))
+        self.most = max(self.most, len(self.running) + self.writing)
         self.order.append(key)
+        self.events.append(("audit", key))
         try:
             await asyncio.sleep(self.seconds)
+            if self.rec is not None:
+                self.rec._reports.put(key, f"u-{key[1]}", b"{}", b"d", time.monotonic())
         finally:
             self.running.discard(key)
 
+    async def write_report(self, key: Key, pending: PendingReport) -> None:
+        self.writing += 1
+        self.most = max(self.most, len(self.running) + self.writing)
+        self.events.append(("report", key))
+        try:
+            await asyncio.sleep(self.seconds)
+        finally:
+            self.writing -= 1
 
-def _reconciler(services: int, concurrency: int, seconds: float) -> tuple[Reconciler, _Recorder]:
+    def reports(self) -> list[int]:
+        """Positions of the report writes among all starts."""
+        return [i for i, (what, _) in enumerate(self.events) if what == "report"]
+
+    def last_audit(self) -> int:
+        return max(i for i, (what, _) in enumerate(self.events) if what == "audit")
+
+
+def _reconciler(
+    services: int, concurrency: int, seconds: float, reports: bool = False, **settings: Any
+) -> tuple[Reconciler, _Recorder]:
     store = Store()
     for i in range(services):
         store.apply_service("ADDED", _service(f"s{i:03d}"))
-    settings = ControllerSettings(
+    config = ControllerSettings(
         namespaces=("ns",),
         warmup_seconds=0.0,
         debounce_seconds=0.01,
         resync_seconds=3600.0,
         audit_concurrency=concurrency,
         dns_check=False,
+        **settings,
     )
-    rec = Reconciler(settings, store, _NoApi(), None, "test")  # type: ignore[arg-type]
-    recorder = _Recorder(seconds)
+    rec = Reconciler(config, store, _NoApi(), None, "test")  # type: ignore[arg-type]
+    recorder = _Recorder(seconds, rec if reports else None)
     rec.audit = recorder  # type: ignore[method-assign]
+    rec._write_report = recorder.write_report  # type: ignore[method-assign]
     rec.started = -10.0
     return rec, recorder
 
@@ -156,3 +186,56 @@ def test_a_timer_goes_before_the_rest_of_a_background_pass() -> None:
     asyncio.run(main())
     second = len(recorder.order) - 1 - recorder.order[::-1].index(deadline)
     assert second - 60 < 20  # not after the 59 services of the pass
+
+
+def test_reports_are_written_once_no_audit_waits_sharing_the_slots() -> None:
+    rec, recorder = _reconciler(services=30, concurrency=3, seconds=0.01, reports=True)
+
+    async def main() -> None:
+        await _run_until(rec, lambda: len(recorder.reports()) >= 30 and not recorder.writing)
+
+    asyncio.run(main())
+    # Every Service's conditions before any ServiceAudit: no report during the pass.
+    assert min(recorder.reports()) > recorder.last_audit()
+    assert sorted(k for what, k in recorder.events if what == "report") == sorted(recorder.order)
+    assert recorder.most == 3  # audits and report writes share the slots
+
+
+def test_an_overdue_report_is_written_during_a_long_pass() -> None:
+    rec, recorder = _reconciler(
+        services=60, concurrency=2, seconds=0.02, reports=True, report_max_delay_seconds=0.1
+    )
+
+    async def main() -> None:
+        await _run_until(rec, lambda: len(recorder.reports()) >= 60 and not recorder.writing)
+
+    asyncio.run(main())
+    # The pass lasts ~0.6 s: reports queued at its start were written before its end.
+    assert min(recorder.reports()) < recorder.last_audit()
+    assert len(recorder.reports()) == 60
+
+
+def test_reports_do_not_wait_when_they_are_the_only_verdicts() -> None:
+    rec, recorder = _reconciler(
+        services=30, concurrency=2, seconds=0.01, reports=True, write_service_conditions=False
+    )
+
+    async def main() -> None:
+        await _run_until(rec, lambda: len(recorder.reports()) >= 30 and not recorder.writing)
+
+    asyncio.run(main())
+    assert min(recorder.reports()) < recorder.last_audit()
+
+
+def test_a_report_queued_again_replaces_the_waiting_one_in_its_place() -> None:
+    queue = ReportQueue()
+    a, b = ("ns", "a"), ("ns", "b")
+    queue.put(a, "u1", b"1", b"d1", now=1.0)
+    queue.put(b, "u2", b"2", b"d2", now=2.0)
+    queue.put(a, "u1", b"3", b"d3", now=5.0)
+    assert len(queue) == 2
+    assert queue.overdue_at(10.0) == 11.0  # the first report's wait counts, not the second's
+    assert queue.pop(busy={a}) == (b, PendingReport("u2", b"2", b"d2", 2.0))
+    assert queue.pop(busy=set()) == (a, PendingReport("u1", b"3", b"d3", 1.0))
+    assert queue.pop(busy=set()) is None
+    assert queue.overdue_at(10.0) is None

@@ -13,11 +13,12 @@ import functools
 import heapq
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+import orjson
 import structlog
 import urllib3
 from kubernetes.client.exceptions import ApiException
@@ -36,6 +37,7 @@ from svcaudit.controller.events import build_event, event_kind
 from svcaudit.controller.indexes import AUDIT_DIGEST, Key, Store, rv_of, status_digest
 from svcaudit.controller.kube import Kube, NotLeader, object_not_found
 from svcaudit.controller.leader import AlwaysLeader, Leadership
+from svcaudit.controller.reports import PendingReport, ReportQueue
 from svcaudit.controller.settings import ControllerSettings
 from svcaudit.core.audit import DnsObservation, ServiceAudit, unobservable
 from svcaudit.metrics import Metrics
@@ -85,11 +87,16 @@ class Reconciler:
         self.started = time.monotonic()
         # Whether every informer has delivered its first listing (set by the wiring).
         self.synced: Callable[[], bool] = lambda: True
+        # Called once the first listings are in, before the first audit (cli/run.py: the
+        # garbage collector stops walking what was loaded).
+        self.on_ready: Callable[[], None] = lambda: None
         self.ready = False
         self.audits = 0
         self.default_kubernetes: Mapping[str, Any] | None = None
         self._crd_missing_logged = False
         self._inflight: dict[Key, asyncio.Task[None]] = {}
+        self._reports = ReportQueue()  # ServiceAudits to write, after the audits waiting
+        self._writing: dict[Key, asyncio.Task[None]] = {}  # reports being written
         self._fresh: set[Key] = set()  # marked since the plan was made: to slot into it
         self._background: set[Key] = set()  # due only for a resync pass
         self.view = ApiView(
@@ -166,6 +173,7 @@ class Reconciler:
         while time.monotonic() - self.started < self.settings.warmup_seconds or not self.synced():
             await asyncio.sleep(0.05)
         await self._refresh_cluster_singletons()
+        self.on_ready()
         self.ready = True
         log.info(
             "audits starting",
@@ -184,8 +192,8 @@ class Reconciler:
     async def run(self) -> None:
         try:
             await self._loop()
-        finally:  # shutdown: the audits in flight stop with the loop
-            for task in list(self._inflight.values()):
+        finally:  # shutdown: the audits and writes in flight stop with the loop
+            for task in [*self._inflight.values(), *self._writing.values()]:
                 task.cancel()
             await self._drain()
 
@@ -240,16 +248,11 @@ class Reconciler:
                     elif key not in self._background:
                         replan_at = min(replan_at, t)
                 self._fresh.clear()
-            free = self.settings.audit_concurrency - len(self._inflight)
-            if not plan or free <= 0:
-                timeout: float | None = None  # slots full: until an audit finishes
-                if free > 0:
-                    waiting = [t for k, t in self._due.items() if k not in self._inflight]
-                    timeout = max(0.0, min([*waiting, resync_at]) - now)
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=timeout)
-                continue
+            # A slot each for an audit or a report write. Reports go when no audit waits (or
+            # once overdue): a Service's conditions before any ServiceAudit (reports.py).
+            free = self.settings.audit_concurrency - len(self._inflight) - len(self._writing)
+            started = self._start_reports(free, now, overdue_only=True)
+            free -= started
             while plan and free > 0:
                 _, _, key = heapq.heappop(plan)
                 if key in self._inflight or self._due.get(key, math.inf) > now:
@@ -257,29 +260,67 @@ class Reconciler:
                 self._due.pop(key, None)
                 self._burst_start.pop(key, None)
                 self._background.discard(key)
-                task = asyncio.create_task(self._audit_guarded(key))
+                task = asyncio.create_task(self._guarded(key, self.audit))
                 self._inflight[key] = task
-                task.add_done_callback(functools.partial(self._done, key))
+                task.add_done_callback(functools.partial(self._done, self._inflight, key))
                 free -= 1
+                started += 1
+            if not plan and free > 0:
+                started += self._start_reports(free, now, overdue_only=False)
             if self.metrics is not None:
                 self.metrics.queue_length(len(self._due))
-            await asyncio.sleep(0)  # let the new tasks start before choosing again
+            if started:
+                await asyncio.sleep(0)  # let the new tasks start before choosing again
+                continue
+            timeout: float | None = None  # slots full: until an audit or a write finishes
+            if free > 0:
+                waiting = [t for k, t in self._due.items() if k not in self._inflight]
+                timeout = max(0.0, min([*waiting, resync_at]) - now)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
 
-    def _done(self, key: Key, _task: asyncio.Task[None]) -> None:
-        self._inflight.pop(key, None)
+    def _start_reports(self, free: int, now: float, *, overdue_only: bool) -> int:
+        """Start up to `free` report writes (only overdue ones while audits wait, unless
+        the reports are the only verdicts written); how many were started."""
+        if overdue_only and not self.settings.write_service_conditions:
+            overdue_only = False
+        max_delay = self.settings.report_max_delay_seconds
+        started = 0
+        while started < free and self._reports:
+            if overdue_only:
+                due = self._reports.overdue_at(max_delay)
+                if due is None or due > now:
+                    break
+            item = self._reports.pop(self._writing)
+            if item is None:
+                break  # those waiting are being written already: after that write
+            key, pending = item
+            task = asyncio.create_task(
+                self._guarded(key, functools.partial(self._write_report, pending=pending))
+            )
+            self._writing[key] = task
+            task.add_done_callback(functools.partial(self._done, self._writing, key))
+            started += 1
+        return started
+
+    def _done(self, tasks: dict[Key, asyncio.Task[None]], key: Key, _: asyncio.Task[None]) -> None:
+        tasks.pop(key, None)
         if key in self._due:
             self._fresh.add(key)  # marked again while in flight: into the plan now
         self._wake.set()
 
     async def _drain(self) -> None:
-        """Wait for the audits in flight (before standing by, or on shutdown)."""
-        if self._inflight:
-            await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+        """Wait for the audits and writes in flight (before standing by, or on shutdown)."""
+        running = [*self._inflight.values(), *self._writing.values()]
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
 
-    async def _audit_guarded(self, key: Key) -> None:
-        """One audit, its failures logged and rescheduled; never raises (but cancellation)."""
+    async def _guarded(self, key: Key, action: Callable[[Key], Awaitable[None]]) -> None:
+        """An audit (or a report write), its failures logged and the service audited again
+        later; never raises (but cancellation)."""
         try:
-            await self.audit(key)
+            await action(key)
         except asyncio.CancelledError:
             raise
         except NotLeader:
@@ -316,6 +357,7 @@ class Reconciler:
         holds, exactly like a restarted operator (no flapping, no repeated events, no
         rewrites)."""
         await self._drain()  # their writes fail with NotLeader: they are rescheduled
+        self._reports.clear()  # the next leader audits (and reports) afresh
         for key in {*self._settle, *self._reported}:
             self._forget(key)  # also drops this replica's per-service gauges
         self._written.clear()
@@ -397,6 +439,7 @@ class Reconciler:
 
     def _forget(self, key: Key) -> None:
         self._settle.pop(key, None)
+        self._reports.drop(key)
         self._reported.pop(key, None)
         if self.metrics is not None:
             self.metrics.service_forgotten(*key)
@@ -464,44 +507,26 @@ class Reconciler:
                     self.store.wrote("services", new)  # the watch will bring the same body
 
         if self.settings.write_serviceaudits:
-            try:
-                await self._publish_audit(
-                    key,
-                    uid,
-                    audit_body,
-                    audit_owned,
-                    audit_status,
-                    prepared,
-                    result,
-                    reported,
-                    dns_obs,
-                    dns_server,
-                    conditions,
-                    generation,
-                )
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
-                if object_not_found(exc):
-                    # The ServiceAudit went (its Service was recreated and the garbage
-                    # collector took the old one) between our read and our write.
-                    self.store.audits.pop(key, None)
-                    self._written.pop(("audit", key), None)
-                    self.mark([key], delay=RETRY_SECONDS)
-                elif not self._crd_missing_logged:
-                    log.warning(
-                        "ServiceAudit CRD not installed: only conditions and events "
-                        "are written (kubectl apply -f deploy/crd-serviceaudits.yaml)"
-                    )
-                    self._crd_missing_logged = True
+            self._queue_report(
+                key,
+                uid,
+                audit_owned,
+                audit_status,
+                prepared,
+                result,
+                reported,
+                dns_obs,
+                dns_server,
+                conditions,
+                generation,
+            )
 
         await self._announce(key, body, conditions, reported, now)
 
-    async def _publish_audit(
+    def _queue_report(
         self,
         key: Key,
         uid: str,
-        audit_body: Mapping[str, Any] | None,
         audit_owned: bool,
         audit_status: dict[str, Any],
         prepared: translate.Prepared,
@@ -512,7 +537,7 @@ class Reconciler:
         conditions: list[dict[str, Any]],
         generation: int | None,
     ) -> None:
-        ns, name = key
+        """The ServiceAudit report, queued for writing unless the cluster holds it already."""
         status = translate.audit_status(
             prepared,
             result,
@@ -524,18 +549,55 @@ class Reconciler:
             self._settle[key][1],
             audit_status,
         )
-        rv = rv_of(audit_body or {})
-        held = (audit_body or {}).get(AUDIT_DIGEST)
+        audit_body = self.store.audits.get(key) or {}
         digest = status_digest(status)
-        if audit_owned and self._unchanged("audit", key, rv, status, digest, held):
+        if audit_owned and self._unchanged(
+            "audit", key, rv_of(audit_body), status, digest, audit_body.get(AUDIT_DIGEST)
+        ):
+            self._reports.drop(key)  # a report still waiting is outdated: nothing to write
             return
-        # Created, re-owned (its Service was recreated) or updated: one apply of the whole.
-        self.store.writing("serviceaudits", key, digest)
+        self._reports.put(key, uid, orjson.dumps(status), digest, time.monotonic())
+
+    async def _write_report(self, key: Key, pending: PendingReport) -> None:
+        """Created, re-owned (its Service was recreated) or updated: one apply of the whole."""
+        ns, name = key
+        service = self.store.services.get(key)
+        if service is None or _uid(service) != pending.uid:
+            return  # gone, or recreated: the new incarnation is audited (and reported) anew
+        audit_body = self.store.audits.get(key)
+        rv = rv_of(audit_body or {})
+        if (
+            audit_body is not None
+            and translate.owned_by(audit_body, pending.uid)
+            and self._unchanged(
+                "audit", key, rv, pending.digest, pending.digest, audit_body.get(AUDIT_DIGEST)
+            )
+        ):
+            return  # written meanwhile
+        self.store.writing("serviceaudits", key, pending.digest)
         try:
-            new_audit = await self.kube.apply_audit(ns, name, uid, translate.AUDIT_LABELS, status)
+            new_audit = await self.kube.apply_audit(
+                ns, name, pending.uid, translate.AUDIT_LABELS, pending.status
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            if object_not_found(exc):
+                # The ServiceAudit went (its Service was recreated and the garbage
+                # collector took the old one) between our read and our write.
+                self.store.audits.pop(key, None)
+                self._written.pop(("audit", key), None)
+                self.mark([key], delay=RETRY_SECONDS)
+            elif not self._crd_missing_logged:
+                log.warning(
+                    "ServiceAudit CRD not installed: only conditions and events "
+                    "are written (kubectl apply -f deploy/crd-serviceaudits.yaml)"
+                )
+                self._crd_missing_logged = True
+            return
         finally:
             self.store.writing("serviceaudits", key, None)
-        self._remember_write("audit", key, rv, new_audit, digest)
+        self._remember_write("audit", key, rv, new_audit, pending.digest)
         if new_audit is not None:
             self.store.wrote("serviceaudits", new_audit)
 

@@ -28,6 +28,9 @@ class ControllerSettings:
     resync_seconds: float = 60.0
     warmup_seconds: float = 0.0
     audit_concurrency: int = 8  # services audited at once (each one by one task at a time)
+    # A ServiceAudit report waits while audits wait for a slot (controller/reports.py), but
+    # never longer than this.
+    report_max_delay_seconds: float = 30.0
     api_check_seconds: float = 5.0  # how often /readyz is asked
     api_unknown_after_seconds: float = 15.0  # unreachable this long: verdicts go Unknown
     dns_check: bool = True
