@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -47,16 +48,27 @@ def _strip(name: str) -> str:
 
 
 _Answer = asyncio.Future[dns.message.Message]
+_HEADER = 12  # bytes of a DNS message header
+_QR = 0x80  # "this is a response", in the header's third byte
+
+
+@functools.lru_cache(maxsize=32768)
+def _query_wire(name: str, rtype: str) -> bytes:
+    """A question's message (id 0), built by dnspython once per (name, type): the same
+    questions come back every pass, and building them was a fifth of the prober's CPU."""
+    query = dns.message.make_query(name if name.endswith(".") else name + ".", rtype)
+    query.id = 0
+    return query.to_wire()
 
 
 class _Channel(asyncio.DatagramProtocol):
     """One connected UDP socket to the DNS server, shared by every question in flight:
-    answers are matched to questions by message id (and question section). Connected, so
+    answers are matched to questions by message id and question section. Connected, so
     that an ICMP refusal fails the questions at once instead of after the timeout."""
 
     def __init__(self) -> None:
         self.transport: asyncio.DatagramTransport | None = None
-        self.waiting: dict[int, tuple[dns.message.Message, _Answer]] = {}  # by message id
+        self.waiting: dict[int, tuple[bytes, _Answer]] = {}  # by id: (question section, answer)
         self.broken = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -66,14 +78,25 @@ class _Channel(asyncio.DatagramProtocol):
         entry = self.waiting.get(int.from_bytes(data[:2], "big")) if len(data) >= 2 else None
         if entry is None:
             return  # a late answer to a question given up on
-        query, future = entry
+        question, future = entry
+        end = _HEADER + len(question)
+        if (
+            len(data) < end
+            or not data[2] & _QR
+            or data[4:6] != b"\x00\x01"  # one question: ours (names compare case-blind)
+            or data[_HEADER:end].lower() != question.lower()
+        ):
+            return  # not an answer to what we asked: keep waiting (as dnspython does)
+        # The additional section (the A records CoreDNS adds after SRV answers) is not read:
+        # its count is zeroed and what follows the authority section ignored.
+        wire = data[:10] + b"\x00\x00" + data[_HEADER:]
         try:
-            response = dns.message.from_wire(data, raise_on_truncation=True)
+            response = dns.message.from_wire(wire, ignore_trailing=True, raise_on_truncation=True)
         except dns.message.Truncated as exc:
             response = exc.message()  # type: ignore[no-untyped-call]  # TC: TCP fallback
         except dns.exception.DNSException:
-            return  # not an answer to anything we asked: keep waiting (as dnspython does)
-        if query.is_response(response) and not future.done():
+            return
+        if not future.done():
             future.set_result(response)
 
     def error_received(self, exc: Exception) -> None:
@@ -178,12 +201,14 @@ class DnsProber:
 
     async def _ask(self, host: str, port: int, name: str, rtype: str) -> set[Answer] | None:
         """The answers, or None for NXDOMAIN."""
-        query = dns.message.make_query(name if name.endswith(".") else name + ".", rtype)
+        wire = _query_wire(name, rtype)
         async with self._sem:
             started = time.perf_counter()
             try:
-                response = await self._exchange(query, host, port)
+                response = await self._exchange(wire, host, port)
                 if response.flags & dns.flags.TC:
+                    query = dns.message.from_wire(wire)
+                    query.id = dns.entropy.random_16()
                     response = await dns.asyncquery.tcp(
                         query, host, port=port, timeout=self._timeout
                     )
@@ -213,22 +238,22 @@ class DnsProber:
                 )
         return out
 
-    async def _exchange(
-        self, query: dns.message.Message, host: str, port: int
-    ) -> dns.message.Message:
+    async def _exchange(self, wire: bytes, host: str, port: int) -> dns.message.Message:
+        """Send `wire` (a question with id 0) under a fresh id; the answer (or Timeout)."""
         channel = await self._open(host, port)
-        while query.id in channel.waiting:
-            query.id = dns.entropy.random_16()
+        qid = dns.entropy.random_16()
+        while qid in channel.waiting:
+            qid = dns.entropy.random_16()
         future: _Answer = asyncio.get_running_loop().create_future()
-        channel.waiting[query.id] = (query, future)
+        channel.waiting[qid] = (wire[_HEADER:], future)
         try:
             assert channel.transport is not None
-            channel.transport.sendto(query.to_wire())
+            channel.transport.sendto(qid.to_bytes(2, "big") + wire[2:])
             return await asyncio.wait_for(future, self._timeout)
         except TimeoutError as exc:
             raise dns.exception.Timeout(timeout=self._timeout) from exc  # type: ignore[no-untyped-call]
         finally:
-            channel.waiting.pop(query.id, None)
+            channel.waiting.pop(qid, None)
 
     def _record(self, started: float, outcome: str) -> None:
         if self._on_query is not None:
