@@ -240,34 +240,40 @@ def settings_from_args(args: argparse.Namespace) -> ControllerSettings:
 
 
 def configure_logging(level: str) -> None:
-    """One JSON object per line, for our structlog loggers and kopf's stdlib ones alike."""
+    """One JSON object per line, for our structlog loggers and kopf's stdlib ones alike.
+
+    Our lines skip the stdlib machinery (structlog's own filtering logger, orjson, bytes
+    straight to stdout): a first pass over 2,000 services logs 8,000 "verdict changed"
+    lines, and the stdlib route cost five times as much CPU. Both routes flush every line."""
     import structlog
 
-    shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
+    stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
     structlog.configure(
-        # filter_by_level first: a debug line (one per audit) costs nothing at info level.
         processors=[
-            structlog.stdlib.filter_by_level,
-            *shared,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.stdlib.add_logger_name,
+            stamp,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(serializer=_json_line),
         ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        logger_factory=_NamedLoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared,
+            foreign_pre_chain=[
+                structlog.contextvars.merge_contextvars,
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                stamp,
+            ],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
-                structlog.processors.JSONRenderer(),
+                structlog.processors.JSONRenderer(serializer=_json_text),
             ],
         )
     )
@@ -281,9 +287,52 @@ def configure_logging(level: str) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # liveness probes
 
 
+def _json_line(event: Any, **_: Any) -> bytes:
+    import orjson
+
+    return orjson.dumps(event, default=str)
+
+
+def _json_text(event: Any, **_: Any) -> str:
+    return _json_line(event).decode()
+
+
+class _NamedLoggerFactory:
+    """structlog's BytesLogger on stdout, named after the module's logger (the "logger" key)."""
+
+    def __call__(self, *args: Any) -> Any:
+        import structlog
+
+        logger = structlog.BytesLogger(sys.stdout.buffer)
+        logger.name = str(args[0]) if args else "svcaudit"
+        return logger
+
+
+# Young objects collected every 100,000 allocations instead of 700. The operator builds a
+# large, long-lived, acyclic cache (the store), and the collector kept walking it: 40 % of
+# the CPU of listing 10,000 pods, ~3 CPU-seconds of a first pass at 10k pods (bench/).
+# Reference counting still frees nearly everything at once; only cycles wait longer.
+GC_THRESHOLDS = (100_000, 20, 100)
+
+
+def tune_garbage_collector() -> None:
+    import gc
+
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
+def freeze_long_lived() -> None:
+    """Once the informers' first listings are in: what is alive then (the store, the
+    modules) is never walked by the collector again; it is still freed when dropped."""
+    import gc
+
+    gc.freeze()
+
+
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     configure_logging(args.log_level)
+    tune_garbage_collector()
 
     import kopf
     import structlog
@@ -324,6 +373,7 @@ def run(args: argparse.Namespace) -> int:
     reconciler = Reconciler(
         settings, store, kube, prober, instance, metrics=metrics, leader=elector
     )
+    reconciler.on_ready = freeze_long_lived
     registry = build_registry(settings, store, reconciler, leader=elector)
     log.info(
         "starting",

@@ -58,7 +58,7 @@ def build_registry(
             obj = slim(obj)
             store.touch(kind, etype, obj, time.monotonic())
             affected = apply(etype, obj)
-            if affected:
+            if affected and reconciler.ready:  # before: the first pass audits every service
                 reconciler.mark(affected)
 
         return deliver
@@ -69,7 +69,8 @@ def build_registry(
             ghosts, affected = store.prune(kind, live, listed_at, namespace)
             if ghosts and not first:
                 log.info("deleted during a watch gap", kind=kind, objects=len(ghosts))
-            reconciler.mark(affected)
+            if reconciler.ready:
+                reconciler.mark(affected)
 
         return on_listed
 

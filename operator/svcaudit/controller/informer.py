@@ -133,6 +133,13 @@ class Informer:
             if not token:
                 break
         first = self.listings == 0
+        log.debug(
+            "listed",
+            kind=self.kind,
+            path=self.path,
+            objects=len(live),
+            seconds=round(time.monotonic() - listed_at, 3),
+        )
         self.listings += 1
         self.synced = True
         self._not_served_logged = False
