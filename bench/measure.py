@@ -199,6 +199,30 @@ def wait_initial_audit(op: harness.Operator, svc_watch: Watch, timeout: float) -
     return None
 
 
+def wait_initial_reports(
+    op: harness.Operator, svc_watch: Watch, sa_watch: Watch, timeout: float
+) -> float | None:
+    """Seconds from the operator's start to every Service having its ServiceAudit (owned by
+    that Service incarnation). The operator writes reports after conditions (a report waits
+    while audits wait), so this comes after `wait_initial_audit`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        op.check_alive()
+        with svc_watch.cond:
+            uids = {k: (o.get("metadata") or {}).get("uid") for k, o in svc_watch.objects.items()}
+        with sa_watch.cond:
+            reports = dict(sa_watch.objects)
+            stamps = dict(sa_watch.stamps)
+        if uids and all(
+            ((reports.get(k) or {}).get("status") or {}).get("serviceUID") == uid
+            for k, uid in uids.items()
+        ):
+            done = min(time.monotonic(), max(stamps.get(k, 0.0) for k in uids))
+            return done - op.started_at
+        time.sleep(0.2)
+    return None
+
+
 def wait_quiet(op: harness.Operator, seconds: float = 8, timeout: float = 300) -> None:
     """Until the operator's writes and audits counters stop moving for `seconds`."""
     deadline = time.monotonic() + timeout

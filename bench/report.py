@@ -50,6 +50,14 @@ def table(data: dict[str, Any]) -> str:
             f"{g(x, 'initial_audit_s', 'median'):.1f} s ({g(x, 'initial_audit_s', 'max'):.1f})"
         ),
     )
+    row(
+        "initial audit: every ServiceAudit written, median (max)",
+        lambda x: (
+            f"{g(x, 'initial_reports_s', 'median'):.1f} s ({g(x, 'initial_reports_s', 'max'):.1f})"
+            if g(x, "initial_reports_s", "median") is not None
+            else "-"
+        ),
+    )
     for k in KINDS:
         row(
             f"detect: {LABELS[k]}, settle 0, median (p99)",

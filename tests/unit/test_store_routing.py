@@ -69,3 +69,35 @@ def test_routes_equal_the_brute_force_selector_match(events: list[tuple[Any, ...
             if (view := store.service_views.get((ns, s))) is not None and selects(view, pod)
         }
         assert routes == want
+
+
+def _slice(order: list[str], ready: bool = True) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "namespace": "ns",
+            "name": "s1-abc",
+            "labels": {"kubernetes.io/service-name": "s1"},
+        },
+        "addressType": "IPv4",
+        "endpoints": [
+            {"addresses": [ip], "conditions": {"ready": ready}, "nodeName": "node-1"}
+            for ip in order
+        ],
+    }
+
+
+def test_a_slice_rewritten_reordered_audits_nothing_again_but_a_change_does() -> None:
+    store = Store()
+    assert store.apply_slice(None, _slice(["10.0.0.1", "10.0.0.2"])) == {("ns", "s1")}
+    # The controller rewrites a slice, reordered, for a named port no pod declares.
+    assert store.apply_slice("MODIFIED", _slice(["10.0.0.2", "10.0.0.1"])) == set()
+    assert [e.addresses for e in store.slice_views_of(("ns", "s1"))[0].endpoints] == [
+        ("10.0.0.2",),
+        ("10.0.0.1",),
+    ]
+    assert store.apply_slice("MODIFIED", _slice(["10.0.0.2", "10.0.0.1"], ready=False)) == {
+        ("ns", "s1")
+    }
+    assert store.apply_slice("MODIFIED", _slice(["10.0.0.2"], ready=False)) == {("ns", "s1")}
+    assert store.apply_slice("DELETED", _slice(["10.0.0.2"], ready=False)) == {("ns", "s1")}
+    assert store.slice_views_of(("ns", "s1")) == []

@@ -557,6 +557,13 @@ def _use_colour(choice: str, stream: TextIO) -> bool:
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    from svcaudit.cli.memory import collector_tuned
+
+    with collector_tuned():
+        return _run(args, out, err)
+
+
+def _run(args: argparse.Namespace, out: TextIO | None, err: TextIO | None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
     if args.settle < 0 or args.dns_timeout <= 0 or args.dns_concurrency < 1 or args.chunk_size < 1:

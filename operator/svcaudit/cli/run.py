@@ -308,30 +308,11 @@ class _NamedLoggerFactory:
         return logger
 
 
-# Young objects collected every 100,000 allocations instead of 700. The operator builds a
-# large, long-lived, acyclic cache (the store), and the collector kept walking it: 40 % of
-# the CPU of listing 10,000 pods, ~3 CPU-seconds of a first pass at 10k pods (bench/).
-# Reference counting still frees nearly everything at once; only cycles wait longer.
-GC_THRESHOLDS = (100_000, 20, 100)
-
-
-def tune_garbage_collector() -> None:
-    import gc
-
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
-def freeze_long_lived() -> None:
-    """Once the informers' first listings are in: what is alive then (the store, the
-    modules) is never walked by the collector again; it is still freed when dropped."""
-    import gc
-
-    gc.freeze()
-
-
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     configure_logging(args.log_level)
+    from svcaudit.cli.memory import freeze_long_lived, tune_garbage_collector
+
     tune_garbage_collector()
 
     import kopf
