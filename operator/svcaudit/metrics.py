@@ -15,6 +15,7 @@ check --metrics-file` and tests never collide. The operator shell calls:
                                                     # (both: Kube(on_write=, on_error=))
     m.verdict_changed(condition_type, status)       # per published condition change
     m.queue_length(n)                               # services waiting for an audit
+    m.reports_waiting(n)                            # ServiceAudits waiting to be written
     m.track_leader(lambda: elector.is_leader)       # svcaudit_leader, read at each scrape
     m.api_reachable(ok)                             # the API server's /readyz answers
     m.service_unobservable(ns, name, audit)         # verdict Unknown while blind
@@ -151,6 +152,12 @@ class Metrics:
         self.queue = Gauge(
             "queue_length", "Services waiting for an audit.", namespace=NAMESPACE, registry=r
         )
+        self.reports = Gauge(
+            "reports_waiting",
+            "ServiceAudit reports waiting to be written (after the audits waiting, 30 s at most).",
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.leader = Gauge(
             "leader",
             "1 while this replica leads (audits and writes), 0 while it stands by; "
@@ -250,6 +257,9 @@ class Metrics:
 
     def queue_length(self, n: int) -> None:
         self.queue.set(n)
+
+    def reports_waiting(self, n: int) -> None:
+        self.reports.set(n)
 
     def track_leader(self, is_leader: Callable[[], bool]) -> None:
         """svcaudit_leader follows `is_leader()` at every scrape (never a stale value)."""

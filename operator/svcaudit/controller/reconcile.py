@@ -269,6 +269,7 @@ class Reconciler:
                 started += self._start_reports(free, now, overdue_only=False)
             if self.metrics is not None:
                 self.metrics.queue_length(len(self._due))
+                self.metrics.reports_waiting(len(self._reports))
             if started:
                 await asyncio.sleep(0)  # let the new tasks start before choosing again
                 continue
