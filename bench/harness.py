@@ -331,13 +331,42 @@ class Operator:
 
 
 def run_measured(argv: list[str], out_path: Path | None = None, timeout: float = 1800) -> dict:
-    """Run one command in a fresh child and measure wall time and its peak RSS (wait4)."""
+    """Run one command in a fresh child and measure its wall time, CPU and peak RSS.
+
+    The peak is the child's own VmHWM, read from /proc every 20 ms until it exits. Not
+    wait4's ru_maxrss: on Linux a child's maxrss starts at its parent's RSS at fork (kept
+    across exec), so every command measured from this process (~470 MB with its watches)
+    read at least that much."""
     t = time.monotonic()
     out = open(out_path, "wb") if out_path else subprocess.DEVNULL  # noqa: SIM115
     err_path = (out_path.with_suffix(out_path.suffix + ".stderr")) if out_path else None
     err = open(err_path, "wb") if err_path else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=REPO)
+    peak_kb = 0
+    done = threading.Event()
+
+    def watch_peak() -> None:
+        nonlocal peak_kb
+        status = Path(f"/proc/{proc.pid}/status")
+        cmdline = Path(f"/proc/{proc.pid}/cmdline")
+        program = os.fsencode(argv[0])
+        while not done.is_set():
+            try:
+                if cmdline.read_bytes().split(b"\0")[0] != program:
+                    done.wait(0.005)  # between fork and exec: still our own memory
+                    continue
+                for line in status.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak_kb = max(peak_kb, int(line.split()[1]))
+            except (OSError, ValueError, IndexError):
+                pass  # not started yet, or gone
+            done.wait(0.02)
+
+    watcher = threading.Thread(target=watch_peak, daemon=True)
+    watcher.start()
     _, status, rusage = os.wait4(proc.pid, 0)
+    done.set()
+    watcher.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.monotonic() - t
     for f in (out, err):
@@ -345,7 +374,7 @@ def run_measured(argv: list[str], out_path: Path | None = None, timeout: float =
             f.close()  # type: ignore[union-attr]
     return {
         "wall_s": round(wall, 3),
-        "peak_rss_mb": round(rusage.ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(peak_kb / 1024, 1),
         "cpu_s": round(rusage.ru_utime + rusage.ru_stime, 2),
         "exit_code": proc.returncode,
     }
