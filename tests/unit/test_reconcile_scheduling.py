@@ -50,7 +50,9 @@ class _Recorder:
         try:
             await asyncio.sleep(self.seconds)
             if self.rec is not None:
-                self.rec._reports.put(key, f"u-{key[1]}", b"{}", b"d", time.monotonic())
+                now = time.monotonic()
+                urgent = key in self.rec._urgent  # as Reconciler._queue_report does
+                self.rec._reports.put(key, f"u-{key[1]}", b"{}", b"d", now, urgent=urgent)
         finally:
             self.running.discard(key)
 
@@ -227,15 +229,53 @@ def test_reports_do_not_wait_when_they_are_the_only_verdicts() -> None:
     assert min(recorder.reports()) < recorder.last_audit()
 
 
+def test_a_changed_service_s_report_goes_before_the_rest_of_a_resync_pass() -> None:
+    rec, recorder = _reconciler(services=60, concurrency=2, seconds=0.02, reports=True)
+    changed = ("ns", "s059")  # last in the pass's order
+
+    async def main() -> None:
+        async def pass_then_change() -> None:
+            while len(recorder.reports()) < 60:  # the first pass, and its reports
+                await asyncio.sleep(0.002)
+            rec.mark([("ns", f"s{i:03d}") for i in range(59)], delay=0, background=True)
+            while len(recorder.order) < 64:
+                await asyncio.sleep(0.002)
+            rec.mark([changed])  # e.g. a pod deleted, during the resync pass
+
+        changer = asyncio.create_task(pass_then_change())
+        await _run_until(rec, lambda: recorder.events.count(("report", changed)) >= 2)
+        await changer
+
+    asyncio.run(main())
+    second = len(recorder.events) - 1 - recorder.events[::-1].index(("report", changed))
+    # Its report was written within a few slots, not after the 59 audits of the pass.
+    assert second < recorder.last_audit()
+    # ... and it was the only one: the pass's own reports wait for the pass to end.
+    audits = [i for i, (what, _) in enumerate(recorder.events) if what == "audit"]
+    resync = audits[60]  # the pass's first audit
+    assert [k for what, k in recorder.events[resync:] if what == "report"] == [changed]
+
+
 def test_a_report_queued_again_replaces_the_waiting_one_in_its_place() -> None:
     queue = ReportQueue()
-    a, b = ("ns", "a"), ("ns", "b")
+    a, b, c = ("ns", "a"), ("ns", "b"), ("ns", "c")
     queue.put(a, "u1", b"1", b"d1", now=1.0)
     queue.put(b, "u2", b"2", b"d2", now=2.0)
     queue.put(a, "u1", b"3", b"d3", now=5.0)
     assert len(queue) == 2
-    assert queue.overdue_at(10.0) == 11.0  # the first report's wait counts, not the second's
+    # While audits wait, only what is overdue goes: the first report's wait counts.
+    assert queue.pop(busy=set(), pressing_only=True, overdue_before=0.5) is None
     assert queue.pop(busy={a}) == (b, PendingReport("u2", b"2", b"d2", 2.0))
-    assert queue.pop(busy=set()) == (a, PendingReport("u1", b"3", b"d3", 1.0))
+    assert queue.pop(busy=set(), pressing_only=True, overdue_before=1.0) == (
+        a,
+        PendingReport("u1", b"3", b"d3", 1.0),
+    )
     assert queue.pop(busy=set()) is None
-    assert queue.overdue_at(10.0) is None
+    # An urgent report (of a change) goes first, pressing or not; requeued, it stays urgent.
+    queue.put(b, "u2", b"4", b"d4", now=6.0)
+    queue.put(c, "u3", b"5", b"d5", now=7.0, urgent=True)
+    queue.put(b, "u2", b"6", b"d6", now=8.0, urgent=True)  # keeps its age
+    queue.put(c, "u3", b"7", b"d7", now=9.0)
+    assert queue.pop(busy=set(), pressing_only=True) == (c, PendingReport("u3", b"7", b"d7", 7.0))
+    assert queue.pop(busy=set(), pressing_only=True) == (b, PendingReport("u2", b"6", b"d6", 6.0))
+    assert len(queue) == 0

@@ -97,6 +97,7 @@ class Reconciler:
         self._inflight: dict[Key, asyncio.Task[None]] = {}
         self._reports = ReportQueue()  # ServiceAudits to write, after the audits waiting
         self._writing: dict[Key, asyncio.Task[None]] = {}  # reports being written
+        self._urgent: set[Key] = set()  # audits in flight for a change or a timer
         self._fresh: set[Key] = set()  # marked since the plan was made: to slot into it
         self._background: set[Key] = set()  # due only for a resync pass
         self.view = ApiView(
@@ -251,12 +252,14 @@ class Reconciler:
             # A slot each for an audit or a report write. Reports go when no audit waits (or
             # once overdue): a Service's conditions before any ServiceAudit (reports.py).
             free = self.settings.audit_concurrency - len(self._inflight) - len(self._writing)
-            started = self._start_reports(free, now, overdue_only=True)
+            started = self._start_reports(free, now, pressing_only=True)
             free -= started
             while plan and free > 0:
                 _, _, key = heapq.heappop(plan)
                 if key in self._inflight or self._due.get(key, math.inf) > now:
                     continue  # audited meanwhile, or pushed back by a new change
+                if self._rank(key) < 2:
+                    self._urgent.add(key)  # a change or a timer: its report is urgent too
                 self._due.pop(key, None)
                 self._burst_start.pop(key, None)
                 self._background.discard(key)
@@ -266,7 +269,7 @@ class Reconciler:
                 free -= 1
                 started += 1
             if not plan and free > 0:
-                started += self._start_reports(free, now, overdue_only=False)
+                started += self._start_reports(free, now, pressing_only=False)
             if self.metrics is not None:
                 self.metrics.queue_length(len(self._due))
                 self.metrics.reports_waiting(len(self._reports))
@@ -281,21 +284,17 @@ class Reconciler:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout)
 
-    def _start_reports(self, free: int, now: float, *, overdue_only: bool) -> int:
-        """Start up to `free` report writes (only overdue ones while audits wait, unless
-        the reports are the only verdicts written); how many were started."""
-        if overdue_only and not self.settings.write_service_conditions:
-            overdue_only = False
-        max_delay = self.settings.report_max_delay_seconds
+    def _start_reports(self, free: int, now: float, *, pressing_only: bool) -> int:
+        """Start up to `free` report writes (while audits wait, only urgent or overdue ones,
+        unless the reports are the only verdicts written); how many were started."""
+        if pressing_only and not self.settings.write_service_conditions:
+            pressing_only = False
+        overdue_before = now - self.settings.report_max_delay_seconds
         started = 0
         while started < free and self._reports:
-            if overdue_only:
-                due = self._reports.overdue_at(max_delay)
-                if due is None or due > now:
-                    break
-            item = self._reports.pop(self._writing)
+            item = self._reports.pop(self._writing, pressing_only, overdue_before)
             if item is None:
-                break  # those waiting are being written already: after that write
+                break  # none pressing, or those waiting are being written already
             key, pending = item
             task = asyncio.create_task(
                 self._guarded(key, functools.partial(self._write_report, pending=pending))
@@ -307,6 +306,8 @@ class Reconciler:
 
     def _done(self, tasks: dict[Key, asyncio.Task[None]], key: Key, _: asyncio.Task[None]) -> None:
         tasks.pop(key, None)
+        if tasks is self._inflight:
+            self._urgent.discard(key)
         if key in self._due:
             self._fresh.add(key)  # marked again while in flight: into the plan now
         self._wake.set()
@@ -557,7 +558,9 @@ class Reconciler:
         ):
             self._reports.drop(key)  # a report still waiting is outdated: nothing to write
             return
-        self._reports.put(key, uid, orjson.dumps(status), digest, time.monotonic())
+        self._reports.put(
+            key, uid, orjson.dumps(status), digest, time.monotonic(), urgent=key in self._urgent
+        )
 
     async def _write_report(self, key: Key, pending: PendingReport) -> None:
         """Created, re-owned (its Service was recreated) or updated: one apply of the whole."""
