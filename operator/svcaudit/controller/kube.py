@@ -82,12 +82,14 @@ class Kube:
         params: Mapping[str, str] | None = None,
         body: Any = None,
         content_type: str = JSON,
+        accept: str = JSON,
+        timeout: float = 30,
     ) -> dict[str, Any]:
-        """One call; its JSON answer. An error status raises ApiException, as the kubernetes
-        client would (callers and tests tell 404s and conflicts apart by it)."""
+        """One call; its JSON answer ({} if none). An error status raises ApiException, as the
+        kubernetes client would (callers and tests tell 404s and conflicts apart by it)."""
         with self._call(resource, verb):
             status, reason, data = await self.transport.send(
-                method, path, params or {}, body, content_type, 30
+                method, path, params or {}, body, content_type, timeout, accept=accept
             )
             if status >= 300:
                 raise ApiException(status=status, reason=reason, body=data.decode(errors="replace"))
@@ -124,14 +126,7 @@ class Kube:
     async def readyz(self) -> bool:
         """Whether the API server says it is ready (its etcd check included)."""
         try:
-            with self._call("readyz", "get"):
-                status, reason, data = await self.transport.send(
-                    "GET", "/readyz", {}, None, JSON, 10, accept="text/plain"
-                )
-                if status >= 300:
-                    raise ApiException(
-                        status=status, reason=reason, body=data.decode(errors="replace")
-                    )
+            await self._request("readyz", "get", "GET", "/readyz", accept="text/plain", timeout=10)
         except Exception:
             return False
         return True

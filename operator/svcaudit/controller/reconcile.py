@@ -509,11 +509,7 @@ class Reconciler:
                     self.store.wrote("services", new)  # the watch will bring the same body
 
         if self.settings.write_serviceaudits:
-            self._queue_report(
-                key,
-                uid,
-                audit_owned,
-                audit_status,
+            status = translate.audit_status(
                 prepared,
                 result,
                 reported,
@@ -521,45 +517,32 @@ class Reconciler:
                 dns_server,
                 conditions,
                 generation,
+                self._settle[key][1],
+                audit_status,
             )
+            self._queue_report(key, uid, status)
 
         await self._announce(key, body, conditions, reported, now)
 
-    def _queue_report(
-        self,
-        key: Key,
-        uid: str,
-        audit_owned: bool,
-        audit_status: dict[str, Any],
-        prepared: translate.Prepared,
-        result: ServiceAudit,
-        reported: ServiceAudit,
-        dns_obs: DnsObservation | None,
-        dns_server: str,
-        conditions: list[dict[str, Any]],
-        generation: int | None,
-    ) -> None:
+    def _queue_report(self, key: Key, uid: str, status: dict[str, Any]) -> None:
         """The ServiceAudit report, queued for writing unless the cluster holds it already."""
-        status = translate.audit_status(
-            prepared,
-            result,
-            reported,
-            dns_obs,
-            dns_server,
-            conditions,
-            generation,
-            self._settle[key][1],
-            audit_status,
-        )
-        audit_body = self.store.audits.get(key) or {}
         digest = status_digest(status)
-        if audit_owned and self._unchanged(
-            "audit", key, rv_of(audit_body), status, digest, audit_body.get(AUDIT_DIGEST)
-        ):
+        if self._report_held(key, uid, digest):
             self._reports.drop(key)  # a report still waiting is outdated: nothing to write
             return
         self._reports.put(
             key, uid, orjson.dumps(status), digest, time.monotonic(), urgent=key in self._urgent
+        )
+
+    def _report_held(self, key: Key, uid: str, digest: bytes) -> bool:
+        """Whether the cluster holds this report (by digest) for this Service incarnation."""
+        audit_body = self.store.audits.get(key)
+        return (
+            audit_body is not None
+            and translate.owned_by(audit_body, uid)
+            and self._unchanged(
+                "audit", key, rv_of(audit_body), digest, digest, audit_body.get(AUDIT_DIGEST)
+            )
         )
 
     async def _write_report(self, key: Key, pending: PendingReport) -> None:
@@ -568,16 +551,9 @@ class Reconciler:
         service = self.store.services.get(key)
         if service is None or _uid(service) != pending.uid:
             return  # gone, or recreated: the new incarnation is audited (and reported) anew
-        audit_body = self.store.audits.get(key)
-        rv = rv_of(audit_body or {})
-        if (
-            audit_body is not None
-            and translate.owned_by(audit_body, pending.uid)
-            and self._unchanged(
-                "audit", key, rv, pending.digest, pending.digest, audit_body.get(AUDIT_DIGEST)
-            )
-        ):
+        if self._report_held(key, pending.uid, pending.digest):
             return  # written meanwhile
+        rv = rv_of(self.store.audits.get(key) or {})
         self.store.writing("serviceaudits", key, pending.digest)
         try:
             new_audit = await self.kube.apply_audit(
