@@ -4,9 +4,11 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 pkgs=(openssl iproute2 curl ca-certificates)
-if [ -f "$here/node/apt-packages.txt" ]; then
-  while read -r p; do [ -n "${p%%#*}" ] && pkgs+=("${p%%#*}"); done < "$here/node/apt-packages.txt"
-fi
+# the real node's, then the Docker engine's and the image base's (e2e/docker)
+for list in "$here/node/apt-packages.txt" "$here/../docker/apt-packages.txt"; do
+  [ -f "$list" ] || continue
+  while read -r p; do [ -n "${p%%#*}" ] && pkgs+=("${p%%#*}"); done < "$list"
+done
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

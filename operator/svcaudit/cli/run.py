@@ -420,6 +420,9 @@ def _dns_server(settings: ControllerSettings, kube: Any) -> Any:
     """The DNS server: the flag, else kube-system/kube-dns's ClusterIP (re-read each minute)."""
     import time
 
+    import structlog
+
+    log = structlog.get_logger("svcaudit.run")
     cache: dict[str, Any] = {"until": 0.0, "host": None}
 
     async def server() -> tuple[str | None, int]:
@@ -431,7 +434,12 @@ def _dns_server(settings: ControllerSettings, kube: Any) -> Any:
             except Exception:
                 svc = None
             ip = ((svc or {}).get("spec") or {}).get("clusterIP")
-            cache["host"] = ip if ip and ip != "None" else None
+            host = ip if ip and ip != "None" else None
+            if host != cache["host"]:
+                log.info(
+                    "dns server", host=host, port=settings.dns_port, source="kube-system/kube-dns"
+                )
+            cache["host"] = host
             cache["until"] = time.monotonic() + 60
         return cache["host"], settings.dns_port
 

@@ -46,6 +46,7 @@ def build_registry(
 ) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     task: dict[str, asyncio.Task[None]] = {}
+    task_refs: set[asyncio.Task[None]] = set()  # one-off tasks, kept until done
 
     kinds = ["services", "pods", "endpointslices", "nodes"]
     if controller.write_serviceaudits:
@@ -91,8 +92,15 @@ def build_registry(
                 return info
         return kopf.login_with_kubeconfig(**kwargs)
 
+    async def log_identity() -> None:
+        user = await reconciler.kube.whoami()
+        log.info("authenticated", user=user or "unknown (no SelfSubjectReview answer)")
+
     @kopf.on.startup(registry=registry)
     async def startup(**_: Any) -> None:
+        identity = asyncio.create_task(log_identity(), name="svcaudit-whoami")
+        task_refs.add(identity)
+        identity.add_done_callback(task_refs.discard)
         for informer in informers:
             task[f"informer {informer.path}"] = asyncio.create_task(
                 informer.run(), name=f"svcaudit-informer-{informer.path}"

@@ -131,6 +131,25 @@ class Kube:
             return False
         return True
 
+    async def whoami(self) -> str | None:
+        """The user the API server authenticates us as (a SelfSubjectReview, which every
+        authenticated user may create), or None if it cannot say: logged at start, so that a
+        permission error can be read against the identity that got it."""
+        try:
+            answer = await self._request(
+                "selfsubjectreviews",
+                "create",
+                "POST",
+                "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+                timeout=10,
+            )
+        except Exception:
+            return None
+        user = (answer.get("status") or {}).get("userInfo") or {}
+        name = user.get("username")
+        return name if isinstance(name, str) else None
+
     async def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             return await self._request(
