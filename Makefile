@@ -12,7 +12,7 @@ TEST_NODE ?= $(if $(NODE),$(NODE),real)
 IMAGE ?= svcaudit:dev
 KIND_CLUSTER ?= svcaudit-e2e
 
-.PHONY: help venv deps build cluster-up cluster-down cluster-status lint typecheck unit test e2e demo bench image kind-load clean
+.PHONY: help venv deps build cluster-up cluster-down cluster-status lint typecheck unit test e2e demo bench image docker-up docker-down deploy-local undeploy-local kind-load clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -28,7 +28,7 @@ $(VENV)/.installed: pyproject.toml requirements/image.txt
 
 venv: $(VENV)/.installed ## create .venv with svcaudit and dev tools
 
-deps: ## install system packages (apt) the cluster needs; root
+deps: ## install system packages (apt): the cluster's, Docker's and debootstrap; root
 	bash e2e/cluster/install-deps.sh
 
 build: ## build (or reuse) the pinned cluster binaries in ~/.cache/svcaudit
@@ -53,7 +53,7 @@ typecheck: venv ## mypy (strict on the core)
 unit: venv ## unit + property tests of the pure core (no cluster)
 	$(VENV)/bin/pytest tests/unit -q
 
-test: venv build ## everything: lint, types, unit, integration and e2e on the local cluster
+test: deps venv build ## everything: lint, types, unit, integration and e2e on the local cluster
 	$(MAKE) lint typecheck
 	NODE=$(TEST_NODE) $(VENV)/bin/pytest tests e2e/tests -q $(PYTEST_ARGS)
 
@@ -67,12 +67,23 @@ bench: venv build ## benchmarks at scale, with Popeye (not part of the tests; do
 	$(VPY) -c 'import matplotlib' 2>/dev/null || $(VPY) -m pip install -q -c requirements/image.txt -e '.[dev,bench]'
 	$(VPY) bench/run.py $(BENCH_ARGS)
 
-image: ## build the operator image IMAGE=svcaudit:dev (needs a Docker engine; not on this machine)
-	@docker info >/dev/null 2>&1 || { echo "make image: no Docker engine answers here; see README (image)"; exit 2; }
-	docker build -t $(IMAGE) .
+image: deps ## build the operator image IMAGE=svcaudit:dev (starts a Docker engine if none answers)
+	$(PY) -m e2e.docker.image --tag $(IMAGE)
+
+docker-up: deps ## a Docker engine: the one that answers, else ours (e2e/docker/engine.py)
+	$(PY) -m e2e.docker.engine up
+
+docker-down: ## stop the Docker engine docker-up started (never another)
+	$(PY) -m e2e.docker.engine down
+
+deploy-local: venv ## the image on the local cluster's real node: deploy/ (HOW=helm: the chart)
+	$(VPY) -m e2e.deploy_local --tag $(IMAGE) $(if $(filter helm,$(HOW)),--helm,)
+
+undeploy-local: venv ## remove what deploy-local applied (the CRD stays)
+	$(VPY) -m e2e.deploy_local --delete $(if $(filter helm,$(HOW)),--helm,)
 
 kind-load: image ## load IMAGE into the kind cluster KIND_CLUSTER=svcaudit-e2e (then: kubectl apply -f deploy/)
 	kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)
 
-clean: cluster-down
+clean: cluster-down docker-down
 	rm -rf $(VENV) .cluster

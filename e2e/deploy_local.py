@@ -37,6 +37,7 @@ NAMESPACE = "svcaudit-system"
 DEPLOYMENT = "svcaudit"
 HELM_RELEASE = "svcaudit"
 REAL_NODE = {"type": "real"}
+DEFAULT_TAG = "svcaudit:dev"  # the image deploy/ names
 OPERATOR_LABELS = "app.kubernetes.io/name=svcaudit,app.kubernetes.io/component=operator"
 
 
@@ -95,16 +96,11 @@ def load_image(cluster: LocalCluster, tag: str) -> None:
     """`docker save` into the real node's containerd (what `kind load docker-image` does),
     skipped when containerd already holds this very image (same config digest)."""
     started = time.monotonic()
-    image_id = subprocess.run(
-        ["docker", "image", "inspect", "--format", "{{.Id}}", tag],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    wanted = image_id(tag)
     ctr = ["ctr", "--address", str(cluster.containerd_socket), "--namespace", "k8s.io"]
     name = tag if "/" in tag.split(":")[0] else f"docker.io/library/{tag}"
-    if config_digest(ctr, name) == image_id:
-        say(f"{tag} already on the real node ({image_id[:19]})")
+    if config_digest(ctr, name) == wanted:
+        say(f"{tag} already on the real node ({wanted[:19]})")
         return
     save = subprocess.Popen(["docker", "save", tag], stdout=subprocess.PIPE)
     imported = subprocess.run(
@@ -113,9 +109,19 @@ def load_image(cluster: LocalCluster, tag: str) -> None:
     save.wait()
     if save.returncode != 0 or imported.returncode != 0:
         raise DeployError(f"loading {tag} into the real node failed: {imported.stderr.strip()}")
-    if config_digest(ctr, name) != image_id:
+    if config_digest(ctr, name) != wanted:
         raise DeployError(f"{name} is not in the real node's containerd after the import")
     say(f"{tag} loaded on the real node in {time.monotonic() - started:.1f}s")
+
+
+def image_id(tag: str) -> str:
+    """Docker's ID of the image (its config digest), as the kubelet reports it as imageID."""
+    proc = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", tag], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise DeployError(f"no image {tag} in the Docker engine: run `make image`")
+    return proc.stdout.strip()
 
 
 def config_digest(ctr: list[str], name: str) -> str | None:
@@ -226,7 +232,7 @@ def deploy(cluster: LocalCluster, tag: str, helm: bool) -> None:
         )
         deployment = f"{HELM_RELEASE}-svcaudit" if HELM_RELEASE != "svcaudit" else "svcaudit"
     else:
-        if tag != "svcaudit:dev":
+        if tag != DEFAULT_TAG:
             raise DeployError("deploy/ names svcaudit:dev: use --helm for another tag")
         print(apply_deploy(cluster).stdout, end="")
         deployment = DEPLOYMENT
@@ -261,7 +267,7 @@ def delete(cluster: LocalCluster, helm: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tag", default=os.environ.get("IMAGE", "svcaudit:dev"))
+    parser.add_argument("--tag", default=os.environ.get("IMAGE", DEFAULT_TAG))
     parser.add_argument("--helm", action="store_true", help="helm install the chart instead")
     parser.add_argument("--delete", action="store_true", help="remove what deploy-local made")
     args = parser.parse_args(argv)

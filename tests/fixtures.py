@@ -181,6 +181,23 @@ def _kind_cluster() -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="session")
+def operator_image(cluster: Cluster) -> str:
+    """The operator image (`make image`: built here, or reused when nothing changed), loaded on
+    the local cluster's real node, where deploy/ and the chart run it for real."""
+    if not cluster.real_node or cluster.provider != "local":
+        pytest.skip("the operator image runs on the local cluster's real node (NODE=real)")
+    from e2e import deploy_local
+
+    tag = deploy_local.DEFAULT_TAG
+    try:
+        deploy_local.build_image(tag)
+        deploy_local.load_image(deploy_local.LocalCluster(cluster.state_dir), tag)
+    except deploy_local.DeployError as exc:
+        pytest.fail(f"the operator image: {exc}", pytrace=False)
+    return tag
+
+
+@pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     from e2e.providers import select_provider
 

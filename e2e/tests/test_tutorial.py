@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from e2e.tests.test_realnode import (
+from e2e.tests.realnode_helpers import (
     SHELL,
     apply,
     cluster_ip,
@@ -33,7 +33,7 @@ from e2e.tests.test_realnode import (
     service,
     wait_ready,
 )
-from e2e.tests.test_realnode import container as base_container
+from e2e.tests.realnode_helpers import container as base_container
 from tests.fixtures import Cluster
 from tests.integration.op_helpers import (
     PREFIX,

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from e2e import deploy_local
 from tests.fixtures import REPO, Cluster
 
 DEPLOY = REPO / "deploy"
@@ -135,18 +136,7 @@ def sa_kubeconfig(
     return path
 
 
-# The local cluster may include a real kubelet node, which would try to pull svcaudit:dev
-# (never built here; pulls are refused). Tests keep the operator pod on kwok nodes, as every
-# other test workload does, with a selector added next to deploy/'s own configuration.
-KWOK_ONLY = '{"spec":{"template":{"spec":{"nodeSelector":{"type":"kwok"}}}}}'
-
-
 def apply_deploy(cluster: Cluster) -> subprocess.CompletedProcess[str]:
-    proc = cluster.run_kubectl("apply", "-f", str(DEPLOY), timeout=120)
-    cluster.run_kubectl(
-        "patch", "deployment", "svcaudit", "-n", SA_NAMESPACE, "--type=merge", "-p", KWOK_ONLY
-    )
-    cluster.run_kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", "crd/serviceaudits.svcaudit.dev"
-    )
-    return proc
+    """deploy/'s objects without a running operator (replicas 0): for the tests that need
+    only its RBAC, while nothing writes to the cluster behind their back."""
+    return deploy_local.apply_deploy(cluster, replicas=0)

@@ -194,46 +194,83 @@ def test_values_reach_the_operator(helm: list[str]) -> None:
     assert [d["kind"] for d in single if d["kind"] in ("Role", "RoleBinding")] == []
 
 
-def test_install_on_the_local_cluster(helm: list[str], cluster: Cluster, namespace: str) -> None:
-    """`helm install` into a fresh namespace: the pod runs (kwok), and the chart's
-    ServiceAccount may do exactly what deploy/'s may."""
+def test_install_runs_the_image_on_the_real_node(
+    helm: list[str], cluster: Cluster, namespace: str, operator_image: str
+) -> None:
+    """`helm install` into a fresh namespace with values for the image and the real node: two
+    real operator pods, whose ServiceAccount may do exactly what deploy/'s may, write a
+    verdict; an upgrade rolls new settings out; `helm uninstall` leaves nothing of the release
+    (the CRD stays, as Helm's policy for crds/ is, and the Lease the operator made)."""
     release = f"sva-{uuid.uuid4().hex[:6]}"
-    base = [
-        f"--kubeconfig={cluster.kubeconfig}",
-        "-n",
-        namespace,
-        "--set",
-        "nodeSelector.type=kwok",
-    ]  # not the real node: svcaudit:dev isn't built
+    repository, _, tag = operator_image.rpartition(":")
+    base = [f"--kubeconfig={cluster.kubeconfig}", "-n", namespace]
+    values = [
+        *("--set", f"image.repository={repository}", "--set", f"image.tag={tag}"),
+        *("--set", "nodeSelector.type=real"),
+    ]
+    fullname = f"{release}-svcaudit"
+    audited = cluster.create_namespace("helm-audited")
     try:
-        run_helm(helm, "install", release, str(CHART), *base, "--wait", "--timeout", "120s")
-        listed = json.loads(run_helm(helm, "list", *base[:3], "-o", "json").stdout)
+        run_helm(
+            helm, "install", release, str(CHART), *base, *values, "--wait", "--timeout", "180s"
+        )
+        listed = json.loads(run_helm(helm, "list", *base, "-o", "json").stdout)
         assert [(r["name"], r["status"]) for r in listed] == [(release, "deployed")]
-        fullname = f"{release}-svcaudit"
         sa = f"system:serviceaccount:{namespace}:{fullname}"
         bare = f"system:serviceaccount:{namespace}:default"
         assert granted(cluster, sa, bare) == REQUIRED
         assert granted(cluster, sa, bare, namespace) == merged(REQUIRED, LEADER_ELECTION)
-        dep = json.loads(
-            cluster.run_kubectl("get", "deployment", fullname, "-n", namespace, "-o", "json").stdout
+        pods = json.loads(
+            cluster.run_kubectl(
+                "get",
+                "pods",
+                "-n",
+                namespace,
+                "-l",
+                "app.kubernetes.io/instance=" + release,
+                "-o",
+                "json",
+            ).stdout
+        )["items"]
+        assert len(pods) == 2 and {p["spec"]["nodeName"] for p in pods} == {"realnode"}
+        assert all(p["status"]["containerStatuses"][0]["ready"] for p in pods)
+        # One verdict, written by the chart's operator (no other operator runs now).
+        cluster.run_kubectl(
+            "create", "service", "clusterip", "lonely", "--tcp=80:8080", "-n", audited
         )
-        assert dep["status"].get("availableReplicas") == 2
-        # The metrics Service selects the operator pod.
+
+        def verdict() -> str | None:
+            svc = json.loads(
+                cluster.run_kubectl("get", "svc", "lonely", "-n", audited, "-o", "json").stdout
+            )
+            found = {
+                c["type"]: c["status"] for c in (svc.get("status") or {}).get("conditions") or []
+            }
+            return found.get("svcaudit.dev/DNSConsistent")
+
+        assert eventually(verdict, 90, "the chart's operator's verdict") == "True"
+        # The metrics Service selects the operator pods.
         eventually(
-            lambda: json.loads(
-                cluster.run_kubectl(
-                    "get",
-                    "endpointslices",
-                    "-n",
-                    namespace,
-                    "-l",
-                    f"kubernetes.io/service-name={fullname}-metrics",
-                    "-o",
-                    "json",
-                ).stdout
-            )["items"][0].get("endpoints"),
+            lambda: (
+                len(
+                    json.loads(
+                        cluster.run_kubectl(
+                            "get",
+                            "endpointslices",
+                            "-n",
+                            namespace,
+                            "-l",
+                            f"kubernetes.io/service-name={fullname}-metrics",
+                            "-o",
+                            "json",
+                        ).stdout
+                    )["items"][0].get("endpoints")
+                    or []
+                )
+                == 2
+            ),
             60,
-            "the metrics Service's endpoints",
+            "the metrics Service's two endpoints",
         )
         # Upgrading with new values rolls the new settings out.
         run_helm(
@@ -242,17 +279,34 @@ def test_install_on_the_local_cluster(helm: list[str], cluster: Cluster, namespa
             release,
             str(CHART),
             *base,
+            *values,
             "--set",
             "settleSeconds=5",
             "--wait",
             "--timeout",
-            "120s",
+            "180s",
         )
         dep = json.loads(
             cluster.run_kubectl("get", "deployment", fullname, "-n", namespace, "-o", "json").stdout
         )
         assert env_of(dep)["SVCAUDIT_SETTLE_SECONDS"] == "5"
     finally:
-        run_helm(helm, "uninstall", release, *base[:3], "--wait", "--timeout", "60s", check=False)
-    gone = cluster.run_kubectl("get", "clusterrole", f"{release}-svcaudit", check=False)
+        run_helm(helm, "uninstall", release, *base, "--wait", "--timeout", "120s", check=False)
+        cluster.run_kubectl("delete", "namespace", audited, "--wait=false", check=False)
+
+    def left() -> list[str]:
+        return cluster.run_kubectl(
+            "get",
+            "all,serviceaccounts,roles,rolebindings,configmaps,secrets",
+            "-n",
+            namespace,
+            "-l",
+            f"app.kubernetes.io/instance={release}",
+            "-o",
+            "name",
+        ).stdout.split()
+
+    eventually(lambda: not left(), 120, "every object of the release gone (pods stop last)")
+    gone = cluster.run_kubectl("get", "clusterrole", fullname, check=False)
     assert gone.returncode != 0, "uninstall removes the cluster-scoped RBAC"
+    assert cluster.run_kubectl("get", "crd", "serviceaudits.svcaudit.dev").returncode == 0

@@ -18,17 +18,11 @@ def test_unknown_provider_is_a_clear_error() -> None:
         providers.select_provider({"E2E_CLUSTER": "kinder"})
 
 
-def test_default_follows_docker(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(providers, "docker_available", lambda: True)
-    assert providers.select_provider({}) == "kind"
-    monkeypatch.setattr(providers, "docker_available", lambda: False)
+def test_default_is_the_local_cluster_even_where_docker_answers() -> None:
+    """`make test` keeps its meaning on a machine where `make image` started a Docker engine
+    (as on this one): kind only when asked for."""
     assert providers.select_provider({}) == "local"
-
-
-def test_docker_client_without_engine_is_not_docker() -> None:
-    # This machine has the docker client but no engine: kind must not be chosen here.
-    assert providers.docker_available() is False
-    assert providers.select_provider({}) == "local"
+    assert providers.select_provider({"E2E_CLUSTER": ""}) == "local"
 
 
 def test_real_node_per_provider() -> None:

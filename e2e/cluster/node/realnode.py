@@ -94,6 +94,13 @@ NO_PULL_ENV = {
     "ALL_PROXY": "",
     "all_proxy": "",
 }
+# A Docker engine may run beside the node (e2e/docker/engine.py: `make image`, kind). What it
+# makes is its own, never this node's: its daemon's containerd and shims, its bridges and their
+# veths, its mounts, and the engine's guard chain (engine.GUARD_CHAIN) are left out of the
+# snapshots, so `down` neither reports nor removes them.
+DOCKER_MARKERS = (b"/var/run/docker/", b"/run/docker/", b"\0moby\0")
+DOCKER_MOUNTS = ("/var/lib/docker/", "/run/docker/", "/var/run/docker/")
+DOCKER_GUARD_CHAIN = "SVCAUDIT-DOCKER"
 KERNEL_LINK_ROUTE = re.compile(r"(local fe80::|fe80::/64 |multicast ff00::/8 )")
 COMPONENTS = ("containerd", "kubelet", "kube-proxy")  # start order; stopped in reverse
 
@@ -207,6 +214,8 @@ def node_processes(paths: Paths) -> tuple[list[str], list[str]]:
         except OSError:
             continue
         node_software = os.path.basename(exe.removesuffix(" (deleted)")) in OUR_EXES
+        if node_software and any(m in cmdline for m in DOCKER_MARKERS):
+            continue  # the Docker engine's containerd, shims and runc
         if in_pod or (node_software and marker in cmdline):
             ours.append(f"{proc.name} {exe}")
         elif node_software:
@@ -225,6 +234,8 @@ def iptables_state(family: str) -> list[str]:
     for line in out.splitlines():
         if line.startswith("*"):
             table = line[1:]
+        elif DOCKER_GUARD_CHAIN in line:
+            continue
         elif line.startswith(":"):
             chain = line[1:].split()[0]
             if line.split()[1] == "-":  # user-defined chain (built-ins have a policy)
@@ -250,10 +261,12 @@ def snapshot(paths: Paths) -> dict[str, Any]:
     return {
         "processes": node_processes(paths)[0],
         "netns": netns,
-        "links": sorted(line.split(":")[1].strip().split("@")[0] for line in links),
+        "links": sorted(
+            line.split(":")[1].strip().split("@")[0] for line in links if not docker_link(line)
+        ),
         "routes": sorted(routes),
         "iptables": iptables_state("4") + iptables_state("6"),
-        "mounts": sorted(mount_points()),
+        "mounts": sorted(m for m in mount_points() if not m.startswith(DOCKER_MOUNTS)),
         "cgroups": sorted(
             str(Path(m) / paths.cgroup_name)
             for m in cgroup_mounts()
@@ -262,6 +275,17 @@ def snapshot(paths: Paths) -> dict[str, Any]:
         "sysctls": {name: read_sysctl(name) for name in SYSCTLS},
         "host_paths": sorted(p for p in HOST_PATHS if os.path.lexists(p)),
     }
+
+
+def docker_link(line: str) -> bool:
+    """An `ip -o link` line of the Docker engine's: its bridges and the veths they hold."""
+    name = line.split(":")[1].strip().split("@")[0]
+    return (
+        name == "docker0"
+        or name.startswith("br-")
+        or " master docker0 " in line
+        or (" master br-" in line)
+    )
 
 
 def differences(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list[str]]:
