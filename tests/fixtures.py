@@ -101,7 +101,12 @@ def _local_cluster(real_node: bool) -> Cluster:
         args.append("--real-node")
     proc = subprocess.run(args, capture_output=True, text=True)
     if proc.returncode != 0:
-        pytest.fail(f"local cluster failed to start:\n{proc.stdout}\n{proc.stderr}", pytrace=False)
+        # Once for the whole session (not once per test), with cluster.py's own error line,
+        # which names the fix (e.g. "run make deps").
+        print(f"{proc.stdout}\n{proc.stderr}", file=sys.stderr)
+        failed = [line for line in proc.stderr.splitlines() if "FAILED" in line]
+        reason = failed[0] if failed else (proc.stderr.strip().splitlines() or ["?"])[-1]
+        pytest.exit(f"the local cluster did not start: {reason}", returncode=1)
     info = json.loads((_state_dir() / "cluster.json").read_text())
     versions = info["versions"]
     kubectl = (

@@ -1027,6 +1027,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("env", help="shell exports to use the cluster").set_defaults(func=env)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(HERE))
+    # node/realnode.py does `import cluster`: as a script this module is __main__, and a
+    # second copy would have another ClusterError, which `except ClusterError` here misses.
+    sys.modules.setdefault("cluster", sys.modules[__name__])
     return int(args.func(args))
 
 

@@ -47,6 +47,7 @@ BASE_PACKAGES = (
 BASE_REPOSITORY = "svcaudit.local/python-base"
 DEBIAN_MIRROR = os.environ.get("SVCAUDIT_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 SMOKE_OBJECTS = REPO / "tests" / "unit" / "data" / "expect-example.yaml"
+IMAGE_LABEL = "org.opencontainers.image.title=svcaudit"  # set by the Dockerfile
 CONTEXT_FILES = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md")
 
 started = time.monotonic()
@@ -236,6 +237,8 @@ def build(tag: str, base: str, wheel_dir: Path) -> None:
         if proc.returncode != 0:
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-12:])
             raise StepFailed("build", f"docker build failed:\n{tail}")
+    # Earlier builds of ours that no tag names any more (the Dockerfile's title label).
+    docker("image", "prune", "--force", "--filter", f"label={IMAGE_LABEL}", check=False)
 
 
 def smoke(tag: str) -> None:
