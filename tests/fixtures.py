@@ -232,6 +232,41 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     cluster.run_kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked `lifecycle` stop and restart the cluster: run them after everything else."""
-    items.sort(key=lambda item: item.get_closest_marker("lifecycle") is not None)
+# Tests about one provider's own machinery (marker -> the providers it applies to). They are
+# deselected elsewhere, with the reason in the report's header: never skipped, never run
+# where they mean nothing.
+PROVIDER_MARKERS = {
+    "local_only": ("local",),  # the local cluster's processes, real node, machine
+    "kind_only": ("kind",),  # kind's nodes, their containerd and network
+}
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    from e2e.providers import select_provider
+
+    provider = select_provider()
+    left_out = [m for m, providers in PROVIDER_MARKERS.items() if provider not in providers]
+    return (
+        f"cluster provider: {provider} (E2E_CLUSTER); tests marked {', '.join(left_out)} "
+        "are about another provider's own machinery and are deselected"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests of another provider's machinery are deselected (see PROVIDER_MARKERS); tests
+    marked `lifecycle` stop and restart the cluster: they run after everything else."""
+    from e2e.providers import select_provider
+
+    provider = select_provider()
+    keep, drop = [], []
+    for item in items:
+        applies = all(
+            provider in providers
+            for marker, providers in PROVIDER_MARKERS.items()
+            if item.get_closest_marker(marker)
+        )
+        (keep if applies else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+    keep.sort(key=lambda item: item.get_closest_marker("lifecycle") is not None)
+    items[:] = keep

@@ -10,9 +10,10 @@ The engine we start is kept on this machine (no packet may leave it):
 - containers get addresses only in GUARDED_RANGE (default bridge BRIDGE_CIDR, user networks
   from ADDRESS_POOL), no masquerading, no iptables rules of Docker's own, DNS 127.0.0.1
   (the container's own loopback: refused at once);
-- a mangle/POSTROUTING guard drops anything from GUARDED_RANGE leaving by an interface that
-  is not loopback or a Docker bridge (tests/integration/test_docker_engine.py sends a packet
-  from a container towards a test host of ours and checks the guard stops it).
+- a mangle/FORWARD guard drops anything that comes in from a Docker bridge and would go out by
+  another interface, and anything from GUARDED_RANGE that would (tests/integration/
+  test_docker_engine.py sends a packet from a container towards a test host of ours and checks
+  the guard stops it; e2e/tests/test_kind.py does the same from a pod in kind).
 - runc is wrapped (runc-wrapper): root here lacks CAP_SYS_RESOURCE, which a --privileged
   container (a kind node) asks for; the wrapper removes it from the container's capability
   sets, then runs runc. Ordinary containers never ask for it.
@@ -40,6 +41,7 @@ BRIDGE_CIDR = "10.210.0.1/24"
 ADDRESS_POOL = "10.211.0.0/16"
 GUARDED_RANGE = "10.210.0.0/15"  # BRIDGE_CIDR and ADDRESS_POOL
 GUARD_CHAIN = "SVCAUDIT-DOCKER"
+GUARD_HOOK = "FORWARD"  # in the mangle table
 RUNTIME_NAME = "svcaudit-runc"
 NO_PULL_PROXY = "http://127.0.0.1:9"
 SOCKET = Path("/var/run/docker.sock")
@@ -117,20 +119,16 @@ def links() -> set[str]:
 
 
 def guard_rules() -> list[list[str]]:
+    """mangle/FORWARD (kube-proxy adds nothing there that could accept first): a packet that
+    came in from a Docker bridge may only go out to a Docker bridge. Whatever its source
+    address: a kind pod's packet that its node did not masquerade is caught too."""
+    drop = ["-m", "comment", "--comment", "svcaudit: containers stay local", "-j", "DROP"]
     return [
-        ["-o", "lo", "-j", "RETURN"],
         ["-o", "docker0", "-j", "RETURN"],
         ["-o", "br-+", "-j", "RETURN"],
-        [
-            "-s",
-            GUARDED_RANGE,
-            "-m",
-            "comment",
-            "--comment",
-            "svcaudit: containers stay local",
-            "-j",
-            "DROP",
-        ],
+        ["-i", "docker0", *drop],
+        ["-i", "br-+", *drop],
+        ["-s", GUARDED_RANGE, *drop],
     ]
 
 
@@ -140,18 +138,14 @@ def guard_up() -> None:
     run("iptables", "-t", "mangle", "-F", GUARD_CHAIN)
     for rule in guard_rules():
         run("iptables", "-t", "mangle", "-A", GUARD_CHAIN, *rule)
-    jump = ["POSTROUTING", "-j", GUARD_CHAIN]
+    jump = [GUARD_HOOK, "-j", GUARD_CHAIN]
     if run("iptables", "-t", "mangle", "-C", *jump, check=False).returncode != 0:
-        run("iptables", "-t", "mangle", "-I", "POSTROUTING", "1", "-j", GUARD_CHAIN)
+        run("iptables", "-t", "mangle", "-I", GUARD_HOOK, "1", "-j", GUARD_CHAIN)
 
 
 def guard_down() -> None:
-    while (
-        run(
-            "iptables", "-t", "mangle", "-D", "POSTROUTING", "-j", GUARD_CHAIN, check=False
-        ).returncode
-        == 0
-    ):
+    jump = [GUARD_HOOK, "-j", GUARD_CHAIN]
+    while run("iptables", "-t", "mangle", "-D", *jump, check=False).returncode == 0:
         pass
     run("iptables", "-t", "mangle", "-F", GUARD_CHAIN, check=False)
     run("iptables", "-t", "mangle", "-X", GUARD_CHAIN, check=False)

@@ -10,9 +10,10 @@ import pytest
 from tests.fixtures import REPO, Cluster
 
 
+@pytest.mark.local_only
 def test_demo_shows_true_false_true(cluster: Cluster) -> None:
-    if cluster.provider != "local":
-        pytest.skip("the demo drives the project's own local cluster")
+    """`make demo` drives the project's own local cluster (on kind, the tutorial's steps run in
+    test_tutorial.py with the operator deployed from deploy/)."""
     proc = subprocess.run(
         [sys.executable, str(REPO / "e2e/demo.py")], capture_output=True, text=True, timeout=300
     )

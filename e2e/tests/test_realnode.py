@@ -39,7 +39,9 @@ from e2e.tests.realnode_helpers import (
 )
 from tests.fixtures import REPO, Cluster
 
-pytestmark = [pytest.mark.cluster, pytest.mark.realnode]
+# The local cluster's own real node (its processes, network, teardown): kind's nodes are
+# tested by test_kind.py, and the tutorial's steps on any provider by test_tutorial.py.
+pytestmark = [pytest.mark.cluster, pytest.mark.realnode, pytest.mark.local_only]
 
 TEST_NET_3 = "203.0.113.1"  # documentation range: never routed anywhere; nothing is sent to it
 

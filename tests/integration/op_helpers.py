@@ -63,6 +63,7 @@ class Operator:
         env: dict[str, str] | None = None,
     ):
         self.cluster = cluster
+        self.settle = settle
         self.extra_env = dict(env or {})
         self.namespace = namespace
         self.log_path = log_path

@@ -42,6 +42,7 @@ def test_host(tmp_path: Path) -> Iterator[Path]:
     """A network namespace with a UDP listener on TEST_HOST:PORT; yields the file where it
     writes each datagram it receives."""
     name = f"svcaudit-out-{uuid.uuid4().hex[:6]}"
+    netns_dir_was_there = Path("/run/netns").exists()
     host_if, ns_if = f"sva-o{name[-6:]}", f"sva-i{name[-6:]}"
     received = tmp_path / "received"
     received.touch()
@@ -72,6 +73,19 @@ def test_host(tmp_path: Path) -> Iterator[Path]:
             listener.wait()
         run("ip", "link", "delete", host_if, check=False)
         run("ip", "netns", "delete", name, check=False)
+        if not netns_dir_was_there and not any(Path("/run/netns").iterdir()):
+            # `ip netns add` made /run/netns a mount point of its own: leave no trace
+            run("umount", "/run/netns", check=False)
+            Path("/run/netns").rmdir()
+
+
+def alive(pid: int) -> bool:
+    """A process that exists and is not a zombie (PID 1 here may not reap orphans at once)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def guard_drops() -> int:
@@ -181,7 +195,7 @@ def test_down_stops_ours_and_removes_what_it_made(our_engine: str) -> None:
     assert pid is not None
     try:
         assert engine.down() is True
-        assert engine.our_pid() is None and not Path(f"/proc/{pid}").exists()
+        assert engine.our_pid() is None and not alive(pid)
         assert not engine.answers(timeout=3)
         chains = run("iptables", "-t", "mangle", "-S").stdout
         assert engine.GUARD_CHAIN not in chains

@@ -101,6 +101,7 @@ NO_PULL_ENV = {
 DOCKER_MARKERS = (b"/var/run/docker/", b"/run/docker/", b"\0moby\0")
 DOCKER_MOUNTS = ("/var/lib/docker/", "/run/docker/", "/var/run/docker/")
 DOCKER_GUARD_CHAIN = "SVCAUDIT-DOCKER"
+DOCKER_ROUTE = re.compile(r" dev (docker0|br-[0-9a-f]+) ")
 KERNEL_LINK_ROUTE = re.compile(r"(local fe80::|fe80::/64 |multicast ff00::/8 )")
 COMPONENTS = ("containerd", "kubelet", "kube-proxy")  # start order; stopped in reverse
 
@@ -254,7 +255,7 @@ def snapshot(paths: Paths) -> dict[str, Any]:
             "ip", family, "route", "show", "table", "all", check=False
         ).stdout.splitlines():
             line = re.sub(r" (linkdown|expires -?\d+sec)", "", line)
-            if KERNEL_LINK_ROUTE.match(line):
+            if KERNEL_LINK_ROUTE.match(line) or DOCKER_ROUTE.search(line):
                 continue  # made and removed by the kernel with each link (links are compared)
             routes.append(f"{family} {line.strip()}")
     netns = sorted(os.listdir("/var/run/netns")) if os.path.isdir("/var/run/netns") else []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import socket
 import sys
 from typing import Any
@@ -308,7 +309,15 @@ class _NamedLoggerFactory:
         return logger
 
 
+def _stop_at_once_until_kopf_listens() -> None:
+    """As PID 1 of a container, a signal without a handler is ignored: a SIGTERM that comes
+    while we start (a pod deleted at once) would be lost, and the pod would hold its Lease
+    until the kubelet's SIGKILL. Until kopf installs its graceful handler, exit at once."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
 def run(args: argparse.Namespace) -> int:
+    _stop_at_once_until_kopf_listens()
     settings = settings_from_args(args)
     configure_logging(args.log_level)
     from svcaudit.cli.memory import freeze_long_lived, tune_garbage_collector
