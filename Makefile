@@ -12,7 +12,7 @@ TEST_NODE ?= $(if $(NODE),$(NODE),real)
 IMAGE ?= svcaudit:dev
 KIND_CLUSTER ?= svcaudit-e2e
 
-.PHONY: help venv deps build cluster-up cluster-down cluster-status lint typecheck unit test e2e demo bench image docker-up docker-down deploy-local undeploy-local kind-load clean
+.PHONY: help venv deps build cluster-up cluster-down cluster-status lint typecheck unit test e2e demo bench image docker-up docker-down deploy-local undeploy-local kind-up kind-down kind-load clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -57,8 +57,20 @@ test: deps venv build ## everything: lint, types, unit, integration and e2e on t
 	$(MAKE) lint typecheck
 	NODE=$(TEST_NODE) $(VENV)/bin/pytest tests e2e/tests -q $(PYTEST_ARGS)
 
-e2e: venv build ## the tutorial end to end (E2E_CLUSTER=local|kind|existing)
-	NODE=$(TEST_NODE) $(VENV)/bin/pytest e2e/tests -q $(PYTEST_ARGS)
+E2E_CLUSTER ?= local
+e2e: deps venv build ## the e2e suite: E2E_CLUSTER=local (default) | kind (made here, then deleted) | existing
+ifeq ($(E2E_CLUSTER),kind)
+	bash e2e/cluster/build.sh kubeadm kind crictl
+	$(VPY) -m pip install -q -c requirements/image.txt -e '.[kind]'
+endif
+	E2E_CLUSTER=$(E2E_CLUSTER) NODE=$(TEST_NODE) $(VENV)/bin/pytest e2e/tests -q $(PYTEST_ARGS)
+
+kind-up: deps venv ## a kind cluster KIND_CLUSTER=svcaudit-e2e with the operator deployed from deploy/
+	bash e2e/cluster/build.sh kubeadm kind crictl
+	$(VPY) -m e2e.kind.local up --name $(KIND_CLUSTER)
+
+kind-down: ## delete that kind cluster (and the docker network kind, when nothing else uses it)
+	$(PY) -m e2e.kind.local down --network --name $(KIND_CLUSTER)
 
 demo: venv build ## local cluster + operator + the tutorial + one mistake, before and after the fix
 	$(VPY) e2e/demo.py
@@ -83,7 +95,8 @@ undeploy-local: venv ## remove what deploy-local applied (the CRD stays)
 	$(VPY) -m e2e.deploy_local --delete $(if $(filter helm,$(HOW)),--helm,)
 
 kind-load: image ## load IMAGE into the kind cluster KIND_CLUSTER=svcaudit-e2e (then: kubectl apply -f deploy/)
-	kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)
+	$$(command -v kind || echo ~/.cache/svcaudit/kind-$$(sed -n 's/^KIND_VERSION=//p' e2e/cluster/versions.env)/kind) \
+	  load docker-image $(IMAGE) --name $(KIND_CLUSTER)
 
 clean: cluster-down docker-down
 	rm -rf $(VENV) .cluster

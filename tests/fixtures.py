@@ -5,7 +5,7 @@ by default, since the suite creates namespaces, starts operators and (fault test
 components, which nobody wants on whatever cluster their shell happens to point at. Otherwise
 it starts the project's local cluster (e2e/cluster/cluster.py up), reusing it when it is
 already running, and leaves it running for the next session unless SVCAUDIT_CLUSTER_TEARDOWN=1;
-or kind (E2E_CLUSTER=kind, the default where a Docker engine answers).
+or kind (E2E_CLUSTER=kind: created for the session and deleted afterwards).
 """
 
 from __future__ import annotations
@@ -39,6 +39,15 @@ def eventually(
             return last
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+def process_alive(pid: int) -> bool:
+    """A process that exists and is not a zombie (PID 1 here may not reap orphans at once)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 @dataclass(frozen=True)
@@ -149,40 +158,52 @@ def _existing_cluster() -> Cluster | None:
     )
 
 
-KIND_VERSION = "v0.33.0"  # the release e2e/kind/kind-config.yaml's node image is built for
-
-
 def _kind_cluster() -> Iterator[Cluster]:
-    """A kind cluster (needs Docker and `pip install -e .[kind]`): the operator image and the
-    tutorial's images loaded (no registry involved), cluster DNS reachable from the host."""
-    os.environ.setdefault("KIND_VERSION", KIND_VERSION)  # read by pytest-kind at import
+    """A kind cluster, made by pytest-kind with the kind and kubectl binaries build.sh made
+    (it downloads nothing): the public kindest/node where it can be had, else our own node
+    image (e2e/kind/node_image.py); the operator image and the tutorial's loaded, and the
+    operator deployed from deploy/ as users do (e2e/kind/local.py). Deleted afterwards,
+    with the docker network it used, unless SVCAUDIT_KEEP_KIND=1."""
     from pytest_kind import KindCluster  # type: ignore[import-not-found]
 
-    from e2e.cluster.node import images
-    from e2e.providers import KIND_CONFIG, KIND_DNS_MANIFEST, KIND_DNS_PORT
+    from e2e import deploy_local
+    from e2e.kind import local, node_image
+    from e2e.providers import KIND_DNS_PORT
 
-    kind = KindCluster("svcaudit-e2e")
-    kind.create(config_file=KIND_CONFIG)
-    image = os.environ.get("SVCAUDIT_IMAGE", "svcaudit:dev")
-    subprocess.run(["docker", "build", "-t", image, str(REPO)], check=True)
-    kind.load_docker_image(image)
-    for tarball in images.tarballs(images.build()).values():
-        subprocess.run(
-            [str(kind.kind_path), "load", "image-archive", str(tarball), "--name", kind.name],
-            check=True,
-        )
-    kind.kubectl("apply", "-f", str(KIND_DNS_MANIFEST))
-    yield Cluster(
-        kubeconfig=str(kind.kubeconfig_path),
-        dns_host="127.0.0.1",
-        dns_port=KIND_DNS_PORT,
-        state_dir=None,
-        real_node=True,
-        kubectl=str(kind.kubectl_path),
-        provider="kind",
+    try:
+        deploy_local.build_image(local.OPERATOR_IMAGE)
+        bins = node_image.ensure_binaries()
+        image, config = local.node_choice()
+        local.ensure_network()
+    except (deploy_local.DeployError, local.Failed, node_image.BuildError) as exc:
+        pytest.exit(f"kind: {exc}", returncode=1)
+    path = local.kubeconfig(local.NAME)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kind = KindCluster(
+        local.NAME,
+        kubeconfig=path,
+        image=image,
+        kind_path=bins["kind"],
+        kubectl_path=bins["kubectl"],
     )
-    if os.environ.get("SVCAUDIT_CLUSTER_TEARDOWN") == "1":
-        kind.delete()
+    kind.create(config_file=config)
+    try:
+        try:
+            local.prepare(local.NAME)
+        except local.Failed as exc:
+            pytest.exit(f"kind: {exc}", returncode=1)
+        yield Cluster(
+            kubeconfig=str(path),
+            dns_host="127.0.0.1",
+            dns_port=KIND_DNS_PORT,
+            state_dir=None,
+            real_node=True,
+            kubectl=str(bins["kubectl"]),
+            provider="kind",
+        )
+    finally:
+        if os.environ.get("SVCAUDIT_KEEP_KIND") != "1":
+            local.down(local.NAME, network=True)
 
 
 @pytest.fixture(scope="session")

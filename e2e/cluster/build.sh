@@ -4,6 +4,7 @@
 # the checkout, so a fresh clone on the same machine rebuilds nothing.
 # Usage: build.sh [component...]   components: kube etcd kwok coredns helm (default: all)
 #        build.sh popeye             optional, not in the default list: the benchmark's peer (bench/)
+#        build.sh kubeadm kind crictl  optional: what the kind node image needs (e2e/kind/)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck disable=SC1091
@@ -23,12 +24,15 @@ wrapper() {
   printf 'module svcaudit.local/build\n\ngo 1.24\n\n%s\n' "$*" > "$dir/go.mod"
 }
 
+# build_kube [BINARY...] : the Kubernetes binaries given (default: the local cluster's), only
+# those not cached yet; all through the same wrapper module and version ldflags.
 build_kube() {
   local v=$KUBE_VERSION out="$cache/kubernetes-$KUBE_VERSION"
-  local bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
-  local missing=0 b
-  for b in "${bins[@]}"; do [ -x "$out/$b" ] || missing=1; done
-  if [ $missing = 0 ]; then log "kubernetes $v: cached in $out"; return; fi
+  local want=("$@") bins=() b
+  [ ${#want[@]} -gt 0 ] || want=(kube-apiserver kube-controller-manager kube-scheduler kubectl
+    kubelet kube-proxy)
+  for b in "${want[@]}"; do [ -x "$out/$b" ] || bins+=("$b"); done
+  if [ ${#bins[@]} = 0 ]; then log "kubernetes $v: ${want[*]} cached in $out"; return; fi
   local sv="v0.${v#v1.}" staging=(api apiextensions-apiserver apimachinery apiserver cli-runtime
     client-go cloud-provider cluster-bootstrap code-generator component-base component-helpers
     controller-manager cri-api cri-client csi-translation-lib dynamic-resource-allocation
@@ -47,6 +51,7 @@ build_kube() {
   done
   log "kubernetes $v: building ${bins[*]} (cold: 6-8 min on 2 cores)"
   local t=$(date +%s)
+  rm -rf "$w/bin"
   (cd "$w" && go mod download k8s.io/kubernetes >/dev/null 2>&1 || true
    cd "$w" && go build -trimpath -ldflags "$ld" -o "$w/bin/" \
      $(for b in "${bins[@]}"; do printf 'k8s.io/kubernetes/cmd/%s ' "$b"; done))
@@ -91,6 +96,18 @@ build_popeye() {
   log "popeye $v: built in $(( $(date +%s) - t ))s"
 }
 
+# crictl (only the kind node image uses it), with its version stamped in.
+build_crictl() {
+  local v=$CRI_TOOLS_VERSION out="$cache/crictl-$CRI_TOOLS_VERSION"
+  if [ -x "$out/crictl" ]; then log "crictl $v: cached"; return; fi
+  log "crictl $v: building"; local t=$(date +%s)
+  mkdir -p "$out"
+  GOFLAGS= GOBIN="$out" go install -trimpath \
+    -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$v" \
+    "sigs.k8s.io/cri-tools/cmd/crictl@$v"
+  log "crictl $v: built in $(( $(date +%s) - t ))s"
+}
+
 components=("$@")
 [ ${#components[@]} -gt 0 ] || components=(etcd kwok coredns kube helm)
 for c in "${components[@]}"; do
@@ -112,6 +129,9 @@ for c in "${components[@]}"; do
     coredns) go_install coredns "$COREDNS_VERSION" github.com/coredns/coredns ;;
     helm) go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm ;;
     popeye) build_popeye ;;
+    kubeadm) build_kube kubeadm ;;
+    kind) go_install kind "$KIND_VERSION" sigs.k8s.io/kind ;;
+    crictl) build_crictl ;;
     *) echo "unknown component $c" >&2; exit 2 ;;
   esac
 done

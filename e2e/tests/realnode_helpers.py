@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -165,3 +166,18 @@ def local_node_module(cluster: Cluster) -> tuple[Any, Any, Any]:
     state = local.State.load(cluster.state_dir)
     assert state is not None and state.real_node
     return local, realnode, state
+
+
+def operator_processes() -> list[tuple[str, str]]:
+    """(pid, /proc/PID/cgroup) of every `svcaudit run` process on this machine, in a container
+    or not (a container's processes are the host's too, seen from here)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            cgroups = (proc / "cgroup").read_text()
+        except OSError:
+            continue
+        if any(a.endswith(b"svcaudit") for a in argv) and b"run" in argv:
+            found.append((proc.name, cgroups))
+    return found

@@ -13,7 +13,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from tests.fixtures import REPO, Cluster
+from tests.fixtures import REPO, Cluster, process_alive
 from tests.integration.op_helpers import eventually
 
 pytestmark = pytest.mark.cluster
@@ -189,15 +189,6 @@ def listening_ports() -> set[int]:
             if fields[3] == listen_state:
                 ports.add(int(fields[1].rsplit(":", 1)[1], 16))
     return ports
-
-
-def process_alive(pid: int) -> bool:
-    """A process that exists and is not a zombie (PID 1 here may not reap orphans at once)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 @pytest.mark.lifecycle

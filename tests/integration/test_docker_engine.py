@@ -10,7 +10,6 @@ host (the path works); a container's packet is dropped by the guard, whose count
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,14 +18,16 @@ from pathlib import Path
 import pytest
 
 from e2e.docker import engine
-
-TEST_HOST = "10.199.77.2"  # the namespace's end of the veth: ours, on this machine
-HOST_SIDE = "10.199.77.1/30"
-PORT = 9999
-
-
-def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, check=check, timeout=120)
+from tests.fixtures import process_alive
+from tests.outside import (
+    PORT,
+    TEST_HOST,
+    forwarding_on,
+    guard_drops,
+    outside_host,
+    run,
+    wait_received,
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,60 +39,15 @@ def our_engine(operator_image: str) -> str:
 
 
 @pytest.fixture
+def forwarding() -> Iterator[None]:
+    with forwarding_on():
+        yield
+
+
+@pytest.fixture
 def test_host(tmp_path: Path) -> Iterator[Path]:
-    """A network namespace with a UDP listener on TEST_HOST:PORT; yields the file where it
-    writes each datagram it receives."""
-    name = f"svcaudit-out-{uuid.uuid4().hex[:6]}"
-    netns_dir_was_there = Path("/run/netns").exists()
-    host_if, ns_if = f"sva-o{name[-6:]}", f"sva-i{name[-6:]}"
-    received = tmp_path / "received"
-    received.touch()
-    run("ip", "netns", "add", name)
-    listener = None
-    try:
-        run("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
-        run("ip", "link", "set", ns_if, "netns", name)
-        run("ip", "addr", "add", HOST_SIDE, "dev", host_if)
-        run("ip", "link", "set", host_if, "up")
-        run("ip", "netns", "exec", name, "ip", "addr", "add", f"{TEST_HOST}/30", "dev", ns_if)
-        run("ip", "netns", "exec", name, "ip", "link", "set", ns_if, "up")
-        run("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up")
-        code = (
-            "import socket,sys\n"
-            "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
-            f"s.bind(('{TEST_HOST}',{PORT}))\n"
-            "while True:\n"
-            "    data,peer=s.recvfrom(2048)\n"
-            f"    open('{received}','a').write(peer[0]+' '+data.decode()+'\\n')\n"
-        )
-        listener = subprocess.Popen(["ip", "netns", "exec", name, "python3", "-c", code])
-        time.sleep(0.5)
+    with outside_host(tmp_path) as received:
         yield received
-    finally:
-        if listener is not None:
-            listener.kill()
-            listener.wait()
-        run("ip", "link", "delete", host_if, check=False)
-        run("ip", "netns", "delete", name, check=False)
-        if not netns_dir_was_there and not any(Path("/run/netns").iterdir()):
-            # `ip netns add` made /run/netns a mount point of its own: leave no trace
-            run("umount", "/run/netns", check=False)
-            Path("/run/netns").rmdir()
-
-
-def alive(pid: int) -> bool:
-    """A process that exists and is not a zombie (PID 1 here may not reap orphans at once)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def guard_drops() -> int:
-    """Packets the guard's DROP rule has dropped so far."""
-    out = run("iptables", "-t", "mangle", "-nvxL", engine.GUARD_CHAIN).stdout
-    return sum(int(line.split()[0]) for line in out.splitlines() if " DROP " in f" {line} ")
 
 
 def send_from_container(image: str, network: str, message: str) -> None:
@@ -118,24 +74,17 @@ def send_from_container(image: str, network: str, message: str) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-def test_containers_cannot_send_a_packet_off_the_machine(our_engine: str, test_host: Path) -> None:
-    assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "1", (
-        "forwarding is off: the test would prove nothing (the real node turns it on)"
-    )
-    # The path works: the host itself reaches the test host.
-    run("python3", "-c", f"import socket;socket.socket(2,2).sendto(b'host',('{TEST_HOST}',{PORT}))")
-    deadline = time.monotonic() + 5
-    while "host" not in test_host.read_text() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert "host" in test_host.read_text()
+def test_containers_cannot_send_a_packet_off_the_machine(
+    our_engine: str, test_host: Path, forwarding: None
+) -> None:
+    # (outside_host checked that the host itself reaches the test host: the path works)
     network = f"svcaudit-guard-{uuid.uuid4().hex[:6]}"
     run("docker", "network", "create", network)  # a user network, as kind makes
     try:
         for net in ("bridge", network):
             before = guard_drops()
             send_from_container(our_engine, net, f"from-{net}")
-            time.sleep(1)
-            assert f"from-{net}" not in test_host.read_text(), f"a packet left from {net}"
+            assert not wait_received(test_host, f"from-{net}", 1), f"a packet left from {net}"
             assert guard_drops() >= before + 3, f"the guard did not drop {net}'s packets"
     finally:
         run("docker", "network", "rm", network, check=False)
@@ -195,7 +144,7 @@ def test_down_stops_ours_and_removes_what_it_made(our_engine: str) -> None:
     assert pid is not None
     try:
         assert engine.down() is True
-        assert engine.our_pid() is None and not alive(pid)
+        assert engine.our_pid() is None and not process_alive(pid)
         assert not engine.answers(timeout=3)
         chains = run("iptables", "-t", "mangle", "-S").stdout
         assert engine.GUARD_CHAIN not in chains

@@ -12,7 +12,6 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +23,7 @@ from e2e.tests.realnode_helpers import (
     container,
     kexec,
     local_node_module,
+    operator_processes,
     pod,
     rc,
     service,
@@ -222,15 +222,7 @@ def test_no_operator_runs_on_the_host(deployed: Cluster) -> None:
     """Every `svcaudit run` process on this machine lives in a pod of the real node."""
     _, realnode, state = local_node_module(deployed)
     pod_cgroup = f"/{realnode.Paths(state).cgroup_name}/"
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-            cgroups = (proc / "cgroup").read_text()
-        except OSError:
-            continue
-        if any(a.endswith(b"svcaudit") for a in argv) and b"run" in argv:
-            found.append((proc.name, pod_cgroup in cgroups))
+    found = [(pid, pod_cgroup in cgroups) for pid, cgroups in operator_processes()]
     assert len(found) == 2 and all(in_pod for _, in_pod in found), found
 
 

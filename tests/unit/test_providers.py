@@ -75,3 +75,49 @@ def test_kind_cluster_can_run_the_tutorial_and_reach_its_dns_from_the_host() -> 
     ports = {(p["protocol"], p["nodePort"], p["targetPort"]) for p in svc["spec"]["ports"]}
     assert ports == {("UDP", providers.KIND_DNS_PORT, 53), ("TCP", providers.KIND_DNS_PORT, 53)}
     assert all(m["containerPort"] == providers.KIND_DNS_PORT for m in plane["extraPortMappings"])
+
+
+def test_local_kind_config_agrees_with_the_node_image_it_runs() -> None:
+    """kind-config-local.yaml (our node image) and the files baked into that image must name
+    the same ranges and images: a change to one without the other breaks only at run time."""
+    import ipaddress
+    import json
+
+    from e2e.kind import node_image
+
+    config = yaml.safe_load(node_image.KIND_CONFIG.read_text())
+    net = config["networking"]
+    pods, services = (
+        ipaddress.ip_network(net["podSubnet"]),
+        ipaddress.ip_network(net["serviceSubnet"]),
+    )
+    # Not the local cluster's ranges: both clusters can run on one machine.
+    assert not pods.overlaps(ipaddress.ip_network("10.244.0.0/16"))
+    assert not services.overlaps(ipaddress.ip_network("10.96.0.0/16"))
+    assert net["disableDefaultCNI"] is True  # kindnetd cannot be pulled here
+    conflist = json.loads(
+        (node_image.NODE_FILES / "etc/cni/net.d/10-svcaudit-ptp.conflist").read_text()
+    )
+    ranges = [
+        r["subnet"]
+        for p in conflist["plugins"]
+        for rs in p.get("ipam", {}).get("ranges", [])
+        for r in rs
+    ]
+    assert ranges == [str(next(pods.subnets(new_prefix=24)))]  # the single node's podCIDR
+    unit = (node_image.NODE_FILES / "etc/systemd/system/svcaudit-service-range.service").read_text()
+    assert f"-s {pods} -d {services}" in unit
+    (plane,) = config["nodes"]
+    assert plane["role"] == "control-plane" and plane["labels"]["type"] == "real"
+    mapped = {(m["protocol"], m["hostPort"]) for m in plane["extraPortMappings"]}
+    assert mapped == {("UDP", providers.KIND_DNS_PORT), ("TCP", providers.KIND_DNS_PORT)}
+    patches = "\n".join(config["kubeadmConfigPatches"])
+    for version in (node_image.ETCD, node_image.COREDNS):
+        assert f"imageTag: {version}" in patches
+    assert "imageRepository: svcaudit.local" in patches
+    assert "registry.k8s.io" not in patches
+    assert set(node_image.component_images()) >= {
+        f"svcaudit.local/kube-apiserver:{node_image.KUBE}",
+        f"svcaudit.local/etcd:{node_image.ETCD}",
+        f"svcaudit.local/coredns:{node_image.COREDNS}",
+    }

@@ -88,7 +88,7 @@ def sources_hash() -> str:
     return h.hexdigest()[:16]
 
 
-def _info(name: str, kind: bytes, mode: int, size: int = 0, link: str = "") -> tarfile.TarInfo:
+def tar_info(name: str, kind: bytes, mode: int, size: int = 0, link: str = "") -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.type, info.mode, info.size, info.linkname = kind, mode, size, link
     info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "root", "root"
@@ -145,14 +145,37 @@ def layer(name: str) -> bytes:
             dirs.setdefault(parent, 0o755)
             parent = os.path.dirname(parent)
     for d in sorted(dirs):
-        entries.append((_info(d + "/", tarfile.DIRTYPE, dirs[d]), None))
+        entries.append((tar_info(d + "/", tarfile.DIRTYPE, dirs[d]), None))
     for rel in sorted(files):
         mode, data, target = files[rel]
         if target:
-            entries.append((_info(rel, tarfile.SYMTYPE, mode, link=target), None))
+            entries.append((tar_info(rel, tarfile.SYMTYPE, mode, link=target), None))
         else:
-            entries.append((_info(rel, tarfile.REGTYPE, mode, len(data or b"")), data))
+            entries.append((tar_info(rel, tarfile.REGTYPE, mode, len(data or b"")), data))
     return _tar(entries)
+
+
+def archive_metadata(
+    ref: str, diff_ids: list[str], config: dict[str, object], created_by: list[str]
+) -> tuple[str, bytes, bytes]:
+    """(config file name, image config, manifest.json) of a docker-archive (`docker save`
+    layout) holding one image tagged `ref`, whose layers have these diff IDs (hex sha256)."""
+    image_config = json.dumps(
+        {
+            "architecture": arch(),
+            "os": "linux",
+            "created": "1970-01-01T00:00:00Z",
+            "config": config,
+            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{d}" for d in diff_ids]},
+            "history": [{"created": "1970-01-01T00:00:00Z", "created_by": by} for by in created_by],
+        },
+        sort_keys=True,
+    ).encode()
+    config_name = hashlib.sha256(image_config).hexdigest() + ".json"
+    manifest = json.dumps(
+        [{"Config": config_name, "RepoTags": [ref], "Layers": [f"{d}/layer.tar" for d in diff_ids]}]
+    ).encode()
+    return config_name, image_config, manifest
 
 
 def image_archive(ref: str, spec: ImageSpec, layers: dict[str, bytes]) -> bytes:
@@ -166,35 +189,20 @@ def image_archive(ref: str, spec: ImageSpec, layers: dict[str, bytes]) -> bytes:
     if spec.ports:
         config["ExposedPorts"] = {f"{p}/tcp": {} for p in spec.ports}
     config["Labels"] = {"org.opencontainers.image.source": "svcaudit e2e/cluster/node/images"}
-    image_config = json.dumps(
-        {
-            "architecture": arch(),
-            "os": "linux",
-            "created": "1970-01-01T00:00:00Z",
-            "config": config,
-            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{d}" for d in diff_ids]},
-            "history": [
-                {
-                    "created": "1970-01-01T00:00:00Z",
-                    "created_by": f"svcaudit images.py: layer {name}",
-                }
-                for name in spec.layers
-            ],
-        },
-        sort_keys=True,
-    ).encode()
-    config_name = hashlib.sha256(image_config).hexdigest() + ".json"
-    manifest = json.dumps(
-        [{"Config": config_name, "RepoTags": [ref], "Layers": [f"{d}/layer.tar" for d in diff_ids]}]
-    ).encode()
+    config_name, image_config, manifest = archive_metadata(
+        ref, diff_ids, config, [f"svcaudit images.py: layer {name}" for name in spec.layers]
+    )
     entries: list[tuple[tarfile.TarInfo, bytes | None]] = []
     for name, digest in zip(spec.layers, diff_ids, strict=True):
-        entries.append((_info(f"{digest}/", tarfile.DIRTYPE, 0o755), None))
+        entries.append((tar_info(f"{digest}/", tarfile.DIRTYPE, 0o755), None))
         entries.append(
-            (_info(f"{digest}/layer.tar", tarfile.REGTYPE, 0o644, len(layers[name])), layers[name])
+            (
+                tar_info(f"{digest}/layer.tar", tarfile.REGTYPE, 0o644, len(layers[name])),
+                layers[name],
+            )
         )
-    entries.append((_info(config_name, tarfile.REGTYPE, 0o644, len(image_config)), image_config))
-    entries.append((_info("manifest.json", tarfile.REGTYPE, 0o644, len(manifest)), manifest))
+    entries.append((tar_info(config_name, tarfile.REGTYPE, 0o644, len(image_config)), image_config))
+    entries.append((tar_info("manifest.json", tarfile.REGTYPE, 0o644, len(manifest)), manifest))
     return _tar(entries)
 
 
