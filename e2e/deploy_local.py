@@ -195,7 +195,8 @@ def wait_rolled_out(cluster: Any, namespace: str, deployment: str, timeout: int 
         )
 
 
-def helm_args(namespace: str, tag: str) -> list[str]:
+def helm_values(tag: str) -> list[str]:
+    """The chart's values for this image on the real node."""
     repository, _, version = tag.rpartition(":")
     return [
         "--set",
@@ -223,7 +224,7 @@ def deploy(cluster: LocalCluster, tag: str, helm: bool) -> None:
                 "-n",
                 NAMESPACE,
                 "--create-namespace",
-                *helm_args(NAMESPACE, tag),
+                *helm_values(tag),
                 "--wait",
                 "--timeout",
                 "180s",

@@ -860,6 +860,10 @@ def _up(args: argparse.Namespace) -> int:
                 say(f"restarting {name} for the real node")
     check_binaries(state)
     try:
+        if state.real_node:  # before anything starts: one line naming the fix
+            from node import realnode
+
+            realnode.check_prerequisites()
         network_up()
         make_pki(state)
         make_credentials(state)

@@ -226,3 +226,37 @@ def test_down_leaves_no_process_and_no_port(cluster: Cluster) -> None:
     finally:
         args = [sys.executable, script, "up"] + (["--real-node"] if cluster.real_node else [])
         subprocess.run(args, capture_output=True, text=True, timeout=600)
+
+
+def test_a_cluster_that_cannot_start_ends_the_session_once(tmp_path: Path) -> None:
+    """Every test needs the cluster: when it cannot start, the session stops at the first one
+    with cluster.py's own error line, instead of the same traceback once per test."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "test_two.py").write_text(
+        "def test_one(cluster):\n    pass\n\n\ndef test_two(cluster):\n    pass\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "NODE": "real",
+        "E2E_CLUSTER": "local",
+        "SVCAUDIT_CLUSTER_DIR": str(tmp_path / "state"),
+        # the real node runs only in the offset-0 cluster: cluster.py refuses at once
+        "SVCAUDIT_CLUSTER_PORT_OFFSET": "500",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "tests.fixtures", "-q", str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stdout
+    out = proc.stdout + proc.stderr
+    reason = "the local cluster did not start: [cluster] the real node runs only in the offset-0"
+    assert out.count(reason) == 1, out
+    assert "passed" not in out and " error" not in out, out

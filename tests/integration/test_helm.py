@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from e2e import deploy_local
 from tests.fixtures import REPO, Cluster
 from tests.integration.test_check_helpers import eventually
 from tests.integration.test_deploy_helpers import (
@@ -202,12 +203,8 @@ def test_install_runs_the_image_on_the_real_node(
     verdict; an upgrade rolls new settings out; `helm uninstall` leaves nothing of the release
     (the CRD stays, as Helm's policy for crds/ is, and the Lease the operator made)."""
     release = f"sva-{uuid.uuid4().hex[:6]}"
-    repository, _, tag = operator_image.rpartition(":")
     base = [f"--kubeconfig={cluster.kubeconfig}", "-n", namespace]
-    values = [
-        *("--set", f"image.repository={repository}", "--set", f"image.tag={tag}"),
-        *("--set", "nodeSelector.type=real"),
-    ]
+    values = deploy_local.helm_values(operator_image)  # as `make deploy-local HOW=helm`
     fullname = f"{release}-svcaudit"
     audited = cluster.create_namespace("helm-audited")
     try:
