@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -74,12 +75,15 @@ def docker_env() -> dict[str, str]:
     """The environment for docker commands: the classic builder where the client has no
     buildx plugin (Debian's client has none; `docker build` would refuse otherwise)."""
     env = dict(os.environ)
-    plugin = subprocess.run(
-        [docker_cli(), "buildx", "version"], capture_output=True, text=True, env=env
-    )
-    if plugin.returncode != 0:
+    if not _has_buildx(docker_cli()):
         env["DOCKER_BUILDKIT"] = "0"
     return env
+
+
+@functools.cache
+def _has_buildx(client: str) -> bool:
+    """Asked once per process: every docker command of ours needs the answer."""
+    return subprocess.run([client, "buildx", "version"], capture_output=True).returncode == 0
 
 
 def answers(timeout: float = 10.0) -> bool:
