@@ -62,8 +62,10 @@ def outside_host(folder: Path) -> Iterator[Path]:
         run("ip", "link", "delete", host_if, check=False)
         run("ip", "netns", "delete", name, check=False)
         if not netns_dir_was_there and not any(Path("/run/netns").iterdir()):
-            # `ip netns add` made /run/netns a mount point of its own: leave no trace
-            run("umount", "/run/netns", check=False)
+            # `ip netns add` made /run/netns a mount point of its own (possibly stacked):
+            # leave no trace
+            while run("umount", "/run/netns", check=False).returncode == 0:
+                pass
             Path("/run/netns").rmdir()
 
 

@@ -99,7 +99,7 @@ NO_PULL_ENV = {
 # veths, its mounts, and the engine's guard chain (engine.GUARD_CHAIN) are left out of the
 # snapshots, so `down` neither reports nor removes them.
 DOCKER_MARKERS = (b"/var/run/docker/", b"/run/docker/", b"\0moby\0")
-DOCKER_MOUNTS = ("/var/lib/docker/", "/run/docker/", "/var/run/docker/")
+DOCKER_MOUNTS = ("/var/lib/docker", "/run/docker", "/var/run/docker")
 DOCKER_GUARD_CHAIN = "SVCAUDIT-DOCKER"
 DOCKER_ROUTE = re.compile(r" dev (docker0|br-[0-9a-f]+) ")
 KERNEL_LINK_ROUTE = re.compile(r"(local fe80::|fe80::/64 |multicast ff00::/8 )")
@@ -267,7 +267,7 @@ def snapshot(paths: Paths) -> dict[str, Any]:
         ),
         "routes": sorted(routes),
         "iptables": iptables_state("4") + iptables_state("6"),
-        "mounts": sorted(m for m in mount_points() if not m.startswith(DOCKER_MOUNTS)),
+        "mounts": sorted(m for m in mount_points() if not docker_mount(m)),
         "cgroups": sorted(
             str(Path(m) / paths.cgroup_name)
             for m in cgroup_mounts()
@@ -276,6 +276,12 @@ def snapshot(paths: Paths) -> dict[str, Any]:
         "sysctls": {name: read_sysctl(name) for name in SYSCTLS},
         "host_paths": sorted(p for p in HOST_PATHS if os.path.lexists(p)),
     }
+
+
+def docker_mount(point: str) -> bool:
+    """A mount point of the Docker engine's: its data root (dockerd mounts it on itself), its
+    layers, its containers' namespaces."""
+    return any(point == m or point.startswith(m + "/") for m in DOCKER_MOUNTS)
 
 
 def docker_link(line: str) -> bool:
