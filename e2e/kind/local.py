@@ -150,8 +150,10 @@ def node_choice() -> tuple[str | None, Path]:
     pull it (kind-config.yaml: three nodes, as users run it), else ours (built if missing;
     kind-config-local.yaml: one node, our images named honestly)."""
     public = public_node_image()
-    present = sh("docker", "image", "inspect", public, check=False).strip() not in ("", "[]")
-    if present or subprocess.run(["docker", "pull", public], capture_output=True).returncode == 0:
+    if (
+        node_image.has_image(public)
+        or subprocess.run(["docker", "pull", public], capture_output=True).returncode == 0
+    ):
         say(f"node image: {public} (public)")
         return None, PUBLIC_CONFIG
     say(f"node image: {public.split('@')[0]} cannot be pulled here; building ours")

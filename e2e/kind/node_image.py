@@ -47,6 +47,7 @@ from pathlib import Path
 from e2e.cluster.cluster import read_versions
 from e2e.cluster.node import images as busybox_images
 from e2e.docker import engine
+from e2e.docker.image import has_image
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -139,15 +140,6 @@ def run(
 
 def docker(*args: str, step: str, input_file: Path | None = None) -> str:
     return run(["docker", *args], step=step, input_file=input_file, env=engine.docker_env())
-
-
-def has_image(ref: str) -> bool:
-    return (
-        subprocess.run(
-            ["docker", "image", "inspect", ref], capture_output=True, env=engine.docker_env()
-        ).returncode
-        == 0
-    )
 
 
 # ---------------------------------------------------------------------------------- inputs
