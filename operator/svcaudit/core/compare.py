@@ -64,6 +64,8 @@ def _cond(endpoint: Endpoint) -> str:
 
 
 Key = tuple[str, tuple[tuple[str, ...], object]]
+_Wanted = tuple[Endpoint, frozenset[EndpointPort]]  # an expected endpoint and its slice's ports
+_Seen = tuple[Endpoint, frozenset[EndpointPort], str]  # an observed one, its ports, its slice
 
 
 def compare_slices(
@@ -81,60 +83,112 @@ def compare_slices(
     that each endpoint whose targetRef is a Pod names an existing pod and only its IPs.
     """
     svc = ref("Service", service.namespace, service.name)
-    out: list[Discrepancy] = []
     ip_slices = [s for s in observed if s.address_type in (IPV4, IPV6)]
     if not expected.managed:
-        for s in ip_slices:
-            if s.managed_by == CONTROLLER_NAME:
-                out.append(
-                    discrepancy(
-                        "SVA-EP-013",
-                        ref("EndpointSlice", s.namespace, s.name),
-                        "no controller-managed slice",
-                        f"managed-by {s.managed_by}",
-                        (svc,),
-                    )
-                )
-        if pods is not None:
-            out += compare_foreign_targets(service, ip_slices, pods)
+        return _compare_unmanaged(service, svc, ip_slices, pods)
+    families = frozenset(address_types(service))
+    out: list[Discrepancy] = []
+    for s in ip_slices:
+        out += _slice_shape(service, svc, s, max_endpoints_per_slice, families)
+    exp = _expected_by_key(expected)
+    obs = _observed_by_key(ip_slices)
+    out += _missing_endpoints(exp, obs, svc)
+    out += _unexpected_endpoints(exp, obs, svc)
+    for key in sorted(exp.keys() & obs.keys(), key=str):
+        out += _endpoint_differences(exp[key], obs[key], svc, zones_known)
+    out += _missing_placeholders(families, exp, ip_slices, svc)
+    return out
+
+
+def _compare_unmanaged(
+    service: Service, svc: str, ip_slices: Sequence[EndpointSlice], pods: Sequence[Pod] | None
+) -> list[Discrepancy]:
+    """Slices of a service the controller ignores (selectorless, ExternalName) are someone
+    else's: the controller must not claim them (SVA-EP-013), and their Pod targetRefs must
+    be true (compare_foreign_targets)."""
+    out = [
+        discrepancy(
+            "SVA-EP-013",
+            ref("EndpointSlice", s.namespace, s.name),
+            "no controller-managed slice",
+            f"managed-by {s.managed_by}",
+            (svc,),
+        )
+        for s in ip_slices
+        if s.managed_by == CONTROLLER_NAME
+    ]
+    if pods is not None:
+        out += compare_foreign_targets(service, ip_slices, pods)
+    return out
+
+
+def _slice_shape(
+    service: Service,
+    svc: str,
+    s: EndpointSlice,
+    max_endpoints_per_slice: int,
+    families: frozenset[str],
+) -> list[Discrepancy]:
+    """What one slice gets wrong as a whole, whatever its endpoints: too many endpoints, an
+    address family the service does not have, a headless label that disagrees with the
+    service (the last two only on slices the controller claims to manage)."""
+    sref = ref("EndpointSlice", s.namespace, s.name)
+    out: list[Discrepancy] = []
+    if len(s.endpoints) > max_endpoints_per_slice:
+        out.append(
+            discrepancy(
+                "SVA-EP-010",
+                sref,
+                f"<= {max_endpoints_per_slice} endpoints",
+                f"{len(s.endpoints)} endpoints",
+                (svc,),
+            )
+        )
+    if s.managed_by != CONTROLLER_NAME:
         return out
-    exp: dict[Key, tuple[Endpoint, frozenset[EndpointPort]]] = {}
-    for es in expected.slices:
-        for ep in es.endpoints:
-            exp[(es.address_type, ep.identity)] = (ep, es.port_set)
-    obs: dict[Key, list[tuple[Endpoint, frozenset[EndpointPort], str]]] = {}
-    families = set(address_types(service))
+    if s.address_type not in families:
+        out.append(
+            discrepancy("SVA-EP-011", sref, "/".join(sorted(families)), s.address_type, (svc,))
+        )
+    labelled = HEADLESS_LABEL in s.labels
+    if labelled != service.is_headless:
+        should = "labelled" if service.is_headless else "not labelled"
+        has = "labelled" if labelled else "not labelled"
+        out.append(
+            discrepancy(
+                "SVA-EP-016", sref, f"{should} {HEADLESS_LABEL}", f"{has} {HEADLESS_LABEL}", (svc,)
+            )
+        )
+    return out
+
+
+def _expected_by_key(expected: ExpectedEndpoints) -> dict[Key, _Wanted]:
+    """Expected endpoints by identity: slice names and boundaries are the controller's
+    choice, so endpoints are matched across slices, never slice to slice."""
+    return {
+        (es.address_type, ep.identity): (ep, es.port_set)
+        for es in expected.slices
+        for ep in es.endpoints
+    }
+
+
+def _observed_by_key(ip_slices: Sequence[EndpointSlice]) -> dict[Key, list[_Seen]]:
+    """Observed endpoints by identity, every copy kept (one endpoint in two slices is
+    itself a finding, SVA-EP-009)."""
+    obs: dict[Key, list[_Seen]] = {}
     for s in ip_slices:
         sref = ref("EndpointSlice", s.namespace, s.name)
-        if len(s.endpoints) > max_endpoints_per_slice:
-            out.append(
-                discrepancy(
-                    "SVA-EP-010",
-                    sref,
-                    f"<= {max_endpoints_per_slice} endpoints",
-                    f"{len(s.endpoints)} endpoints",
-                    (svc,),
-                )
-            )
-        if s.address_type not in families and s.managed_by == CONTROLLER_NAME:
-            out.append(
-                discrepancy("SVA-EP-011", sref, "/".join(sorted(families)), s.address_type, (svc,))
-            )
-        if s.managed_by == CONTROLLER_NAME and (HEADLESS_LABEL in s.labels) != service.is_headless:
-            should = "labelled" if service.is_headless else "not labelled"
-            has = "labelled" if HEADLESS_LABEL in s.labels else "not labelled"
-            out.append(
-                discrepancy(
-                    "SVA-EP-016",
-                    sref,
-                    f"{should} {HEADLESS_LABEL}",
-                    f"{has} {HEADLESS_LABEL}",
-                    (svc,),
-                )
-            )
         ports = frozenset(s.ports)
         for ep in s.endpoints:
             obs.setdefault((s.address_type, ep.identity), []).append((ep, ports, sref))
+    return obs
+
+
+def _missing_endpoints(
+    exp: Mapping[Key, _Wanted], obs: Mapping[Key, list[_Seen]], svc: str
+) -> list[Discrepancy]:
+    """Expected endpoints no slice publishes (SVA-EP-001), about the pod they stand for."""
+    out: list[Discrepancy] = []
     for key in sorted(exp.keys() - obs.keys(), key=str):
         ep, ports = exp[key]
         out.append(
@@ -147,6 +201,14 @@ def compare_slices(
                 pod=_pod(ep),
             )
         )
+    return out
+
+
+def _unexpected_endpoints(
+    exp: Mapping[Key, _Wanted], obs: Mapping[Key, list[_Seen]], svc: str
+) -> list[Discrepancy]:
+    """Published endpoints the controller would not write (SVA-EP-002), about their slice."""
+    out: list[Discrepancy] = []
     for key in sorted(obs.keys() - exp.keys(), key=str):
         ep, ports, sref = obs[key][0]
         out.append(
@@ -159,59 +221,67 @@ def compare_slices(
                 pod=_pod(ep),
             )
         )
-    for key in sorted(exp.keys() & obs.keys(), key=str):
-        want, want_ports = exp[key]
-        seen = obs[key]
-        got, got_ports, sref = seen[0]
-        subject = _target(want, svc)
-        related = (svc, sref)
-        pod = _pod(want)
-        if len(seen) > 1:
-            out.append(
-                discrepancy(
-                    "SVA-EP-009",
-                    subject,
-                    "in one slice",
-                    ", ".join(sorted(r for _, _, r in seen)),
-                    (svc,),
-                    pod=pod,
-                )
-            )
-        if want.conditions.ready != got.conditions.ready:
-            out.append(
-                discrepancy("SVA-EP-003", subject, _cond(want), _cond(got), related, pod=pod)
-            )
-        elif want.conditions != got.conditions:
-            out.append(
-                discrepancy("SVA-EP-004", subject, _cond(want), _cond(got), related, pod=pod)
-            )
-        if want_ports != got_ports:
-            out.append(
-                discrepancy(
-                    "SVA-EP-005", subject, _ports(want_ports), _ports(got_ports), related, pod=pod
-                )
-            )
-        if want.hostname != got.hostname:
-            out.append(
-                discrepancy(
-                    "SVA-EP-006", subject, str(want.hostname), str(got.hostname), related, pod=pod
-                )
-            )
-        if want.node_name != got.node_name:
-            out.append(
-                discrepancy(
-                    "SVA-EP-007", subject, str(want.node_name), str(got.node_name), related, pod=pod
-                )
-            )
-        if zones_known and want.zone != got.zone:
-            out.append(
-                discrepancy("SVA-EP-008", subject, str(want.zone), str(got.zone), related, pod=pod)
-            )
-    for family in sorted(families):
-        has_expected = any(k[0] == family for k in exp)
-        if not has_expected and not any(s.address_type == family for s in ip_slices):
-            out.append(discrepancy("SVA-EP-012", svc, f"placeholder {family} slice", "none"))
     return out
+
+
+def _endpoint_differences(
+    wanted: _Wanted, seen: Sequence[_Seen], svc: str, zones_known: bool
+) -> list[Discrepancy]:
+    """How one endpoint present on both sides differs: published twice, conditions, ports,
+    hostname, node, zone (only when nodes are known: the zone comes from the node)."""
+    want, want_ports = wanted
+    got, got_ports, sref = seen[0]
+    subject = _target(want, svc)
+    related = (svc, sref)
+    pod = _pod(want)
+    out: list[Discrepancy] = []
+    if len(seen) > 1:
+        where = ", ".join(sorted(r for _, _, r in seen))
+        out.append(discrepancy("SVA-EP-009", subject, "in one slice", where, (svc,), pod=pod))
+    if want.conditions.ready != got.conditions.ready:
+        out.append(discrepancy("SVA-EP-003", subject, _cond(want), _cond(got), related, pod=pod))
+    elif want.conditions != got.conditions:
+        out.append(discrepancy("SVA-EP-004", subject, _cond(want), _cond(got), related, pod=pod))
+    if want_ports != got_ports:
+        out.append(
+            discrepancy(
+                "SVA-EP-005", subject, _ports(want_ports), _ports(got_ports), related, pod=pod
+            )
+        )
+    if want.hostname != got.hostname:
+        out.append(
+            discrepancy(
+                "SVA-EP-006", subject, str(want.hostname), str(got.hostname), related, pod=pod
+            )
+        )
+    if want.node_name != got.node_name:
+        out.append(
+            discrepancy(
+                "SVA-EP-007", subject, str(want.node_name), str(got.node_name), related, pod=pod
+            )
+        )
+    if zones_known and want.zone != got.zone:
+        out.append(
+            discrepancy("SVA-EP-008", subject, str(want.zone), str(got.zone), related, pod=pod)
+        )
+    return out
+
+
+def _missing_placeholders(
+    families: frozenset[str],
+    exp: Mapping[Key, _Wanted],
+    ip_slices: Sequence[EndpointSlice],
+    svc: str,
+) -> list[Discrepancy]:
+    """A family with no expected endpoint still gets a slice (the controller's empty
+    placeholder): with no slice at all of that family, clients cannot tell "no endpoints"
+    from "not reconciled" (SVA-EP-012)."""
+    return [
+        discrepancy("SVA-EP-012", svc, f"placeholder {family} slice", "none")
+        for family in sorted(families)
+        if not any(k[0] == family for k in exp)
+        and not any(s.address_type == family for s in ip_slices)
+    ]
 
 
 def _pod(ep: Endpoint) -> str | None:
