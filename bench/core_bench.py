@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 
-from svcaudit.core.audit import NamespaceIndexes, audit_service
+from svcaudit.core.audit import AuditInputs, NamespaceIndexes, audit_service
 from svcaudit.core.envvars import ServiceEnvIndex
 from svcaudit.core.model import EndpointSlice, Node, Pod, Service
 from svcaudit.core.podindex import PodIndex
@@ -192,16 +192,10 @@ def run(
         index_time += time.perf_counter() - t  # once per namespace, as the operator does
         for svc in own[:sample] if sample else own:
             t = time.perf_counter()
-            r = audit_service(
-                svc,
-                pods_by_ns[ns],
-                slices_of[svc.key],
-                nodes,
-                env_services,
-                None,
-                NOW,
-                indexes=shared,
+            inputs = AuditInputs(
+                svc, pods_by_ns[ns], slices_of[svc.key], nodes, env_services, indexes=shared
             )
+            r = audit_service(inputs, None, NOW)
             times.append(time.perf_counter() - t)
             findings += len(r.discrepancies)
     total = sum(times) + index_time

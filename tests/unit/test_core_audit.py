@@ -8,6 +8,7 @@ from typing import Any
 from k8sobjs import BEFORE, container, cport, endpoint, eslice, node, pod, port, service
 
 from svcaudit.core.audit import (
+    AuditInputs,
     AuditSettings,
     DnsObservation,
     ServiceAudit,
@@ -56,16 +57,14 @@ def audit(
     pods = [pod("a")] if pods is None else pods
     slices = [eslice("web-x", "web", [endpoint("10.244.0.5", "a")])] if slices is None else slices
     nodes = [node()] if nodes is None else nodes
-    return audit_service(
+    inputs = AuditInputs(
         service=s,
         pods=[Pod.from_api(p) for p in pods],
         slices=None if no_slices else [EndpointSlice.from_api(x) for x in slices],
         nodes={n.name: n for n in (Node.from_api(x) for x in nodes)},
         env_services=[Service.from_api(x) for x in (services or [KUBE])] + [s],
-        dns=dns if dns is not None else good_dns(),
-        now=NOW,
-        **kw,
     )
+    return audit_service(inputs, dns=dns if dns is not None else good_dns(), now=NOW, **kw)
 
 
 def codes(result: ServiceAudit) -> set[str]:
@@ -339,7 +338,8 @@ def test_dns_missing_unexpected_and_unknown() -> None:
     r = audit(dns=wrong)
     assert codes(r) == {"SVA-DNS-001", "SVA-DNS-002"}
     assert r.verdicts[Aspect.DNS].status == "False"
-    none = audit_service(Service.from_api(service("web", selector=SEL)), [], [], {}, [], None, NOW)
+    web = Service.from_api(service("web", selector=SEL))
+    none = audit_service(AuditInputs(web, [], [], {}, []), None, NOW)
     assert none.verdicts[Aspect.DNS].status == "Unknown"
     failed = audit(dns=DnsObservation(frozenset(), error="timeout"))
     assert failed.verdicts[Aspect.DNS].status == "Unknown"

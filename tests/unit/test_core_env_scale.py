@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from k8sobjs import AFTER, BEFORE, container, pod, port, service
 
 from svcaudit.core import envvars
-from svcaudit.core.audit import audit_service
+from svcaudit.core.audit import AuditInputs, audit_service
 from svcaudit.core.codes import Aspect, Discrepancy, discrepancy, ref
 from svcaudit.core.compare import compare_env
 from svcaudit.core.envvars import (
@@ -307,7 +307,7 @@ def test_observed_env_through_the_index_equals_per_pod_derivation(
                 want += compare_env(
                     service, pod_ref(p), c, senv, observed[(p.name, c.name)], p.name
                 )
-    r = audit_service(service, ps, None, None, svcs, None, NOW, observed_env=observed)
+    r = audit_service(AuditInputs(service, ps, None, None, svcs), None, NOW, observed_env=observed)
     got = [d for d in r.env_findings if d.code in ("SVA-ENV-010", "SVA-ENV-011")]
     assert got == [d for d in dict.fromkeys(want) if d.code in ("SVA-ENV-010", "SVA-ENV-011")]
 
@@ -343,7 +343,7 @@ def test_one_audit_builds_the_service_environment_once(monkeypatch: pytest.Monke
         return real(ns, links, services)
 
     monkeypatch.setattr(envvars, "service_env", counting)
-    r = audit_service(svcs[0], ps, None, None, svcs, None, NOW)
+    r = audit_service(AuditInputs(svcs[0], ps, None, None, svcs), None, NOW)
     assert calls == [("default", True)]  # was one per pod (100) before the index
     assert r.verdicts[Aspect.ENVIRONMENT].status == "True"
 
@@ -354,7 +354,7 @@ def test_audit_of_a_namespace_is_not_cubic() -> None:
     svcs, ps = namespace(100, 100)
     envvars._variables_cached.cache_clear()
     for s in svcs:
-        audit_service(s, ps, None, None, svcs, None, NOW)
+        audit_service(AuditInputs(s, ps, None, None, svcs), None, NOW)
     info = envvars._variables_cached.cache_info()
     assert info.misses == 100  # was ~1 M service_variables computations
 
@@ -364,7 +364,7 @@ def test_audit_of_a_namespace_is_not_cubic() -> None:
 
 def test_possibly_stale_is_one_finding_per_service_and_cause() -> None:
     svcs, ps = namespace(3, 8, started=NEAR_AFTER)
-    r = audit_service(svcs[0], ps, None, None, svcs, None, NOW)
+    r = audit_service(AuditInputs(svcs[0], ps, None, None, svcs), None, NOW)
     [d] = [d for d in r.discrepancies if d.code == "SVA-ENV-002"]
     assert d.subject == "Service default/svc-0" and d.pod is None and d.container is None
     assert d.expected == (
@@ -384,7 +384,7 @@ def test_possibly_stale_summary_separates_creation_and_spec_change() -> None:
     svc = Service.from_api(service("web", managed_fields=touched))
     near = Pod.from_api(pod("a", started=NEAR_AFTER))
     later = Pod.from_api(pod("b", started="2025-01-01T10:30:00Z"))
-    r = audit_service(svc, [later, near], None, None, [svc], None, NOW)
+    r = audit_service(AuditInputs(svc, [later, near], None, None, [svc]), None, NOW)
     found = sorted((d.expected, d.observed) for d in r.env_findings)
     assert found == [
         (
@@ -403,7 +403,7 @@ def test_possibly_stale_summary_separates_creation_and_spec_change() -> None:
 
 def test_stale_and_other_per_container_findings_are_not_summarised() -> None:
     svcs, ps = namespace(2, 4, started=BEFORE)
-    r = audit_service(svcs[0], ps, None, None, svcs, None, NOW)
+    r = audit_service(AuditInputs(svcs[0], ps, None, None, svcs), None, NOW)
     assert [(d.code, d.pod) for d in r.env_findings] == [
         ("SVA-ENV-001", f"pod-{i}") for i in range(4)
     ]

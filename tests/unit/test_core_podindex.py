@@ -12,7 +12,7 @@ from k8sobjs import container, pod, port, service
 from test_core_env_scale import env_pods
 from test_core_env_scale import services as env_services_strategy
 
-from svcaudit.core.audit import NamespaceIndexes, audit_service
+from svcaudit.core.audit import AuditInputs, NamespaceIndexes, audit_service
 from svcaudit.core.endpoints import selects
 from svcaudit.core.envvars import ServiceEnvIndex, service_variables
 from svcaudit.core.findings import env_container_findings, with_service
@@ -87,6 +87,8 @@ def test_audit_with_shared_namespace_indexes_equals_a_private_audit(
     svc = data.draw(st.sampled_from(mine))
     env_services = with_service(svcs, svc)
     shared = NamespaceIndexes(PodIndex(ps), ServiceEnvIndex(env_services))
-    alone = audit_service(svc, ps, None, None, env_services, None, NOW)
-    together = audit_service(svc, ps, None, None, env_services, None, NOW, indexes=shared)
+    alone = audit_service(AuditInputs(svc, ps, None, None, env_services), None, NOW)
+    together = audit_service(
+        AuditInputs(svc, ps, None, None, env_services, indexes=shared), None, NOW
+    )
     assert together == alone

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from k8sobjs import container, cport, node, pod, port, service
 
-from svcaudit.core.audit import audit_service, slice_to_dict
+from svcaudit.core.audit import AuditInputs, audit_service, slice_to_dict
 from svcaudit.core.codes import CATALOGUE
 from svcaudit.core.compare import DnsObservation, compare_slices
 from svcaudit.core.dns import address_record_type, expected_dns, service_fqdn
@@ -246,8 +246,8 @@ def test_audit_codes_catalogued_and_order_independent(svc_obj, pod_objs, rnd) ->
     rnd.shuffle(shuffled)
     now = datetime(2025, 1, 2, tzinfo=UTC)
     obs = DnsObservation(frozenset())
-    a = audit_service(svc, ps, [], NODES, [svc], obs, now)
-    b = audit_service(svc, shuffled, [], NODES, [svc], obs, now)
+    a = audit_service(AuditInputs(svc, ps, [], NODES, [svc]), obs, now)
+    b = audit_service(AuditInputs(svc, shuffled, [], NODES, [svc]), obs, now)
     assert set(a.discrepancies) == set(b.discrepancies)
     assert a.verdicts == b.verdicts
     assert all(d.code in CATALOGUE for d in a.discrepancies)

@@ -11,6 +11,7 @@ from k8sobjs import endpoint, eslice, node, pod, port, service
 
 from svcaudit.core.audit import (
     UNINTERPRETABLE,
+    AuditInputs,
     DnsObservation,
     ServiceAudit,
     audit_service,
@@ -60,16 +61,15 @@ def run(
     s = Service.from_api(svc)
     pod_views = [interpret(Pod.from_api, p) for p in pods]
     slice_views = [interpret(EndpointSlice.from_api, x) for x in slices]
-    return audit_service(
+    inputs = AuditInputs(
         service=s,
         pods=[p for p in pod_views if isinstance(p, Pod)],
         slices=[x for x in slice_views if isinstance(x, EndpointSlice)],
         nodes={"node-1": Node.from_api(node())},
         env_services=[s],
-        dns=dns,
-        now=NOW,
         unparsed=[u for u in [*pod_views, *slice_views] if isinstance(u, Unparsed)],
     )
+    return audit_service(inputs, dns=dns, now=NOW)
 
 
 def verdicts(r: ServiceAudit) -> dict[str, tuple[str, str]]:

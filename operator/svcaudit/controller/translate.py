@@ -13,6 +13,7 @@ from svcaudit.controller.dns_probe import ProbeResult
 from svcaudit.controller.indexes import Body, Key, Store
 from svcaudit.controller.settings import ControllerSettings
 from svcaudit.core.audit import (
+    AuditInputs,
     AuditSettings,
     Discrepancy,
     DnsObservation,
@@ -133,18 +134,16 @@ def audit(
 ) -> ServiceAudit:
     if prepared.service_error is not None:
         return audit_uninterpretable(prepared.service_error)
-    return audit_service(
+    inputs = AuditInputs(
         service=prepared.service,
         pods=prepared.pods,
         slices=prepared.slices,
         nodes=prepared.nodes,
         env_services=prepared.env_services,
-        dns=dns,
-        now=now,
-        settings=AuditSettings(zone=settings.cluster_domain),
         unparsed=prepared.unparsed,
         indexes=prepared.indexes,
     )
+    return audit_service(inputs, dns, now, AuditSettings(zone=settings.cluster_domain))
 
 
 def settle_result(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Literal, cast
+from typing import Literal, NamedTuple, cast
 
 from svcaudit.core.codes import Aspect, Discrepancy, Severity, discrepancy
 from svcaudit.core.compare import DnsObservation, compare_dns, compare_env, compare_slices
@@ -33,6 +33,7 @@ from svcaudit.core.podindex import PodIndex
 
 __all__ = [
     "Aspect",
+    "AuditInputs",
     "AuditSettings",
     "Discrepancy",
     "DnsObservation",
@@ -66,6 +67,35 @@ class NamespaceIndexes:
 
     pods: PodIndex
     services: ServiceEnvIndex
+
+
+@dataclass(frozen=True, slots=True)
+class AuditInputs:
+    """What the cluster holds about one Service: the objects its audit reads, in one value
+    so that callers name them once and the audit's signature stays short.
+
+    `pods`: every pod of the service's namespace (others are ignored); `slices`: its
+    EndpointSlices (None = not observed: Endpoints Unknown); `nodes`: None = unknown (zones
+    not checked, no pod dropped); `env_services`: the services of its namespace and
+    default/kubernetes (their variables reach its pods).
+    `unparsed`: objects the shell could not interpret (`model.interpret`): pods of the
+    service's namespace and EndpointSlices labelled with its name (others are ignored).
+    What they feed is Unknown ("Uninterpretable", naming object and field), never judged
+    without them: a selected pod -> Endpoints (and DNS of a headless service); a slice ->
+    Endpoints (and DNS of a headless selectorless service); any pod -> Environment when
+    the service has variables (the pod's containers cannot be judged).
+    `indexes`: prebuilt NamespaceIndexes of exactly these `pods` and
+    `with_service(env_services, service)`, shared by the audits of one namespace (the
+    results are the same; only the cost differs).
+    """
+
+    service: Service
+    pods: Sequence[Pod]
+    slices: Sequence[EndpointSlice] | None
+    nodes: Mapping[str, Node] | None
+    env_services: Sequence[Service]
+    unparsed: Sequence[Unparsed] = ()
+    indexes: NamespaceIndexes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,103 +280,42 @@ def _unknown_reason(aspect: Aspect) -> str:
 
 
 def audit_service(
-    service: Service,
-    pods: Sequence[Pod],
-    slices: Sequence[EndpointSlice] | None,
-    nodes: Mapping[str, Node] | None,
-    env_services: Sequence[Service],
+    inputs: AuditInputs,
     dns: DnsObservation | None,
     now: datetime,
-    settings: AuditSettings = AuditSettings(),
+    settings: AuditSettings = DEFAULT_SETTINGS,
     observed_env: ObservedEnv | None = None,
-    unparsed: Sequence[Unparsed] = (),
-    indexes: NamespaceIndexes | None = None,
 ) -> ServiceAudit:
-    """Audit one Service. `pods`: every pod of its namespace; `slices`: its EndpointSlices
-    (None = not observed); `nodes` None = unknown (zones not checked, no pod dropped);
-    `observed_env` optional real container environments keyed (pod name, container name).
-    `unparsed`: objects the shell could not interpret (`model.interpret`): pods of the
-    service's namespace and EndpointSlices labelled with its name (others are ignored).
-    What they feed is Unknown ("Uninterpretable", naming object and field), never judged
-    without them: a selected pod -> Endpoints (and DNS of a headless service); a slice ->
-    Endpoints (and DNS of a headless selectorless service); any pod -> Environment when
-    the service has variables (the pod's containers cannot be judged).
+    """Audit one Service (`inputs`: what the cluster holds about it, see AuditInputs).
+
+    `dns`: the answers to `expected_dns_questions` (None = not queried: DNS Unknown).
+    `observed_env`: optional real container environments keyed (pod name, container name);
+    they override the start-time prediction for those containers.
     `now` is accepted for the contract (and future time rules); the rules use object times.
-    `indexes`: prebuilt NamespaceIndexes of exactly these `pods` and
-    `with_service(env_services, service)`, shared by the audits of one namespace (the
-    results are the same; only the cost differs).
+    Phases: each aspect's findings and missing inputs, then the aspects blinded by
+    unparsed objects, then the verdicts.
     """
     del now
-    unknown: dict[Aspect, str] = {}
-    blind = _blind_spots(service, slices, unparsed)
-    ns_pods = [p for p in pods if p.namespace == service.namespace]
+    service = inputs.service
+    ns_pods = [p for p in inputs.pods if p.namespace == service.namespace]
+    indexes = inputs.indexes
     if indexes is None:
-        indexes = NamespaceIndexes(
-            PodIndex(ns_pods), ServiceEnvIndex(with_service(env_services, service))
-        )
+        envs = ServiceEnvIndex(with_service(inputs.env_services, service))
+        indexes = NamespaceIndexes(PodIndex(ns_pods), envs)
     selected = indexes.pods.selected(service)  # what endpoints.selects picks, found once
-    exp = expected_endpoints(service, selected, nodes, settings.max_endpoints_per_slice)
-    found: list[Discrepancy] = endpoint_findings(service, selected, exp)
-    if blind.selected_pods:
-        found = [d for d in found if d.code not in _POD_SET_FINDINGS]
-    if slices is None:
-        if exp.managed or not service.is_external_name:
-            unknown[Aspect.ENDPOINTS] = "EndpointSlices of the service were not provided"
-    elif not blind.endpoints:
-        mine = [
-            s for s in slices if s.namespace == service.namespace and s.service_name == service.name
-        ]
-        found += compare_slices(
-            service,
-            exp,
-            mine,
-            settings.max_endpoints_per_slice,
-            zones_known=nodes is not None,
-            pods=ns_pods,
-        )
-        if not exp.managed and not service.is_external_name and not mine:
-            found.append(_selectorless(service))
-    dns_slices = _dns_slices(exp, service, slices)
+    exp = expected_endpoints(service, selected, inputs.nodes, settings.max_endpoints_per_slice)
+    blind = _blind_spots(service, inputs.slices, inputs.unparsed)
+    culprits = _culprits(service, blind, exp.managed)
+    dns_slices = _dns_slices(exp, service, inputs.slices)
     exp_dns = expected_dns(service, dns_slices if dns_slices is not None else (), settings.zone)
-    dns_blind = service.is_headless and bool(blind.selected_pods if exp.managed else blind.slices)
-    if service.is_headless and dns_slices is not None and exp_dns.nxdomain and not dns_blind:
-        found.append(discrepancy("SVA-DNS-101", _svc(service), "a ready endpoint", "none"))
-    if dns_slices is None:
-        unknown[Aspect.DNS] = "headless selectorless service: its EndpointSlices were not provided"
-    elif dns is None:
-        unknown[Aspect.DNS] = "DNS was not queried"
-    elif dns.error:
-        unknown[Aspect.DNS] = f"DNS query failed: {dns.error}"
-    elif not dns_blind:
-        found += compare_dns(service, exp_dns, dns)
-    observed_keys = frozenset(observed_env or {})
-    envs = indexes.services
-    env_found, env_unknown = env_findings(
-        service,
-        ns_pods,
-        env_services,
-        timedelta(seconds=settings.env_start_grace_seconds),
-        observed_keys,
-        envs,
-        indexes.pods,
-    )
-    found += env_found
-    if observed_env:
-        found += _observed_env(service, ns_pods, envs, observed_env)
-    if env_unknown:
-        unknown[Aspect.ENVIRONMENT] = "; ".join(env_unknown)
-    reasons: dict[Aspect, str] = {}
-    env_blind = blind.pods if service_variables(service) else ()
-    for aspect, culprits in (
-        (Aspect.ENDPOINTS, blind.endpoints),
-        (Aspect.DNS, (blind.selected_pods if exp.managed else blind.slices) if dns_blind else ()),
-        (Aspect.ENVIRONMENT, env_blind),
-    ):
-        if culprits:
-            why = _uninterpretable_message(culprits)
-            unknown[aspect] = why + (f"; {unknown[aspect]}" if aspect in unknown else "")
-            reasons[aspect] = UNINTERPRETABLE
-    all_found = _dedupe(found)
+    phases = {
+        Aspect.ENDPOINTS: _endpoints_phase(inputs, ns_pods, selected, exp, blind, settings),
+        Aspect.DNS: _dns_phase(service, dns_slices, exp_dns, dns, bool(culprits[Aspect.DNS])),
+        Aspect.ENVIRONMENT: _env_phase(inputs, ns_pods, indexes, settings, observed_env),
+    }
+    missing = {a: phase.unknown for a, phase in phases.items() if phase.unknown is not None}
+    unknown, reasons = _with_blind_spots(missing, culprits)
+    all_found = _dedupe([d for phase in phases.values() for d in phase.found])
     return ServiceAudit(
         namespace=service.namespace,
         name=service.name,
@@ -358,6 +327,123 @@ def audit_service(
         unknown=unknown,
         unknown_reasons=reasons,
     )
+
+
+class _Phase(NamedTuple):
+    """One aspect's part of an audit: its findings and, when an input it needs is missing,
+    why (the Unknown message): a missing input never turns into a guessed False."""
+
+    found: list[Discrepancy]
+    unknown: str | None = None
+
+
+def _endpoints_phase(
+    inputs: AuditInputs,
+    ns_pods: Sequence[Pod],
+    selected: Sequence[Pod],
+    exp: ExpectedEndpoints,
+    blind: _Blind,
+    settings: AuditSettings,
+) -> _Phase:
+    """Endpoints: mistakes visible in the objects alone, then the observed slices against
+    the expected ones. Findings that need every selected pod, and the slice comparison, are
+    dropped while an object they depend on is unparsed (the aspect is then Uninterpretable)."""
+    service, slices = inputs.service, inputs.slices
+    found = endpoint_findings(service, selected, exp)
+    if blind.selected_pods:
+        found = [d for d in found if d.code not in _POD_SET_FINDINGS]
+    if slices is None:
+        if exp.managed or not service.is_external_name:
+            return _Phase(found, "EndpointSlices of the service were not provided")
+        return _Phase(found)
+    if blind.endpoints:
+        return _Phase(found)
+    mine = [
+        s for s in slices if s.namespace == service.namespace and s.service_name == service.name
+    ]
+    found += compare_slices(
+        service,
+        exp,
+        mine,
+        settings.max_endpoints_per_slice,
+        zones_known=inputs.nodes is not None,
+        pods=ns_pods,
+    )
+    if not exp.managed and not service.is_external_name and not mine:
+        found.append(_selectorless(service))
+    return _Phase(found)
+
+
+def _dns_phase(
+    service: Service,
+    dns_slices: Sequence[ExpectedSlice] | Sequence[EndpointSlice] | None,
+    exp_dns: ExpectedDns,
+    dns: DnsObservation | None,
+    blind: bool,
+) -> _Phase:
+    """DNS: a headless name that cannot resolve (SVA-DNS-101), then the answers against the
+    expected records. `blind`: an unparsed object feeds the records, nothing is judged."""
+    found: list[Discrepancy] = []
+    if service.is_headless and dns_slices is not None and exp_dns.nxdomain and not blind:
+        found.append(discrepancy("SVA-DNS-101", _svc(service), "a ready endpoint", "none"))
+    if dns_slices is None:
+        return _Phase(found, "headless selectorless service: its EndpointSlices were not provided")
+    if dns is None:
+        return _Phase(found, "DNS was not queried")
+    if dns.error:
+        return _Phase(found, f"DNS query failed: {dns.error}")
+    if not blind:
+        found += compare_dns(service, exp_dns, dns)
+    return _Phase(found)
+
+
+def _env_phase(
+    inputs: AuditInputs,
+    ns_pods: Sequence[Pod],
+    indexes: NamespaceIndexes,
+    settings: AuditSettings,
+    observed_env: ObservedEnv | None,
+) -> _Phase:
+    """Environment: what each container got at its start, predicted from start times
+    (env_findings), and compared with the real environment where it was observed."""
+    service = inputs.service
+    found, unknown = env_findings(
+        service,
+        ns_pods,
+        inputs.env_services,
+        timedelta(seconds=settings.env_start_grace_seconds),
+        frozenset(observed_env or {}),
+        indexes.services,
+        indexes.pods,
+    )
+    if observed_env:
+        found += _observed_env(service, ns_pods, indexes.services, observed_env)
+    return _Phase(found, "; ".join(unknown) if unknown else None)
+
+
+def _culprits(service: Service, blind: _Blind, managed: bool) -> dict[Aspect, tuple[Unparsed, ...]]:
+    """Per aspect, the unparsed objects it cannot be judged without: Endpoints, its slices
+    and the pods it may select; DNS only of a headless service (its records list
+    endpoints), through the pods if the controller manages it, else through the slices;
+    Environment, any pod of the namespace when the service has variables."""
+    dns = (blind.selected_pods if managed else blind.slices) if service.is_headless else ()
+    env = blind.pods if service_variables(service) else ()
+    return {Aspect.ENDPOINTS: blind.endpoints, Aspect.DNS: dns, Aspect.ENVIRONMENT: env}
+
+
+def _with_blind_spots(
+    missing: Mapping[Aspect, str], culprits: Mapping[Aspect, tuple[Unparsed, ...]]
+) -> tuple[dict[Aspect, str], dict[Aspect, str]]:
+    """(Unknown messages, Unknown reasons): an aspect with culprits is Uninterpretable, its
+    message naming them first, then any missing input."""
+    unknown = dict(missing)
+    reasons: dict[Aspect, str] = {}
+    for aspect, objs in culprits.items():
+        if objs:
+            why = _uninterpretable_message(objs)
+            unknown[aspect] = why + (f"; {unknown[aspect]}" if aspect in unknown else "")
+            reasons[aspect] = UNINTERPRETABLE
+    return unknown, reasons
 
 
 @dataclass(frozen=True, slots=True)
