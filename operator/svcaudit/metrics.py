@@ -75,41 +75,53 @@ def _healthy(audit: AuditLike) -> str:
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        r = self.registry
+        self._add_audit_series()
+        self._add_dns_and_api_series()
+        self._add_operator_series()
+        # (ns, name) -> (healthy verdict, Tally of (code, aspect, severity))
+        self._last: dict[tuple[str, str], tuple[str, Tally[tuple[str, str, str]]]] = {}
+        # (ns, code, aspect, severity) -> count: the value of each live discrepancy series
+        self._totals: Tally[tuple[str, str, str, str]] = Tally()
+
+    def _add_audit_series(self) -> None:
+        """What the audits found: the series dashboards and alerts read."""
         self.discrepancies = Gauge(
             "discrepancies",
             "Reported (settled) discrepancies, by code.",
             ["namespace", "code", "aspect", "severity"],
             namespace=NAMESPACE,
-            registry=r,
+            registry=self.registry,
         )
         self.services = Gauge(
             "services",
             "Audited services, by DiscoveryHealthy verdict.",
             ["namespace", "healthy"],
             namespace=NAMESPACE,
-            registry=r,
+            registry=self.registry,
         )
         self.audits = Counter(
             "audits",
             "Service audits performed, by DiscoveryHealthy verdict.",
             ["healthy"],
             namespace=NAMESPACE,
-            registry=r,
+            registry=self.registry,
         )
         self.audit_duration = Histogram(
             "audit_duration_seconds",
             "Time to audit one service (DNS queries included).",
             namespace=NAMESPACE,
-            registry=r,
+            registry=self.registry,
             buckets=AUDIT_BUCKETS,
         )
+
+    def _add_dns_and_api_series(self) -> None:
+        """How the operator's two sources answer: cluster DNS and the Kubernetes API."""
         self.dns_duration = Histogram(
             "dns_query_duration_seconds",
             "Latency of one cluster DNS question, by outcome.",
             ["outcome"],
             namespace=NAMESPACE,
-            registry=r,
+            registry=self.registry,
             buckets=DNS_BUCKETS,
         )
         self.dns_failures = Counter(
@@ -118,58 +130,62 @@ class Metrics:
             "refused, SERVFAIL...); NXDOMAIN is an answer, not a failure.",
             ["reason"],
             namespace=NAMESPACE,
-            registry=r,
+            registry=self.registry,
         )
         self.api_errors = Counter(
             "api_errors",
             "Failed Kubernetes API calls.",
             ["resource", "verb", "code"],
             namespace=NAMESPACE,
-            registry=r,
+            registry=self.registry,
         )
+
+    def _add_operator_series(self) -> None:
+        """The operator's own state: writes, verdict changes, backlog, API reachability (1
+        until a /readyz fails) and leadership (1, as without leader election, until
+        track_leader)."""
         self.writes = Counter(
             "writes",
             "API writes, by kind (service-status, serviceaudit, event).",
             ["kind"],
             namespace=NAMESPACE,
-            registry=r,
+            registry=self.registry,
         )
         self.verdict_changes = Counter(
             "verdict_changes",
             "Published condition status changes.",
             ["condition", "status"],
             namespace=NAMESPACE,
-            registry=r,
+            registry=self.registry,
         )
         self.api_up = Gauge(
             "api_reachable",
             "1 while the API server answers /readyz, 0 while it does not (verdicts then "
             "turn Unknown after --api-unknown-after seconds).",
             namespace=NAMESPACE,
-            registry=r,
+            registry=self.registry,
         )
         self.api_up.set(1)
         self.queue = Gauge(
-            "queue_length", "Services waiting for an audit.", namespace=NAMESPACE, registry=r
+            "queue_length",
+            "Services waiting for an audit.",
+            namespace=NAMESPACE,
+            registry=self.registry,
         )
         self.reports = Gauge(
             "reports_waiting",
             "ServiceAudit reports waiting to be written (after the audits waiting, 30 s at most).",
             namespace=NAMESPACE,
-            registry=r,
+            registry=self.registry,
         )
         self.leader = Gauge(
             "leader",
             "1 while this replica leads (audits and writes), 0 while it stands by; "
             "1 without leader election.",
             namespace=NAMESPACE,
-            registry=r,
+            registry=self.registry,
         )
         self.leader.set(1)
-        # (ns, name) -> (healthy verdict, Tally of (code, aspect, severity))
-        self._last: dict[tuple[str, str], tuple[str, Tally[tuple[str, str, str]]]] = {}
-        # (ns, code, aspect, severity) -> count: the value of each live discrepancy series
-        self._totals: Tally[tuple[str, str, str, str]] = Tally()
 
     # ---- audits ----------------------------------------------------------------------------
     def service_audited(
