@@ -3,8 +3,8 @@
 Everything here runs real containers (images built locally by e2e/cluster/node/images.py) and
 reads what the kubelet, kube-proxy and CoreDNS really do: curl from inside pods to pod IPs,
 ClusterIPs and service names, `printenv` of injected variables. Pods are pinned to the real
-node with a nodeSelector (kwok nodes may run beside it). Needs `NODE=real` (cluster.py up
---real-node); skipped otherwise.
+node with a nodeSelector (kwok nodes may run beside it). Needs `NODE=real` (`python -m
+e2e.cluster up --real-node`); skipped otherwise.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
-import sys
 import tarfile
 import time
 from collections.abc import Iterator
@@ -70,8 +69,8 @@ def test_node_is_a_real_registered_node(real: Cluster) -> None:
     assert info["containerRuntimeVersion"].startswith("containerd://")
     assert info["kubeletVersion"].startswith("v1.34")
     assert node["metadata"]["labels"]["type"] == "real"
-    assert ipaddress.ip_network(node["spec"]["podCIDR"]).subnet_of(
-        ipaddress.ip_network("10.244.0.0/16")
+    assert ipaddress.IPv4Network(node["spec"]["podCIDR"]).subnet_of(
+        ipaddress.IPv4Network("10.244.0.0/16")
     )
     addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
     assert addresses["InternalIP"] == "10.201.0.1"
@@ -252,7 +251,7 @@ def test_version_from_the_environment(real: Cluster, namespace: str) -> None:
 
 def test_envvars_engine_predicts_exactly_what_printenv_shows(real: Cluster, namespace: str) -> None:
     """The expectation engine (svcaudit.core.envvars) against the kubelet, as sets."""
-    envvars = pytest.importorskip("svcaudit.core.envvars")
+    from svcaudit.core import envvars
     from svcaudit.core.model import Pod, Service
 
     apply(
@@ -400,8 +399,7 @@ def test_node_down_leaves_the_machine_as_it_was(real: Cluster) -> None:
 
 def test_image_tarballs_are_cached_by_source_hash(tmp_path: Path) -> None:
     """Built once per source hash, outside the checkout; a changed source means a new folder."""
-    sys.path.insert(0, str(REPO / "e2e" / "cluster"))
-    from node import images  # type: ignore[import-not-found]
+    from e2e.cluster.node import images
 
     assert images.BUSYBOX.exists(), "busybox-static is missing: make deps"
     first = images.build(tmp_path)

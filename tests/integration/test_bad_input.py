@@ -26,6 +26,7 @@ from tests.integration.op_helpers import (
     kubectl_json,
     service_conditions,
 )
+from tests.integration.test_check_helpers import check_json
 
 pytestmark = pytest.mark.cluster
 
@@ -47,6 +48,8 @@ class World:
     operator: Operator
     published: dict[str, dict[str, Any]]  # case id -> {"conditions", "audit"}
     converged_after: float
+    checked: dict[tuple[str, str], dict[str, Any]]  # `svcaudit check`'s services, same moment
+    check_uninterpretable: list[dict[str, str]]  # what check said it could not interpret
 
 
 def _apply(cluster: Cluster, ns: str, objects: list[dict[str, Any]]) -> None:
@@ -183,8 +186,11 @@ def world(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         converged_after = time.monotonic() - started
         time.sleep(4)  # a few more audits and resyncs: nothing may change any more
         published = {c.id: _snapshot(cluster, namespaces[c.ns], c) for c in CASES}
+        scope = [arg for ns in namespaces.values() for arg in ("-n", ns)]
+        _, doc = check_json(cluster, *scope)
+        checked = {(s["namespace"], s["name"]): s for s in doc["services"]}
         print(f"bad input: {len(CASES)} cases converged after {converged_after:.1f}s")
-        yield World(namespaces, op, published, converged_after)
+        yield World(namespaces, op, published, converged_after, checked, doc["uninterpretable"])
     finally:
         if op is not None:
             op.stop()
@@ -226,6 +232,38 @@ def test_case_verdict(world: World, case: Case, cluster: Cluster) -> None:
     for cond in shown.values():
         if cond.get("status") == "True":
             assert cond["reason"] in ("Consistent", "Healthy"), summary
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_check_agrees_with_the_operator(world: World, case: Case) -> None:
+    """Both front ends assemble an audit the same way (translate.prepare over one store):
+    on the same objects, `svcaudit check` gives the operator's verdicts and codes."""
+    snap = world.published[case.id]
+    conds = snap["conditions"]
+    operator = tuple(conds.get(PREFIX + a, {}).get("status") for a in ASPECTS)
+    status = (snap["audit"] or {}).get("status") or {}
+    operator_codes = sorted({d["code"] for d in status.get("discrepancies") or []})
+    found = world.checked.get((world.namespaces[case.ns], case.service))
+    assert found is not None, f"check did not audit {case.service}"
+    verdicts = found["verdicts"]
+    check = tuple(verdicts[a]["status"] for a in ("Endpoints", "Environment", "DNS", "Healthy"))
+    check_codes = sorted({d["code"] for d in found["discrepancies"]})
+    assert (check, check_codes) == (operator, operator_codes), {
+        "check": {a: verdicts[a] for a in verdicts},
+        "operator": {a: conds.get(PREFIX + a) for a in ASPECTS},
+    }
+
+
+def test_check_reports_what_it_cannot_interpret(world: World) -> None:
+    """Uninterpretable objects are audited (what they feed is Unknown) and listed, never
+    silently dropped."""
+    ns = world.namespaces["bad"]
+    found = world.checked[(ns, "odd-svc")]
+    assert {v["status"] for v in found["verdicts"].values()} == {"Unknown"}
+    listed = {(u["kind"], u["field"]) for u in world.check_uninterpretable}
+    assert ("Service", "spec.clusterIPs[0]") in listed
+    assert ("EndpointSlice", "endpoints[0].addresses[0]") in listed
+    assert ("Pod", "status.podIPs[0].ip") in listed
 
 
 def test_uninterpretable_messages_name_object_and_field(world: World) -> None:

@@ -291,7 +291,9 @@ def test_check_settle_marks_new_findings_pending(cluster: Cluster, namespace: st
         text=True,
         cwd=REPO,
     )
-    time.sleep(2.5)  # the first pass is done (it takes well under a second here)
+    assert proc.stderr is not None
+    first = proc.stderr.readline()  # check says when its first pass is done
+    assert first.startswith("first pass: "), first
     cluster.run_kubectl(
         "apply",
         "-n",

@@ -8,16 +8,17 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
-from kubernetes.client.exceptions import ApiException
 
-from svcaudit.controller.kube import Kube, object_not_found
+from svcaudit.controller.kube import ApiStatus, Kube, object_not_found
+from svcaudit.controller.leader import KubeLeaseApi, LeaderElector
+from svcaudit.controller.transport import Transport
 from tests.fixtures import Cluster
 from tests.integration.op_helpers import ensure_crd
 
 pytestmark = pytest.mark.cluster
 
 
-def _error(kube: Kube, call: Callable[[], Awaitable[object]]) -> ApiException:
+def _error(kube: Kube, call: Callable[[], Awaitable[object]]) -> ApiStatus:
     async def run() -> object:
         try:
             return await call()
@@ -26,7 +27,7 @@ def _error(kube: Kube, call: Callable[[], Awaitable[object]]) -> ApiException:
 
     try:
         asyncio.run(run())
-    except ApiException as exc:
+    except ApiStatus as exc:
         return exc
     raise AssertionError("the API server accepted the call")
 
@@ -35,7 +36,7 @@ def test_a_missing_serviceaudit_is_applied_whole_and_told_apart_from_a_missing_c
     cluster: Cluster, namespace: str
 ) -> None:
     ensure_crd(cluster)
-    kube = Kube(cluster.api_client(), "svcaudit-test")
+    kube = Kube(Transport(cluster.api_client().configuration), "svcaudit-test")
     status = {"summary": {"healthy": "True"}}
 
     async def apply() -> dict | None:
@@ -73,3 +74,39 @@ async def _closing(kube: Kube, call: Awaitable[object]) -> object:
         return await call
     finally:
         await kube.transport.close()
+
+
+def test_lease_calls_race_on_the_real_api_server(cluster: Cluster, namespace: str) -> None:
+    """The elector's Lease calls go over the operator's one aiohttp transport: a 404 and a
+    409 are answers (not failures), and of two electors racing for an absent Lease exactly
+    one wins, the other being refused by the API server itself."""
+    transport = Transport(cluster.api_client().configuration)
+    failures: list[tuple[str, str, int]] = []
+
+    def api(name: str) -> KubeLeaseApi:
+        return KubeLeaseApi(
+            transport, namespace, name, timeout=5, on_error=lambda *e: failures.append(e)
+        )
+
+    async def run() -> None:
+        try:
+            a, b = api("race"), api("race")
+            assert await a.get() is None
+            spec = {"holderIdentity": "a", "leaseDurationSeconds": 15}
+            won = await asyncio.gather(a.create(spec), b.create({**spec, "holderIdentity": "b"}))
+            assert sorted(won) == [False, True]
+            lease = await a.get()
+            assert lease is not None
+            rv = lease["metadata"]["resourceVersion"]
+            assert await a.replace(rv, {**spec, "holderIdentity": "a2"})
+            assert not await b.replace(rv, {**spec, "holderIdentity": "b2"})  # stale: 409
+            # two electors racing for another, absent Lease: one leader
+            electors = [LeaderElector(api("race-2"), n) for n in ("x", "y")]
+            results = await asyncio.gather(*(e.try_once() for e in electors))
+            assert sorted(results) == [False, True]
+            assert sum(e.is_leader for e in electors) == 1
+        finally:
+            await transport.close()
+
+    asyncio.run(run())
+    assert failures == []

@@ -194,7 +194,7 @@ def test_check_runs_with_the_operator_identity(
     proc = check(sa_cluster, "-A", "-o", "json")
     assert proc.returncode in (0, 1), proc.stderr
     doc = json.loads(proc.stdout)
-    assert doc["warnings"] == [] and doc["skipped"] == []
+    assert doc["warnings"] == [] and doc["uninterpretable"] == []
     mine = by_name(doc, namespace)
     assert statuses(mine["web"])["Healthy"] == "True"
     assert "SVA-EP-102" in codes(mine["named"])

@@ -12,7 +12,7 @@ from k8sobjs import container, cport, endpoint, eslice, node, pod, port, service
 
 from svcaudit.controller.conditions import render_conditions
 from svcaudit.controller.settings import ControllerSettings
-from svcaudit.controller.translate import Prepared, audit, audit_status, settle_result
+from svcaudit.controller.translate import Outcome, Prepared, audit, audit_status, settle_result
 from svcaudit.core.audit import DnsObservation
 from svcaudit.core.dns import DnsRecord
 from svcaudit.core.model import EndpointSlice, Node, Pod, Service
@@ -83,7 +83,8 @@ def _status() -> dict[str, Any]:
     result = audit(prepared, dns, NOW, settings)
     reported, state, _ = settle_result(result, None, NOW, 0.0, {}, {})
     conditions = render_conditions(reported.verdicts, 1, [], NOW)
-    return audit_status(prepared, result, reported, dns, "10.96.0.10:53", conditions, 1, state, {})
+    outcome = Outcome(prepared, result, reported, state, dns, "10.96.0.10:53", NOW)
+    return audit_status(outcome, conditions, 1, {})
 
 
 def test_endpoints_subtree_has_only_documented_fields() -> None:

@@ -113,26 +113,31 @@ class FakeApi:
 
     def __init__(self, cluster: Cluster) -> None:
         self.c = cluster
+        self.conflicts = 0  # writes answered 409
 
-    def _check(self) -> None:
+    async def _check(self) -> None:
+        """A round trip: the other electors run meanwhile (as with a real API server)."""
+        await asyncio.sleep(0)
         if self.c.down:
             raise ConnectionError("apiserver down")
 
     async def get(self) -> dict[str, Any] | None:
-        self._check()
+        await self._check()
         return copy.deepcopy(self.c.lease)
 
     async def create(self, spec: dict[str, Any]) -> bool:
-        self._check()
+        await self._check()
         if self.c.lease is not None:
+            self.conflicts += 1
             return False
         self.c.rv += 1
         self.c.lease = {"metadata": {"resourceVersion": str(self.c.rv)}, "spec": dict(spec)}
         return True
 
     async def replace(self, resource_version: str, spec: dict[str, Any]) -> bool:
-        self._check()
+        await self._check()
         if self.c.lease is None or self.c.lease["metadata"]["resourceVersion"] != resource_version:
+            self.conflicts += 1
             return False
         self.c.rv += 1
         self.c.lease = {"metadata": {"resourceVersion": str(self.c.rv)}, "spec": dict(spec)}
@@ -207,12 +212,14 @@ def test_racing_creators_one_wins() -> None:
     async def scenario() -> None:
         c = Cluster()
         a, b = elector(c, "a"), elector(c, "b")
-        # Both read "absent" before either writes: the second create gets a conflict.
-        lease_a, lease_b = await a.api.get(), await b.api.get()
-        assert lease_a is lease_b is None
+        # Both read "absent" before either writes (each call yields, as a round trip does):
+        # both create, and the second create gets a conflict.
         won = await asyncio.gather(a.try_once(), b.try_once())
         assert sorted(won) == [False, True]
         assert a.is_leader != b.is_leader
+        conflicts = [e.api.conflicts for e in (a, b)]  # type: ignore[attr-defined]
+        assert sorted(conflicts) == [0, 1], "the 409 path was taken once"
+        assert c.rv == 1  # one create only
 
     asyncio.run(scenario())
 

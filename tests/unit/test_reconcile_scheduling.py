@@ -1,7 +1,8 @@
-"""The reconciler's scheduling: several services audited at once, never one service twice at
-once, changes before timers, ServiceAudit reports after the audits waiting. The audit and the
-report write are replaced by recorders (what they do is proven against the real cluster in
-tests/integration); no API call is made here."""
+"""The reconciler's loop: several services audited at once, never one service twice at once,
+changes before timers, ServiceAudit reports after the audits waiting. The audit and the
+publisher are replaced through the constructor by recorders (what they do is proven against
+the real cluster in tests/integration); no API call is made here. The queue's policy alone,
+on a fake clock, is in test_audit_queue.py."""
 
 from __future__ import annotations
 
@@ -30,9 +31,10 @@ class _Recorder:
     """An audit that takes `seconds`, recording concurrency and order; with `reports`, each
     audit queues a ServiceAudit report, and the writes are recorded in the same order."""
 
-    def __init__(self, seconds: float, rec: Reconciler | None = None) -> None:
+    def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self.rec = rec
+        self.rec: Reconciler | None = None  # set: each audit queues a report
+        self.publisher = _Publisher(self)
         self.running: set[Key] = set()
         self.writing = 0
         self.most = 0  # audits and writes at once
@@ -49,10 +51,11 @@ class _Recorder:
         self.events.append(("audit", key))
         try:
             await asyncio.sleep(self.seconds)
-            if self.rec is not None:
-                now = time.monotonic()
-                urgent = key in self.rec._urgent  # as Reconciler._queue_report does
-                self.rec._reports.put(key, f"u-{key[1]}", b"{}", b"d", now, urgent=urgent)
+            if self.rec is not None:  # as Publisher.publish does
+                urgent = self.rec.is_urgent(key)
+                self.publisher.reports.put(
+                    key, f"u-{key[1]}", b"{}", b"d", time.monotonic(), urgent=urgent
+                )
         finally:
             self.running.discard(key)
 
@@ -73,6 +76,20 @@ class _Recorder:
         return max(i for i, (what, _) in enumerate(self.events) if what == "audit")
 
 
+class _Publisher:
+    """The publisher's side the loop uses: its report queue and the report write."""
+
+    def __init__(self, recorder: _Recorder) -> None:
+        self.reports = ReportQueue()
+        self.write_report = recorder.write_report
+
+    def reset(self, also: Any = ()) -> None:
+        self.reports.clear()
+
+    def forget(self, key: Key) -> None:
+        self.reports.drop(key)
+
+
 def _reconciler(
     services: int, concurrency: int, seconds: float, reports: bool = False, **settings: Any
 ) -> tuple[Reconciler, _Recorder]:
@@ -88,11 +105,17 @@ def _reconciler(
         dns_check=False,
         **settings,
     )
-    rec = Reconciler(config, store, _NoApi(), None, "test")  # type: ignore[arg-type]
-    recorder = _Recorder(seconds, rec if reports else None)
-    rec.audit = recorder  # type: ignore[method-assign]
-    rec._write_report = recorder.write_report  # type: ignore[method-assign]
-    rec.started = -10.0
+    recorder = _Recorder(seconds)
+    rec = Reconciler(
+        config,
+        store,
+        _NoApi(),  # type: ignore[arg-type]
+        None,
+        recorder.publisher,  # type: ignore[arg-type]
+        audit=recorder,
+    )
+    if reports:
+        recorder.rec = rec
     return rec, recorder
 
 

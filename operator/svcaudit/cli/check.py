@@ -20,7 +20,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -116,24 +116,14 @@ def add_parser(subparsers: Any) -> None:
 # ---- the audit ---------------------------------------------------------------------------
 
 
-def parse_server(raw: str) -> tuple[str, int]:
-    """HOST, HOST:PORT, [V6]:PORT or a bare IPv6 address."""
-    if raw.startswith("[") and "]" in raw:
-        host, _, rest = raw[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else 53
-    if raw.count(":") == 1:
-        host, _, port = raw.partition(":")
-        return host, int(port)
-    return raw, 53
-
-
 @dataclass
 class Pass:
     """One audit pass: per-service results and what was read."""
 
     results: list[Any] = field(default_factory=list)  # core ServiceAudit, sorted (ns, name)
     types: dict[tuple[str, str], str] = field(default_factory=dict)
-    skipped: list[dict[str, str]] = field(default_factory=list)
+    # objects the core cannot interpret: audited all the same, what they feed is Unknown
+    uninterpretable: list[dict[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     dns_server: str | None = None
     dns_error: str | None = None
@@ -172,13 +162,12 @@ def audit_pass(
     progress: Progress,
     metrics: Any,
 ) -> Pass:
+    """List, fill the operator's store with the listing, and audit every Service from it
+    exactly as the operator does (translate.prepare), DNS included."""
     from svcaudit.cli.listing import list_all
     from svcaudit.controller import translate
-    from svcaudit.controller.settings import ControllerSettings
-    from svcaudit.core.audit import NamespaceIndexes
-    from svcaudit.core.envvars import ServiceEnvIndex
-    from svcaudit.core.model import EndpointSlice, MalformedObjectError, Node, Pod, Service
-    from svcaudit.core.podindex import PodIndex
+    from svcaudit.controller.dns_server import resolve
+    from svcaudit.controller.indexes import Store
 
     out = Pass()
     listing = list_all(
@@ -187,92 +176,21 @@ def audit_pass(
     out.api_calls = listing.calls
     out.warnings += listing.warnings
     out.at = datetime.now(UTC)
-    settings = ControllerSettings(
-        namespaces=tuple(namespaces or ()),
-        dns_check=not args.no_dns,
-        dns_timeout_seconds=args.dns_timeout,
-        dns_concurrency=args.dns_concurrency,
-        cluster_domain=args.cluster_domain.strip("."),
-    )
-
-    def view(cls: Any, body: dict[str, Any]) -> Any:
-        try:
-            return cls.from_api(body)
-        except MalformedObjectError as exc:
-            out.skipped.append(
-                {
-                    "kind": exc.kind,
-                    "namespace": exc.namespace or "",
-                    "name": exc.name or "",
-                    "field": exc.field,
-                    "reason": exc.reason,
-                }
-            )
-            return None
-
-    services: dict[tuple[str, str], tuple[dict[str, Any], Any]] = {}
-    for body in listing.services:
-        meta = body.get("metadata") or {}
-        if meta.get("deletionTimestamp"):
-            continue  # being deleted: not audited (as the operator does)
-        svc = view(Service, body)
-        if svc is not None:
-            services[(svc.namespace, svc.name)] = (body, svc)
-    pods: dict[str, list[Any]] = {}
-    for body in listing.pods:
-        pod = view(Pod, body)
-        if pod is not None:
-            pods.setdefault(pod.namespace, []).append(pod)
-    slices: dict[tuple[str, str], list[Any]] = {}
-    for body in listing.slices:
-        sl = view(EndpointSlice, body)
-        if sl is not None and sl.service_name:
-            slices.setdefault((sl.namespace, sl.service_name), []).append(sl)
-    nodes: dict[str, Any] | None = None
-    if listing.nodes is not None:
-        nodes = {}
-        for body in listing.nodes:
-            node = view(Node, body)
-            if node is not None:
-                nodes[node.name] = node
-    master = None
-    if listing.default_kubernetes is not None:
-        master = view(Service, listing.default_kubernetes)
-
-    # DNS server: the flag, else kube-system/kube-dns's ClusterIP.
-    host: str | None
-    if args.dns_server:
-        host, port = parse_server(args.dns_server)
-    else:
-        ip = ((listing.kube_dns or {}).get("spec") or {}).get("clusterIP")
-        host, port = (ip if ip and ip != "None" else None), 53
+    settings = _settings(args, namespaces)
+    store = Store(on_uninterpretable=lambda u: out.uninterpretable.append(_described(u)))
+    store.load("nodes", listing.nodes or ())
+    store.load("services", listing.services)
+    store.load("pods", listing.pods)
+    store.load("endpointslices", listing.slices)
+    host, port = resolve(args.dns_server, listing.kube_dns, 53)
     out.dns_server = f"{host}:{port}" if host else None
 
     prepared = []
-    shared: dict[str, tuple[list[Any], NamespaceIndexes]] = {}  # one per namespace
-    for key in sorted(services):
-        body, svc = services[key]
-        if key[0] not in shared:
-            env_services = [s for (ns, _), (_, s) in services.items() if ns == key[0]]
-            if key[0] != "default" and master is not None:
-                env_services.append(master)
-            ns_pods = pods.get(key[0], [])
-            indexes = NamespaceIndexes(PodIndex(ns_pods), ServiceEnvIndex(env_services))
-            shared[key[0]] = (env_services, indexes)
-        env_services, indexes = shared[key[0]]
-        prepared.append(
-            translate.Prepared(
-                key=key,
-                body=body,
-                service=svc,
-                pods=pods.get(key[0], []),
-                slices=slices.get(key, []),
-                nodes=nodes if nodes is not None else {},
-                env_services=env_services,
-                indexes=indexes,
-            )
-        )
-        out.types[key] = str((body.get("spec") or {}).get("type") or "ClusterIP")
+    for key in sorted(store.services):
+        prep = translate.prepare(store, key, listing.default_kubernetes)
+        if prep is not None:
+            prepared.append(prep)
+            out.types[key] = str((prep.body.get("spec") or {}).get("type") or "ClusterIP")
 
     observations = (
         asyncio.run(_probe_all(prepared, settings, host, port, args, out, metrics, progress))
@@ -286,6 +204,28 @@ def audit_pass(
         result = translate.audit(prep, observations.get(prep.key), out.at, settings)
         out.results.append((result, time.perf_counter() - started))
     return out
+
+
+def _settings(args: argparse.Namespace, namespaces: list[str] | None) -> Any:
+    from svcaudit.controller.settings import ControllerSettings
+
+    return ControllerSettings(
+        namespaces=tuple(namespaces or ()),
+        dns_check=not args.no_dns,
+        dns_timeout_seconds=args.dns_timeout,
+        dns_concurrency=args.dns_concurrency,
+        cluster_domain=args.cluster_domain.strip("."),
+    )
+
+
+def _described(unparsed: Any) -> dict[str, str]:
+    return {
+        "kind": unparsed.kind,
+        "namespace": unparsed.namespace or "",
+        "name": unparsed.name or "",
+        "field": unparsed.field,
+        "reason": unparsed.reason,
+    }
 
 
 async def _probe_all(
@@ -432,7 +372,7 @@ def build_document(
             "durationSeconds": round(elapsed, 3),
         },
         "warnings": p.warnings,
-        "skipped": p.skipped,
+        "uninterpretable": p.uninterpretable,
         "services": services,
     }
 
@@ -449,73 +389,81 @@ COLOURS = {
 }
 
 
+HEADERS = ["SERVICE", "TYPE", "ENDPOINTS", "ENV", "DNS", "HEALTHY", "FINDINGS"]
+ASPECTS = ("Endpoints", "Environment", "DNS", "Healthy")
+Paint = Callable[[str, str], str]
+
+
 def render_table(doc: dict[str, Any], colour: bool, show_info: bool) -> str:
     def c(text: str, key: str) -> str:
         return f"\033[{COLOURS[key]}m{text}\033[0m" if colour and key in COLOURS else text
 
-    lines: list[str] = []
-    headers = ["SERVICE", "TYPE", "ENDPOINTS", "ENV", "DNS", "HEALTHY", "FINDINGS"]
     by_ns: dict[str, list[dict[str, Any]]] = {}
     for s in doc["services"]:
         by_ns.setdefault(s["namespace"], []).append(s)
-    aspects = ("Endpoints", "Environment", "DNS", "Healthy")
+    lines: list[str] = []
     for ns in sorted(by_ns):
-        rows = []
-        for s in by_ns[ns]:
-            v = s["verdicts"]
-            counts = {"error": 0, "warning": 0, "info": 0}
-            for d in s["discrepancies"]:
-                counts[d["severity"]] += 1
-            found = ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "-"
-            if s["pending"]:
-                found += f" (+{len(s['pending'])} pending)"
-            rows.append(
-                [
-                    s["name"],
-                    s["type"],
-                    *(v.get(a, {}).get("status", "Unknown") for a in aspects),
-                    found,
-                    s,
-                ]
+        lines += _namespace_table(ns, by_ns[ns], c, show_info, dns_failed=bool(doc["dns"]["error"]))
+    return "\n".join(lines + _footer(doc, c)) + "\n"
+
+
+def _row(s: dict[str, Any]) -> list[str]:
+    counts = {"error": 0, "warning": 0, "info": 0}
+    for d in s["discrepancies"]:
+        counts[d["severity"]] += 1
+    found = ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "-"
+    if s["pending"]:
+        found += f" (+{len(s['pending'])} pending)"
+    statuses = [s["verdicts"].get(a, {}).get("status", "Unknown") for a in ASPECTS]
+    return [s["name"], s["type"], *statuses, found]
+
+
+def _namespace_table(
+    ns: str, services: list[dict[str, Any]], c: Paint, show_info: bool, dns_failed: bool
+) -> list[str]:
+    """One namespace: a row per service, its findings and unknowns under it."""
+    rows = [_row(s) for s in services]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADERS)]
+    lines = [
+        c(f"NAMESPACE {ns}", "bold"),
+        "  " + "  ".join(h.ljust(w) for h, w in zip(HEADERS, widths, strict=True)).rstrip(),
+    ]
+    for row, s in zip(rows, services, strict=True):
+        cells = [
+            c(text.ljust(w), text) if 2 <= i <= 5 else text.ljust(w)
+            for i, (text, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append(("  " + "  ".join(cells)).rstrip())
+        for d in s["discrepancies"]:
+            if d["severity"] == "info" and not show_info:
+                continue
+            lines.append(
+                f"      {c(d['severity'].upper().ljust(7), d['severity'])} "
+                f"{d['code']} {d['reason']}: {d['subject']}"
             )
-        widths = [max(len(h), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
-        lines.append(c(f"NAMESPACE {ns}", "bold"))
-        lines.append(
-            "  " + "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()
-        )
-        for r in rows:
-            cells = []
-            for i, w in enumerate(widths):
-                text = str(r[i]).ljust(w)
-                cells.append(c(text, str(r[i])) if 2 <= i <= 5 else text)
-            lines.append(("  " + "  ".join(cells)).rstrip())
-            s = r[-1]
-            for d in s["discrepancies"]:
-                if d["severity"] == "info" and not show_info:
-                    continue
-                lines.append(
-                    f"      {c(d['severity'].upper().ljust(7), d['severity'])} "
-                    f"{d['code']} {d['reason']}: {d['subject']}"
-                )
-                lines.append(
-                    c(f"              expected {d['expected']}; observed {d['observed']}", "dim")
-                )
-                if d.get("hint"):
-                    lines.append(c(f"              fix: {d['hint']}", "dim"))
-            for aspect, why in s["unknown"].items():
-                if aspect == "DNS" and doc["dns"]["error"]:
-                    continue  # said once in the footer
-                lines.append(c(f"      unknown {aspect}: {why}", "dim"))
-        lines.append("")
+            lines.append(
+                c(f"              expected {d['expected']}; observed {d['observed']}", "dim")
+            )
+            if d.get("hint"):
+                lines.append(c(f"              fix: {d['hint']}", "dim"))
+        for aspect, why in s["unknown"].items():
+            if aspect == "DNS" and dns_failed:
+                continue  # said once in the footer
+            lines.append(c(f"      unknown {aspect}: {why}", "dim"))
+    lines.append("")
+    return lines
+
+
+def _footer(doc: dict[str, Any], c: Paint) -> list[str]:
     sm = doc["summary"]
     h, d = sm["healthy"], sm["discrepancies"]
-    lines.append(
+    lines = [
         f"{sm['services']} services in {sm['namespaces']} namespaces: "
         f"{c(str(h['True']) + ' healthy', 'True')}, {c(str(h['False']) + ' failing', 'False')}, "
         f"{c(str(h['Unknown']) + ' unknown', 'Unknown')}; findings: {d['error']} error, "
         f"{d['warning']} warning, {d['info']} info ({sm['durationSeconds']:.2f}s, "
         f"{sm['apiCalls']} API calls)"
-    )
+    ]
     dns = doc["dns"]
     if not dns["checked"]:
         lines.append("DNS: not checked (--no-dns)")
@@ -523,18 +471,17 @@ def render_table(doc: dict[str, Any], colour: bool, show_info: bool) -> str:
         lines.append(c(f"DNS: Unknown: {dns['error']}", "Unknown"))
     else:
         lines.append(f"DNS: {dns['server']} (zone {dns['clusterDomain']})")
-    for w in doc["warnings"]:
-        lines.append(c(f"warning: {w}", "warning"))
-    for sk in doc["skipped"]:
-        lines.append(
-            c(
-                f"skipped malformed {sk['kind']} {sk['namespace']}/{sk['name']}: "
-                f"{sk['field']}: {sk['reason']}",
-                "warning",
-            )
+    lines += [c(f"warning: {w}", "warning") for w in doc["warnings"]]
+    lines += [
+        c(
+            f"uninterpretable {u['kind']} {u['namespace']}/{u['name']}: "
+            f"{u['field']}: {u['reason']} (what it feeds is Unknown)",
+            "warning",
         )
+        for u in doc["uninterpretable"]
+    ]
     lines.append(c("note: " + doc["settle"]["note"], "dim"))
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def exit_code(doc: dict[str, Any], fail_on: str) -> int:
@@ -574,6 +521,8 @@ def _run(args: argparse.Namespace, out: TextIO | None, err: TextIO | None) -> in
         )
         return EXIT_USAGE
     if args.dns_server:
+        from svcaudit.controller.dns_server import parse_server
+
         try:
             parse_server(args.dns_server)
         except ValueError:
@@ -594,6 +543,13 @@ def _run(args: argparse.Namespace, out: TextIO | None, err: TextIO | None) -> in
         first = audit_pass(args, conn, namespaces, progress, metrics)
         results, last, passes = first.results, first, 1
         if args.settle > 0:
+            progress.done()
+            print(  # on stderr (the report is on stdout): the findings' clocks start now
+                f"first pass: {len(first.results)} services audited; "
+                f"second pass in {args.settle:g}s",
+                file=err,
+                flush=True,
+            )
             wait_until = time.monotonic() + args.settle
             while (left := wait_until - time.monotonic()) > 0:
                 progress(f"settling: second pass in {left:.0f}s")

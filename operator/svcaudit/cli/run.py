@@ -10,6 +10,7 @@ import socket
 import sys
 from typing import Any
 
+from svcaudit.controller.dns_server import parse_server
 from svcaudit.controller.settings import DEFAULT_SETTLE_SECONDS, ControllerSettings
 
 REPORTS = ("conditions", "serviceaudits", "events")
@@ -45,61 +46,6 @@ def add_parser(subparsers: Any) -> None:
         help="audit only this namespace (repeatable; default: all; env SVCAUDIT_NAMESPACES=a,b)",
     )
     p.add_argument(
-        "--settle-seconds",
-        type=float,
-        default=_env_float("SETTLE_SECONDS", DEFAULT_SETTLE_SECONDS),
-        help="report a discrepancy only once it has lasted this long "
-        f"(default {DEFAULT_SETTLE_SECONDS:g}; env SVCAUDIT_SETTLE_SECONDS)",
-    )
-    p.add_argument(
-        "--debounce-seconds",
-        type=float,
-        default=_env_float("DEBOUNCE_SECONDS", 0.5),
-        help="coalesce changes to one audit per service per window (default 0.5)",
-    )
-    p.add_argument(
-        "--resync-seconds",
-        type=float,
-        default=_env_float("RESYNC_SECONDS", 60.0),
-        help="re-audit every service this often, for DNS (default 60)",
-    )
-    p.add_argument(
-        "--dns-server",
-        default=_env("DNS_SERVER"),
-        metavar="HOST[:PORT]",
-        help="cluster DNS to query (default: kube-system/kube-dns ClusterIP; "
-        "env SVCAUDIT_DNS_SERVER)",
-    )
-    p.add_argument(
-        "--dns-port",
-        type=int,
-        default=int(_env("DNS_PORT") or 53),
-        help="DNS port when --dns-server has none (default 53)",
-    )
-    p.add_argument(
-        "--dns-timeout",
-        type=float,
-        default=_env_float("DNS_TIMEOUT", 2.0),
-        help="seconds per DNS query (default 2)",
-    )
-    p.add_argument(
-        "--dns-concurrency",
-        type=int,
-        default=int(_env("DNS_CONCURRENCY") or 16),
-        help="DNS queries in flight at most (default 16)",
-    )
-    p.add_argument(
-        "--no-dns",
-        action="store_true",
-        default=(_env("DNS_CHECK", "true") or "").lower() in ("0", "false", "no"),
-        help="do not query DNS (DNSConsistent stays Unknown; env SVCAUDIT_DNS_CHECK)",
-    )
-    p.add_argument(
-        "--cluster-domain",
-        default=_env("CLUSTER_DOMAIN", "cluster.local"),
-        help="DNS zone of the cluster (default cluster.local)",
-    )
-    p.add_argument(
         "--reports",
         default=_env("REPORTS", ",".join(REPORTS)),
         help=f"what to write, comma-separated subset of {','.join(REPORTS)} "
@@ -122,25 +68,8 @@ def add_parser(subparsers: Any) -> None:
         default=_env("KUBECONFIG"),
         help="kubeconfig file (default: in-cluster, then $KUBECONFIG)",
     )
-    p.add_argument(
-        "--warmup-seconds",
-        type=float,
-        default=_env_float("WARMUP_SECONDS", 0.0),
-        help="the least wait before the first audit (it also waits for every first listing)",
-    )
-    p.add_argument(
-        "--audit-concurrency",
-        type=int,
-        default=int(_env("AUDIT_CONCURRENCY") or 8),
-        help="services audited at once (default 8; env SVCAUDIT_AUDIT_CONCURRENCY)",
-    )
-    p.add_argument(
-        "--api-unknown-after",
-        type=float,
-        default=_env_float("API_UNKNOWN_AFTER", 15.0),
-        help="seconds the API server may stay unreachable before the operator stops vouching "
-        "for its verdicts (metrics turn Unknown; default 15)",
-    )
+    _add_timing(p)
+    _add_dns(p)
     _add_leader_election(p)
     p.add_argument(
         "--log-level",
@@ -148,6 +77,90 @@ def add_parser(subparsers: Any) -> None:
         choices=["debug", "info", "warning", "error"],
     )
     p.set_defaults(func=run)
+
+
+def _add_timing(p: argparse.ArgumentParser) -> None:
+    """When to audit and to report (controller/queue.py, the core's settle)."""
+    g = p.add_argument_group("timing")
+    g.add_argument(
+        "--settle-seconds",
+        type=float,
+        default=_env_float("SETTLE_SECONDS", DEFAULT_SETTLE_SECONDS),
+        help="report a discrepancy only once it has lasted this long "
+        f"(default {DEFAULT_SETTLE_SECONDS:g}; env SVCAUDIT_SETTLE_SECONDS)",
+    )
+    g.add_argument(
+        "--debounce-seconds",
+        type=float,
+        default=_env_float("DEBOUNCE_SECONDS", 0.5),
+        help="coalesce changes to one audit per service per window (default 0.5)",
+    )
+    g.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=_env_float("RESYNC_SECONDS", 60.0),
+        help="re-audit every service this often, for DNS (default 60)",
+    )
+    g.add_argument(
+        "--warmup-seconds",
+        type=float,
+        default=_env_float("WARMUP_SECONDS", 0.0),
+        help="the least wait before the first audit (it also waits for every first listing)",
+    )
+    g.add_argument(
+        "--audit-concurrency",
+        type=int,
+        default=int(_env("AUDIT_CONCURRENCY") or 8),
+        help="services audited at once (default 8; env SVCAUDIT_AUDIT_CONCURRENCY)",
+    )
+    g.add_argument(
+        "--api-unknown-after",
+        type=float,
+        default=_env_float("API_UNKNOWN_AFTER", 15.0),
+        help="seconds the API server may stay unreachable before the operator stops vouching "
+        "for its verdicts (metrics turn Unknown; default 15)",
+    )
+
+
+def _add_dns(p: argparse.ArgumentParser) -> None:
+    """Which DNS server to ask and how (controller/dns_server.py, dns_probe.py)."""
+    g = p.add_argument_group("DNS")
+    g.add_argument(
+        "--dns-server",
+        default=_env("DNS_SERVER"),
+        metavar="HOST[:PORT]",
+        help="cluster DNS to query (default: kube-system/kube-dns ClusterIP; "
+        "env SVCAUDIT_DNS_SERVER)",
+    )
+    g.add_argument(
+        "--dns-port",
+        type=int,
+        default=int(_env("DNS_PORT") or 53),
+        help="DNS port when --dns-server has none (default 53)",
+    )
+    g.add_argument(
+        "--dns-timeout",
+        type=float,
+        default=_env_float("DNS_TIMEOUT", 2.0),
+        help="seconds per DNS query (default 2)",
+    )
+    g.add_argument(
+        "--dns-concurrency",
+        type=int,
+        default=int(_env("DNS_CONCURRENCY") or 16),
+        help="DNS queries in flight at most (default 16)",
+    )
+    g.add_argument(
+        "--no-dns",
+        action="store_true",
+        default=(_env("DNS_CHECK", "true") or "").lower() in ("0", "false", "no"),
+        help="do not query DNS (DNSConsistent stays Unknown; env SVCAUDIT_DNS_CHECK)",
+    )
+    g.add_argument(
+        "--cluster-domain",
+        default=_env("CLUSTER_DOMAIN", "cluster.local"),
+        help="DNS zone of the cluster (default cluster.local)",
+    )
 
 
 def _truthy(raw: str | None) -> bool:
@@ -207,13 +220,13 @@ def settings_from_args(args: argparse.Namespace) -> ControllerSettings:
     unknown = reports - set(REPORTS)
     if unknown:
         raise SystemExit(f"svcaudit run: unknown --reports {sorted(unknown)}; use {REPORTS}")
-    host, port = args.dns_server, args.dns_port
-    if host and host.count(":") == 1:  # host:port (a bare IPv6 address has several colons)
-        host, _, raw_port = host.partition(":")
-        port = int(raw_port)
-    elif host and host.startswith("[") and "]:" in host:
-        host, _, raw_port = host[1:].partition("]:")
-        port = int(raw_port)
+    host: str | None = None
+    port = args.dns_port
+    if args.dns_server:
+        try:
+            host, port = parse_server(args.dns_server, args.dns_port)
+        except ValueError as exc:
+            raise SystemExit(f"svcaudit run: --dns-server {args.dns_server!r}: {exc}") from exc
     if args.settle_seconds < 0 or args.debounce_seconds < 0 or args.resync_seconds <= 0:
         raise SystemExit("svcaudit run: times must be non-negative (resync positive)")
     if args.audit_concurrency < 1:
@@ -284,7 +297,6 @@ def configure_logging(level: str) -> None:
     # kopf is chatty at INFO about every watch; keep its warnings and errors.
     logging.getLogger("kopf").setLevel(max(logging.WARNING, root.level))
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
-    logging.getLogger("urllib3").setLevel(logging.ERROR)  # its retries: we report outages
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # liveness probes
 
 
@@ -328,10 +340,13 @@ def run(args: argparse.Namespace) -> int:
     import structlog
 
     from svcaudit.controller.dns_probe import DnsProber
+    from svcaudit.controller.dns_server import KUBE_DNS, DnsServerSource
     from svcaudit.controller.handlers import build_registry, kopf_settings
     from svcaudit.controller.indexes import Store
     from svcaudit.controller.kube import Kube, load_client
+    from svcaudit.controller.publish import Publisher
     from svcaudit.controller.reconcile import Reconciler
+    from svcaudit.controller.transport import Transport
     from svcaudit.metrics import Metrics
 
     log = structlog.get_logger("svcaudit.run")
@@ -340,17 +355,24 @@ def run(args: argparse.Namespace) -> int:
     metrics = Metrics()
     if args.metrics_port:
         metrics.serve(args.metrics_port)
-    api_client = load_client(settings.kubeconfig)
+    transport = Transport(load_client(settings.kubeconfig).configuration)  # every call of ours
+    instance = os.environ.get("POD_NAME") or socket.gethostname()
+    elector = _leader_elector(args, transport, instance, metrics)
     kube = Kube(
-        api_client,
+        transport,
         settings.field_manager,
         on_write=metrics.write,
         on_error=metrics.api_error,
+        may_write=(lambda: elector.is_leader) if elector is not None else None,
     )
     store = Store()
     prober = (
         DnsProber(
-            _dns_server(settings, kube),
+            DnsServerSource(
+                settings.dns_server,
+                settings.dns_port,
+                lambda: kube.get_service(*KUBE_DNS),
+            ),
             timeout=settings.dns_timeout_seconds,
             concurrency=settings.dns_concurrency,
             on_query=metrics.dns_query,
@@ -358,12 +380,16 @@ def run(args: argparse.Namespace) -> int:
         if settings.dns_check
         else None
     )
-    instance = os.environ.get("POD_NAME") or socket.gethostname()
-    elector = _leader_elector(args, api_client, kube, instance, metrics)
     reconciler = Reconciler(
-        settings, store, kube, prober, instance, metrics=metrics, leader=elector
+        settings,
+        store,
+        kube,
+        prober,
+        Publisher(settings, store, kube, instance, metrics),
+        metrics=metrics,
+        leader=elector,
+        on_ready=freeze_long_lived,
     )
-    reconciler.on_ready = freeze_long_lived
     registry = build_registry(settings, store, reconciler, leader=elector)
     log.info(
         "starting",
@@ -383,11 +409,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _leader_elector(
-    args: argparse.Namespace, api_client: Any, kube: Any, instance: str, metrics: Any
-) -> Any:
+def _leader_elector(args: argparse.Namespace, transport: Any, instance: str, metrics: Any) -> Any:
     """The Lease elector when --leader-elect is on (else None: always the leader). Every
-    write of `kube` is gated on it, and svcaudit_leader follows it."""
+    write of Kube is gated on it, and svcaudit_leader follows it."""
     if not args.leader_elect:
         return None
     from svcaudit.controller.leader import (
@@ -407,7 +431,7 @@ def _leader_elector(
     except ValueError as exc:
         raise SystemExit(f"svcaudit run: {exc}") from exc
     api = KubeLeaseApi(
-        api_client,
+        transport,
         args.leader_election_namespace or default_namespace(),
         args.leader_election_id,
         timeout=args.leader_election_retry_period * 2,
@@ -420,36 +444,5 @@ def _leader_elector(
         renew_deadline=args.leader_election_renew_deadline,
         retry_period=args.leader_election_retry_period,
     )
-    kube.may_write = lambda: elector.is_leader
     metrics.track_leader(lambda: elector.is_leader)
     return elector
-
-
-def _dns_server(settings: ControllerSettings, kube: Any) -> Any:
-    """The DNS server: the flag, else kube-system/kube-dns's ClusterIP (re-read each minute)."""
-    import time
-
-    import structlog
-
-    log = structlog.get_logger("svcaudit.run")
-    cache: dict[str, Any] = {"until": 0.0, "host": None}
-
-    async def server() -> tuple[str | None, int]:
-        if settings.dns_server:
-            return settings.dns_server, settings.dns_port
-        if time.monotonic() >= cache["until"]:
-            try:
-                svc = await kube.get_service("kube-system", "kube-dns")
-            except Exception:
-                svc = None
-            ip = ((svc or {}).get("spec") or {}).get("clusterIP")
-            host = ip if ip and ip != "None" else None
-            if host != cache["host"]:
-                log.info(
-                    "dns server", host=host, port=settings.dns_port, source="kube-system/kube-dns"
-                )
-            cache["host"] = host
-            cache["until"] = time.monotonic() + 60
-        return cache["host"], settings.dns_port
-
-    return server

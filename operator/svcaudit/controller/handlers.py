@@ -44,44 +44,12 @@ def build_registry(
     reconciler: Reconciler,
     leader: LeaderElector | None = None,
 ) -> kopf.OperatorRegistry:
+    """kopf's handlers: log in, start our tasks, stop them (the Lease first), probe them."""
     registry = kopf.OperatorRegistry()
     task: dict[str, asyncio.Task[None]] = {}
     task_refs: set[asyncio.Task[None]] = set()  # one-off tasks, kept until done
-
-    kinds = ["services", "pods", "endpointslices", "nodes"]
-    if controller.write_serviceaudits:
-        kinds.append("serviceaudits")
-
-    def deliverer(kind: str) -> Callable[[str | None, dict[str, Any]], None]:
-        apply = store.applier(kind)
-
-        def deliver(etype: str | None, obj: dict[str, Any]) -> None:
-            obj = slim(obj)
-            store.touch(kind, etype, obj, time.monotonic())
-            affected = apply(etype, obj)
-            if affected and reconciler.ready:  # before: the first pass audits every service
-                reconciler.mark(affected)
-
-        return deliver
-
-    def listed(namespace: str | None) -> Callable[[str, set[Key], float, bool], None]:
-        def on_listed(kind: str, live: set[Key], listed_at: float, first: bool) -> None:
-            """A listing brings no DELETED events: forget what it no longer shows."""
-            ghosts, affected = store.prune(kind, live, listed_at, namespace)
-            if ghosts and not first:
-                log.info("deleted during a watch gap", kind=kind, objects=len(ghosts))
-            if reconciler.ready:
-                reconciler.mark(affected)
-
-        return on_listed
-
     transport = reconciler.kube.transport
-    informers = [
-        Informer(transport, kind, path, deliverer(kind), listed(namespace))
-        for kind in kinds
-        for namespace, path in collection_paths(kind, controller.namespaces)
-    ]
-    reconciler.synced = lambda: all(i.synced for i in informers)
+    informers = _informers(controller, store, reconciler)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -105,29 +73,17 @@ def build_registry(
             task[f"informer {informer.path}"] = asyncio.create_task(
                 informer.run(), name=f"svcaudit-informer-{informer.path}"
             )
-        task["reconciler"] = asyncio.create_task(reconciler.run(), name="svcaudit-reconciler")
+        task["reconciler"] = asyncio.create_task(
+            reconciler.run(synced=lambda: all(i.synced for i in informers)),
+            name="svcaudit-reconciler",
+        )
         task["apiview"] = asyncio.create_task(reconciler.view.run(), name="svcaudit-apiview")
         if leader is not None:
             task["leader"] = asyncio.create_task(leader.run(), name="svcaudit-leader")
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
-        # Hand over first: from here on every write of ours is refused (kube.may_write follows
-        # the Lease), so the next leader does not wait for the rest of the shutdown, which on
-        # a loaded machine outlasted a pod's grace period (handover 44 s instead of 1 s).
-        t = task.pop("leader", None)
-        if leader is not None and t is not None:
-            t.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-            await leader.release()
-        names = ["apiview", "reconciler", *(n for n in task if n.startswith("informer "))]
-        for name in names:
-            t = task.pop(name, None)
-            if t is not None:
-                t.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
+        await _stop(task, leader)
         await transport.close()
 
     @kopf.on.probe(id="svcaudit", registry=registry)
@@ -146,3 +102,77 @@ def build_registry(
         }
 
     return registry
+
+
+def _informers(
+    controller: ControllerSettings, store: Store, reconciler: Reconciler
+) -> list[Informer]:
+    """One informer per watched collection (per kind, per namespace or cluster-wide), each
+    feeding the store and marking the services its events affect."""
+    kinds = ["services", "pods", "endpointslices", "nodes"]
+    if controller.write_serviceaudits:
+        kinds.append("serviceaudits")
+    return [
+        Informer(
+            reconciler.kube.transport,
+            kind,
+            path,
+            _deliverer(store, reconciler, kind),
+            _lister(store, reconciler, namespace),
+        )
+        for kind in kinds
+        for namespace, path in collection_paths(kind, controller.namespaces)
+    ]
+
+
+def _deliverer(
+    store: Store, reconciler: Reconciler, kind: str
+) -> Callable[[str | None, dict[str, Any]], None]:
+    """A watch event of `kind` into the store; the services it affects are marked for an
+    audit once the reconciler is ready (before, its first pass audits every service)."""
+    apply = store.applier(kind)
+
+    def deliver(etype: str | None, obj: dict[str, Any]) -> None:
+        obj = slim(obj)
+        store.touch(kind, etype, obj, time.monotonic())
+        affected = apply(etype, obj)
+        if affected and reconciler.ready:  # before: the first pass audits every service
+            reconciler.mark(affected)
+
+    return deliver
+
+
+def _lister(
+    store: Store, reconciler: Reconciler, namespace: str | None
+) -> Callable[[str, set[Key], float, bool], None]:
+    """What a completed listing of `namespace` (None: all) does to the store."""
+
+    def on_listed(kind: str, live: set[Key], listed_at: float, first: bool) -> None:
+        """A listing brings no DELETED events: forget what it no longer shows."""
+        ghosts, affected = store.prune(kind, live, listed_at, namespace)
+        if ghosts and not first:
+            log.info("deleted during a watch gap", kind=kind, objects=len(ghosts))
+        if reconciler.ready:
+            reconciler.mark(affected)
+
+    return on_listed
+
+
+async def _stop(task: dict[str, asyncio.Task[None]], leader: LeaderElector | None) -> None:
+    """Stop our tasks, handing the Lease over first: from then on every write of ours is
+    refused (kube.may_write follows the Lease), so the next leader does not wait for the rest
+    of the shutdown, which on a loaded machine outlasted a pod's grace period (handover 44 s
+    instead of 1 s)."""
+    t = task.pop("leader", None)
+    if leader is not None and t is not None:
+        t.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await t
+        await leader.release()
+    names = ["apiview", "reconciler", *(n for n in task if n.startswith("informer "))]
+    for name in names:
+        t = task.pop(name, None)
+        if t is not None:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t

@@ -144,21 +144,16 @@ def labels_of(body: Body) -> Mapping[str, str]:
     return labels if isinstance(labels, Mapping) else {}
 
 
-def _view(cls: Any, body: Body) -> tuple[Any, Unparsed | None]:
-    """The core's typed view of a body, or (None, what failed) when the core cannot
-    interpret it: the audits it feeds turn Unknown ("Uninterpretable") naming the field."""
-    view = interpret(cls.from_api, body)
-    if isinstance(view, Unparsed):
-        log.warning(
-            "uninterpretable object: what it feeds is Unknown",
-            kind=view.kind,
-            namespace=view.namespace,
-            name=view.name,
-            field=view.field,
-            reason=view.reason,
-        )
-        return None, view
-    return view, None
+def log_uninterpretable(view: Unparsed) -> None:
+    """The operator's default: one warning line per object it cannot interpret."""
+    log.warning(
+        "uninterpretable object: what it feeds is Unknown",
+        kind=view.kind,
+        namespace=view.namespace,
+        name=view.name,
+        field=view.field,
+        reason=view.reason,
+    )
 
 
 def _same_content(a: EndpointSlice, b: EndpointSlice) -> bool:
@@ -259,7 +254,13 @@ def node_fingerprint(body: Body) -> bytes:
 
 @dataclasses.dataclass
 class Store:
-    """Raw bodies and the core's views by key, plus reverse indexes. Event-loop only."""
+    """Raw bodies and the core's views by key, plus reverse indexes. Event-loop only.
+
+    Filled by the operator's informers (one event at a time) and by `svcaudit check` (its
+    listing, every object as ADDED): both front ends audit from the same store."""
+
+    # told of every object the core cannot interpret (the audits it feeds turn Unknown)
+    on_uninterpretable: Callable[[Unparsed], None] = log_uninterpretable
 
     services: dict[Key, Body] = dataclasses.field(default_factory=dict)
     service_views: dict[Key, Service | None] = dataclasses.field(default_factory=dict)
@@ -312,6 +313,21 @@ class Store:
     )
 
     # ---- our own writes ------------------------------------------------------------------
+    def _view(self, cls: Any, body: Body) -> tuple[Any, Unparsed | None]:
+        """The core's typed view of a body, or (None, what failed) when the core cannot
+        interpret it: the audits it feeds turn Unknown ("Uninterpretable") naming the field."""
+        view = interpret(cls.from_api, body)
+        if isinstance(view, Unparsed):
+            self.on_uninterpretable(view)
+            return None, view
+        return view, None
+
+    def load(self, kind: str, bodies: Iterable[Body]) -> None:
+        """A listing of one kind into the store, as if each object had just been added."""
+        apply = self.applier(kind)
+        for body in bodies:
+            apply("ADDED", body)
+
     def writing(self, kind: str, key: Key, digest: bytes | None) -> None:
         """Announce (digest) or end (None) a write of ours: our status conditions of a Service
         (kind "services") or a ServiceAudit's status ("serviceaudits"), by status_digest."""
@@ -441,7 +457,7 @@ class Store:
         self.services[key] = body
         self.services_by_ns[ns].add(name)
         if old is None or service_fingerprint(old) != service_fingerprint(body):
-            view, error = _view(Service, body)
+            view, error = self._view(Service, body)
             self._index_selector(key, self.service_views.get(key), view)
             self.service_views[key] = view
             self._service_views_changed(key)
@@ -545,7 +561,7 @@ class Store:
         changed = old is None or old[POD_DIGEST] != record[POD_DIGEST]
         if not changed:
             return set()  # resourceVersion/managedFields only
-        view, error = _view(Pod, body)
+        view, error = self._view(Pod, body)
         self.pod_views[ns][name] = view
         self._pod_indexes.pop(ns, None)
         self._set_error(self.pod_errors[ns], name, error)
@@ -604,7 +620,7 @@ class Store:
         ns, slice_name = key_of(body)
         old_owner = self.slice_owner.get((ns, slice_name))
         owner = labels_of(body).get(SERVICE_NAME_LABEL)
-        parsed = _view(EndpointSlice, body) if event_type != "DELETED" and owner else None
+        parsed = self._view(EndpointSlice, body) if event_type != "DELETED" and owner else None
         if parsed is not None and old_owner is not None and owner == old_owner:
             old = self.slices[(ns, old_owner)].get(slice_name)
             if old is not None and parsed[0] is not None and _same_content(old, parsed[0]):
@@ -638,7 +654,7 @@ class Store:
             self.nodes[name] = body
             if old is not None and node_fingerprint(old) == node_fingerprint(body):
                 return set()  # heartbeats and conditions: nothing an audit reads
-            self.node_views[name] = _view(Node, body)[0]
+            self.node_views[name] = self._view(Node, body)[0]
         affected: set[Key] = set()
         for pod_key in self.pods_by_node.get(name, ()):
             affected |= {(pod_key[0], s) for s in self.pod_routes.get(pod_key, ())}

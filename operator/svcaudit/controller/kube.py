@@ -23,10 +23,11 @@ from typing import Any
 import orjson
 import structlog
 from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
 
 from svcaudit.controller.settings import CRD_GROUP, CRD_KIND, CRD_PLURAL, CRD_VERSION
-from svcaudit.controller.transport import Transport
+from svcaudit.controller.transport import ApiStatus, Transport
+
+__all__ = ["ApiStatus", "Kube", "NotLeader", "load_client", "object_not_found"]
 
 APPLY = "application/apply-patch+yaml"
 JSON = "application/json"
@@ -54,18 +55,19 @@ def load_client(kubeconfig: str | None) -> client.ApiClient:
 class Kube:
     def __init__(
         self,
-        api: client.ApiClient,
+        transport: Transport,
         field_manager: str,
         on_write: Callable[[str], None] | None = None,
         on_error: Callable[[str, str, int], None] | None = None,
+        may_write: Callable[[], bool] | None = None,
     ) -> None:
-        self.transport = Transport(api.configuration)  # writes here, and the informers' watches
+        self.transport = transport  # shared with the informers' watches and the Lease calls
         self.field_manager = field_manager
         self.writes: dict[str, int] = {}
         self._on_write = on_write
         self._on_error = on_error
         # Leader election (controller/leader.py): asked right before every write.
-        self.may_write: Callable[[], bool] | None = None
+        self.may_write = may_write
 
     async def _apply(self, resource: str, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Server-side apply (forced, our field manager)."""
@@ -73,6 +75,7 @@ class Kube:
         params = {"fieldManager": self.field_manager, "force": "true"}
         return await self._request(resource, "apply", "PATCH", path, params, body, APPLY)
 
+    # shape: one HTTP call's parts; all but the first four have defaults
     async def _request(
         self,
         resource: str,
@@ -85,14 +88,14 @@ class Kube:
         accept: str = JSON,
         timeout: float = 30,
     ) -> dict[str, Any]:
-        """One call; its JSON answer ({} if none). An error status raises ApiException, as the
-        kubernetes client would (callers and tests tell 404s and conflicts apart by it)."""
+        """One call; its JSON answer ({} if none). An error status raises ApiStatus (callers
+        tell 404s and conflicts apart by it); no answer raises aiohttp's error or TimeoutError."""
         with self._call(resource, verb):
             status, reason, data = await self.transport.send(
                 method, path, params or {}, body, content_type, timeout, accept=accept
             )
             if status >= 300:
-                raise ApiException(status=status, reason=reason, body=data.decode(errors="replace"))
+                raise ApiStatus(status, data.decode(errors="replace"), reason)
         try:
             answer = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -108,11 +111,11 @@ class Kube:
         """Report a failed API call to `on_error`, then let the exception go on."""
         try:
             yield
-        except ApiException as exc:
+        except ApiStatus as exc:
             if self._on_error is not None:
-                self._on_error(resource, verb, int(exc.status or 0))
+                self._on_error(resource, verb, exc.status)
             raise
-        except Exception:  # urllib3 connection errors and the like: no response
+        except Exception:  # connection errors, timeouts: no response
             if self._on_error is not None:
                 self._on_error(resource, verb, 0)
             raise
@@ -155,7 +158,7 @@ class Kube:
             return await self._request(
                 "services", "get", "GET", f"/api/v1/namespaces/{namespace}/services/{name}"
             )
-        except ApiException as exc:
+        except ApiStatus as exc:
             if exc.status == 404:
                 return None
             raise
@@ -173,7 +176,7 @@ class Kube:
             answer = await self._apply(
                 "services/status", f"/api/v1/namespaces/{namespace}/services/{name}/status", body
             )
-        except ApiException as exc:
+        except ApiStatus as exc:
             if exc.status == 404:  # deleted while we audited it: nothing to report on
                 return None
             raise
@@ -224,7 +227,7 @@ class Kube:
         self._count("event", namespace, str(event["involvedObject"]["name"]))
 
 
-def object_not_found(exc: ApiException) -> bool:
+def object_not_found(exc: ApiStatus) -> bool:
     """A 404 about an object (a Status naming it), as opposed to one about a resource type
     the API server does not serve (a missing CRD answers with a bare "404 page not found")."""
     try:

@@ -33,8 +33,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import structlog
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
+
+from svcaudit.controller.transport import ApiStatus, Transport
 
 log = structlog.get_logger("svcaudit.leader")
 
@@ -171,28 +171,25 @@ class LeaseApi(Protocol):
 
 
 class KubeLeaseApi:
-    """LeaseApi on the synchronous kubernetes client, in worker threads (as kube.py)."""
+    """LeaseApi over the operator's one aiohttp transport (controller/transport.py), from the
+    event loop like every other call of ours: no worker thread, so a renewal is never queued
+    behind other threads' work when the process is busy. Never gated on leadership (kube.py's
+    writes are): this is how leadership is won."""
 
     def __init__(
         self,
-        api: client.ApiClient,
+        transport: Transport,
         namespace: str,
         name: str,
         timeout: float,
         on_error: Callable[[str, str, int], None] | None = None,
     ) -> None:
-        # Any: bodies go as plain dicts and answers come back raw (_preload_content=False),
-        # so no model (de)serialisation of MicroTime gets in the way.
-        self._api: Any = client.CoordinationV1Api(api)
+        self.transport = transport
         self.namespace = namespace
         self.name = name
         self._timeout = timeout
         self._on_error = on_error
-
-    def _failed(self, verb: str, exc: Exception) -> None:
-        if self._on_error is not None:
-            status = int(exc.status or 0) if isinstance(exc, ApiException) else 0
-            self._on_error("leases", verb, status)
+        self._collection = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
 
     def _body(self, spec: dict[str, Any], resource_version: str | None = None) -> dict[str, Any]:
         meta: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
@@ -205,65 +202,44 @@ class KubeLeaseApi:
             "spec": spec,
         }
 
+    async def _call(
+        self, verb: str, method: str, path: str, body: dict[str, Any] | None, answered: int
+    ) -> tuple[int, bytes]:
+        """(status, answer) when the status is < 300 or `answered` (404 for a read, 409 for
+        a write: both are answers here); otherwise ApiStatus. Failures go to `on_error`."""
+        try:
+            status, reason, data = await self.transport.send(
+                method, path, {}, body, "application/json", self._timeout
+            )
+        except Exception:
+            if self._on_error is not None:
+                self._on_error("leases", verb, 0)
+            raise
+        if status >= 300 and status != answered:
+            if self._on_error is not None:
+                self._on_error("leases", verb, status)
+            raise ApiStatus(status, data.decode(errors="replace"), reason)
+        return status, data
+
     async def get(self) -> dict[str, Any] | None:
-        def call() -> dict[str, Any] | None:
-            try:
-                resp = self._api.read_namespaced_lease(
-                    self.name,
-                    self.namespace,
-                    _preload_content=False,
-                    _request_timeout=self._timeout,
-                )
-            except ApiException as exc:
-                if exc.status == 404:
-                    return None
-                self._failed("get", exc)
-                raise
-            except Exception as exc:
-                self._failed("get", exc)
-                raise
-            data = json.loads(resp.data)
-            return data if isinstance(data, dict) else None
-
-        return await asyncio.to_thread(call)
-
-    async def _write(self, verb: str, call: Callable[[], Any]) -> bool:
-        def run() -> bool:
-            try:
-                call()
-            except ApiException as exc:
-                if exc.status == 409:
-                    return False
-                self._failed(verb, exc)
-                raise
-            except Exception as exc:
-                self._failed(verb, exc)
-                raise
-            return True
-
-        return await asyncio.to_thread(run)
+        path = f"{self._collection}/{self.name}"
+        status, data = await self._call("get", "GET", path, None, answered=404)
+        if status == 404:
+            return None
+        lease = json.loads(data)
+        return lease if isinstance(lease, dict) else None
 
     async def create(self, spec: dict[str, Any]) -> bool:
-        body = self._body(spec)
-        return await self._write(
-            "create",
-            lambda: self._api.create_namespaced_lease(
-                self.namespace, body, _preload_content=False, _request_timeout=self._timeout
-            ),
+        status, _ = await self._call(
+            "create", "POST", self._collection, self._body(spec), answered=409
         )
+        return status != 409
 
     async def replace(self, resource_version: str, spec: dict[str, Any]) -> bool:
+        path = f"{self._collection}/{self.name}"
         body = self._body(spec, resource_version)
-        return await self._write(
-            "update",
-            lambda: self._api.replace_namespaced_lease(
-                self.name,
-                self.namespace,
-                body,
-                _preload_content=False,
-                _request_timeout=self._timeout,
-            ),
-        )
+        status, _ = await self._call("update", "PUT", path, body, answered=409)
+        return status != 409
 
 
 def _now_wall() -> datetime:

@@ -62,11 +62,31 @@ class Prepared:
     indexes: NamespaceIndexes | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """One audit, as the publisher needs it: what was read, what the core found (`result`)
+    and what it reports after settle (`reported`, `state`), and what DNS said."""
+
+    prepared: Prepared
+    result: ServiceAudit
+    reported: ServiceAudit
+    state: SettleState
+    dns: DnsObservation | None
+    dns_server: str
+    now: datetime
+
+
 def prepare(store: Store, key: Key, default_kubernetes: Body | None) -> Prepared | None:
+    """What an audit of `key` reads, from the store: the one assembly of the core's inputs,
+    for the operator (one service per audit) and `svcaudit check` (every listed service).
+    None: nothing to audit (unknown key, or a Service being deleted)."""
+    body = store.services.get(key)
+    if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+        return None
     service = store.service_views.get(key)
     if service is None:
         error = store.service_errors.get(key)
-        if error is None or key not in store.services:
+        if error is None:
             return None
         # Audited all the same: every verdict Unknown, naming the field (core's rule).
         return Prepared(
@@ -293,90 +313,31 @@ def _env_pods(prepared: Prepared, findings: Sequence[Discrepancy]) -> list[dict[
 
 
 def audit_status(
-    prepared: Prepared,
-    result: ServiceAudit,
-    reported: ServiceAudit,
-    dns: DnsObservation | None,
-    dns_server: str,
+    outcome: Outcome,
     conditions: list[dict[str, Any]],
     generation: int | None,
-    state: SettleState,
     existing: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """`existing`: the status already published for this incarnation ({} if none); a
-    discrepancy's `since` is kept from it, like a condition's lastTransitionTime, so that a
-    restart of the operator (whose settle clocks restart) rewrites nothing."""
-    named = {aspect_name(a): v.status for a, v in reported.verdicts.items()}
-    expected = _sort_endpoints(
-        [
-            _endpoint(ep, s.address_type, _ports(s.ports), None)
-            for s in result.expected_slices
-            for ep in s.endpoints
-        ]
-    )
-    observed = _sort_endpoints(
-        [
-            _endpoint(ep, s.address_type, _ports(s.ports), s.name)
-            for s in prepared.slices
-            for ep in s.endpoints
-        ]
-    )
-    healthy = next((c for c in conditions if aspect_name_of_type(c["type"]) == "HEALTHY"), None)
-    published_since = {
-        (e.get("code"), e.get("subject"), e.get("expected"), e.get("observed")): e.get("since")
-        for e in existing.get("discrepancies") or ()
-        if isinstance(e, Mapping)
-    }
-    discrepancies = []
-    for d in reported.discrepancies:
-        entry = _discrepancy(d, state.first_seen.get(d.key))
-        before = published_since.get((d.code, d.subject, d.expected, d.observed))
-        if isinstance(before, str) and before < entry.get("since", "~"):
-            entry["since"] = before
-        discrepancies.append(entry)
+    """The ServiceAudit status of one audit. `existing`: the status already published for
+    this incarnation ({} if none); a discrepancy's `since` is kept from it, like a
+    condition's lastTransitionTime, so that a restart of the operator (whose settle clocks
+    restart) rewrites nothing."""
+    prepared = outcome.prepared
+    endpoints = _endpoints_section(outcome)
+    discrepancies = _discrepancies_section(outcome, existing)
     status: dict[str, Any] = {
         "serviceUID": prepared.service.uid,
         "clusterIP": prepared.service.cluster_ip,
-        "summary": _prune(
-            {
-                "endpointsExpected": len(expected),
-                "endpointsObserved": len(observed),
-                "endpoints": named.get("ENDPOINTS", "Unknown"),
-                "environment": named.get("ENVIRONMENT", "Unknown"),
-                "dns": named.get("DNS", "Unknown"),
-                "healthy": named.get("HEALTHY", "Unknown"),
-                "discrepancies": len(discrepancies),
-                "reason": healthy["reason"] if healthy else None,
-            }
-        ),
+        "summary": _summary(outcome, endpoints, discrepancies, conditions),
         "conditions": conditions,
-        "endpoints": {
-            "managed": is_managed(prepared.service),
-            "expected": expected,
-            "observed": observed,
-        },
-        "dns": _prune(
-            {
-                "server": dns_server or None,
-                "error": (dns.error if dns is not None else "DNS not checked (--no-dns)") or None,
-                "expected": [
-                    {"name": r.name, "type": r.type, "value": r.data}
-                    for r in sorted(result.expected_dns.records)
-                ],
-                "observed": [
-                    {"name": r.name, "type": r.type, "value": r.data} for r in sorted(dns.queried)
-                ]
-                if dns is not None
-                else [],
-                "absent": sorted({q.name for q in result.expected_dns.nxdomain}),
-            }
-        ),
+        "endpoints": endpoints,
+        "dns": _dns_section(outcome),
         "environment": _prune(
             {
                 "serviceCreated": rfc3339(prepared.service.creation_timestamp)
                 if prepared.service.creation_timestamp
                 else None,
-                "pods": _env_pods(prepared, reported.env_findings),
+                "pods": _env_pods(prepared, outcome.reported.env_findings),
             }
         ),
         "discrepancies": discrepancies,
@@ -384,6 +345,84 @@ def audit_status(
     if generation:
         status["observedGeneration"] = int(generation)
     return status
+
+
+def _endpoints_section(outcome: Outcome) -> dict[str, Any]:
+    expected = [
+        _endpoint(ep, s.address_type, _ports(s.ports), None)
+        for s in outcome.result.expected_slices
+        for ep in s.endpoints
+    ]
+    observed = [
+        _endpoint(ep, s.address_type, _ports(s.ports), s.name)
+        for s in outcome.prepared.slices
+        for ep in s.endpoints
+    ]
+    return {
+        "managed": is_managed(outcome.prepared.service),
+        "expected": _sort_endpoints(expected),
+        "observed": _sort_endpoints(observed),
+    }
+
+
+def _discrepancies_section(outcome: Outcome, existing: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The reported discrepancies, each `since` its first sighting (the earlier of this
+    process's and the one already published)."""
+    published_since = {
+        (e.get("code"), e.get("subject"), e.get("expected"), e.get("observed")): e.get("since")
+        for e in existing.get("discrepancies") or ()
+        if isinstance(e, Mapping)
+    }
+    out = []
+    for d in outcome.reported.discrepancies:
+        entry = _discrepancy(d, outcome.state.first_seen.get(d.key))
+        before = published_since.get((d.code, d.subject, d.expected, d.observed))
+        if isinstance(before, str) and before < entry.get("since", "~"):
+            entry["since"] = before
+        out.append(entry)
+    return out
+
+
+def _summary(
+    outcome: Outcome,
+    endpoints: Mapping[str, Any],
+    discrepancies: Sequence[Any],
+    conditions: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    named = {aspect_name(a): v.status for a, v in outcome.reported.verdicts.items()}
+    healthy = next((c for c in conditions if aspect_name_of_type(c["type"]) == "HEALTHY"), None)
+    return _prune(
+        {
+            "endpointsExpected": len(endpoints["expected"]),
+            "endpointsObserved": len(endpoints["observed"]),
+            "endpoints": named.get("ENDPOINTS", "Unknown"),
+            "environment": named.get("ENVIRONMENT", "Unknown"),
+            "dns": named.get("DNS", "Unknown"),
+            "healthy": named.get("HEALTHY", "Unknown"),
+            "discrepancies": len(discrepancies),
+            "reason": healthy["reason"] if healthy else None,
+        }
+    )
+
+
+def _dns_section(outcome: Outcome) -> dict[str, Any]:
+    dns = outcome.dns
+    return _prune(
+        {
+            "server": outcome.dns_server or None,
+            "error": (dns.error if dns is not None else "DNS not checked (--no-dns)") or None,
+            "expected": [
+                {"name": r.name, "type": r.type, "value": r.data}
+                for r in sorted(outcome.result.expected_dns.records)
+            ],
+            "observed": [
+                {"name": r.name, "type": r.type, "value": r.data} for r in sorted(dns.queried)
+            ]
+            if dns is not None
+            else [],
+            "absent": sorted({q.name for q in outcome.result.expected_dns.nxdomain}),
+        }
+    )
 
 
 def aspect_name_of_type(ctype: str) -> str:

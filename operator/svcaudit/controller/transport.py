@@ -19,11 +19,15 @@ from kubernetes import client
 
 
 class ApiStatus(Exception):
-    """The API server answered with an error status (HTTP or a watch ERROR event)."""
+    """The API server answered with an error status (HTTP or a watch ERROR event): the one
+    error type of the operator's API calls. `body` is the answer as sent (a Status object,
+    or text such as a bare "404 page not found")."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{status}: {message[:300]}")
+    def __init__(self, status: int, body: str, reason: str = "") -> None:
+        super().__init__(f"{status} {reason}: {body[:300]}".replace(" :", ":"))
         self.status = status
+        self.reason = reason
+        self.body = body
 
 
 # How long the Authorization header is reused before the client is asked again. Asking runs

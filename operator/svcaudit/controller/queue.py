@@ -1,0 +1,129 @@
+"""Which Service to audit next, and when: the reconciler's work queue.
+
+Keys come in by `mark`; the reconciler takes the due ones as it has free slots. The policy:
+
+- a change (no delay) is debounced on the trailing edge: each change of a burst pushes the
+  audit back by `debounce`, but never beyond MAX_WAIT_FACTOR debounces after the burst's
+  first change;
+- a timer (an explicit delay: a settle deadline, a retry) only ever brings an audit forward;
+- a background pass (every service: a resync, the API server back) goes after changes and
+  timers, so that a change queued behind a whole pass is not seen a pass late (bench/: 12 s
+  at 2,000 services);
+- within a rank, the earliest due first.
+
+Pure bookkeeping over an injected monotonic clock: no task, no sleep (tests drive the clock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import math
+import time
+from collections.abc import Callable, Container, Iterable
+
+from svcaudit.controller.indexes import Key
+
+MAX_WAIT_FACTOR = 5.0
+CHANGE, TIMER, BACKGROUND = 0, 1, 2  # ranks: who goes first among due audits
+
+
+class AuditQueue:
+    def __init__(self, debounce: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.debounce = debounce
+        self.clock = clock
+        self.wake = asyncio.Event()  # set when something was marked or finished
+        self._due: dict[Key, float] = {}
+        self._burst_start: dict[Key, float] = {}
+        self._background: set[Key] = set()
+        self._fresh: set[Key] = set()  # marked since the plan was made: to slot into it
+        self._plan: list[tuple[int, float, Key]] = []  # due audits, a heap of (rank, due, key)
+        self._replan_at = math.inf
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._due
+
+    def mark(
+        self, keys: Iterable[Key], delay: float | None = None, *, background: bool = False
+    ) -> None:
+        """A change (delay None), a timer (delay seconds), or a background pass."""
+        now = self.clock()
+        for key in keys:
+            current = self._due.get(key)
+            if delay is None:
+                first = self._burst_start.setdefault(key, now)
+                self._due[key] = min(now + self.debounce, first + MAX_WAIT_FACTOR * self.debounce)
+                self._background.discard(key)
+            elif current is None or now + delay < current:
+                self._due[key] = now + delay
+                if background:
+                    self._background.add(key)
+                else:
+                    self._background.discard(key)
+            self._fresh.add(key)
+        if self._fresh:
+            self.wake.set()
+
+    def rank(self, key: Key) -> int:
+        if key in self._burst_start:
+            return CHANGE
+        return BACKGROUND if key in self._background else TIMER
+
+    def take(self, free: int, busy: Container[Key]) -> list[tuple[Key, bool]]:
+        """Up to `free` due keys not in `busy` (being audited), best first, each with
+        whether it is urgent (a change or a timer, not a background pass). Taken keys
+        leave the queue; a busy one stays for when its audit is done."""
+        now = self.clock()
+        self._update_plan(now, busy)
+        out: list[tuple[Key, bool]] = []
+        while self._plan and len(out) < free:
+            _, _, key = heapq.heappop(self._plan)
+            if key in busy or self._due.get(key, math.inf) > now:
+                continue  # audited meanwhile, or pushed back by a new change
+            out.append((key, self.rank(key) != BACKGROUND))
+            self._due.pop(key, None)
+            self._burst_start.pop(key, None)
+            self._background.discard(key)
+        return out
+
+    def _update_plan(self, now: float, busy: Container[Key]) -> None:
+        """Sort what is due once; afterwards slot in only what was marked since (a pass over
+        2,000 services re-sorted per mark was 5 % of the operator's CPU). A change or timer
+        not yet due jumps the queue once due: plan again then."""
+        if not self._plan or now >= self._replan_at:
+            self._plan = [
+                (self.rank(k), t, k) for k, t in self._due.items() if t <= now and k not in busy
+            ]
+            heapq.heapify(self._plan)
+            self._fresh.clear()
+            self._replan_at = min(
+                (t for k, t in self._due.items() if t > now and k not in self._background),
+                default=math.inf,
+            )
+            return
+        for key in self._fresh:
+            t = self._due.get(key)
+            if t is None or key in busy:
+                continue
+            if t <= now:
+                heapq.heappush(self._plan, (self.rank(key), t, key))
+            elif key not in self._background:
+                self._replan_at = min(self._replan_at, t)
+        self._fresh.clear()
+
+    def done(self, key: Key) -> None:
+        """An audit of `key` finished: if it was marked again meanwhile, it is due now."""
+        if key in self._due:
+            self._fresh.add(key)
+        self.wake.set()
+
+    def next_due(self, busy: Container[Key]) -> float:
+        """When the earliest waiting audit is due (monotonic; inf: none waits)."""
+        return min((t for k, t in self._due.items() if k not in busy), default=math.inf)
+
+    def pending(self) -> bool:
+        """Whether due audits wait in the plan (reports then wait for them)."""
+        return bool(self._plan)

@@ -1,0 +1,115 @@
+"""The work queue's policy (controller/queue.py) on a fake monotonic clock: debounce on the
+trailing edge with a cap, timers that only bring an audit forward, changes before timers before
+background passes, one audit per service at a time. No task, no sleep."""
+
+from __future__ import annotations
+
+from svcaudit.controller.queue import MAX_WAIT_FACTOR, AuditQueue
+
+A, B, C = ("ns", "a"), ("ns", "b"), ("ns", "c")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def queue(debounce: float = 0.5) -> tuple[AuditQueue, Clock]:
+    clock = Clock()
+    return AuditQueue(debounce, clock), clock
+
+
+def keys(taken: list[tuple[tuple[str, str], bool]]) -> list[tuple[str, str]]:
+    return [k for k, _ in taken]
+
+
+def test_a_change_waits_for_the_debounce_then_goes() -> None:
+    q, clock = queue()
+    q.mark([A])
+    assert q.take(10, busy=set()) == []
+    clock.now += 0.49
+    assert q.take(10, busy=set()) == []
+    clock.now += 0.02
+    assert q.take(10, busy=set()) == [(A, True)]
+    assert len(q) == 0 and q.take(10, busy=set()) == []
+
+
+def test_a_burst_is_one_audit_pushed_back_but_never_beyond_the_cap() -> None:
+    q, clock = queue(debounce=0.5)
+    start = clock.now
+    while clock.now < start + 10:  # a change every 0.3 s, for 10 s
+        q.mark([A])
+        clock.now += 0.3
+        if q.take(10, busy=set()):
+            break
+    # pushed back by each change, but due MAX_WAIT_FACTOR debounces after the first one
+    assert clock.now - start <= MAX_WAIT_FACTOR * 0.5 + 0.3
+    assert clock.now - start >= MAX_WAIT_FACTOR * 0.5
+
+
+def test_a_timer_only_brings_an_audit_forward() -> None:
+    q, clock = queue()
+    q.mark([A], delay=5)
+    q.mark([A], delay=10)  # later: ignored
+    assert q.next_due(set()) == clock.now + 5
+    q.mark([A], delay=1)  # sooner: taken
+    assert q.next_due(set()) == clock.now + 1
+    clock.now += 1
+    assert q.take(1, busy=set()) == [(A, True)]
+
+
+def test_changes_then_timers_then_background_each_by_due_time() -> None:
+    q, clock = queue(debounce=0.1)
+    q.mark([C], delay=0, background=True)  # a resync pass: due first, goes last
+    q.mark([B], delay=0.05)  # a timer
+    clock.now += 0.05
+    q.mark([A])  # a change, the latest of all
+    clock.now += 0.2
+    assert q.take(10, busy=set()) == [(A, True), (B, True), (C, False)]
+
+
+def test_a_change_during_a_background_pass_jumps_the_rest_of_it() -> None:
+    q, clock = queue(debounce=0.1)
+    pass_keys = [("ns", f"s{i:03d}") for i in range(50)]
+    q.mark(pass_keys, delay=0, background=True)
+    first = keys(q.take(2, busy=set()))
+    assert first == pass_keys[:2]
+    q.mark([pass_keys[-1]])  # a change to the last of the pass
+    clock.now += 0.05
+    assert keys(q.take(2, busy=set())) == pass_keys[2:4]  # not due yet: the pass goes on
+    clock.now += 0.06  # due now: the plan is made again and the change goes first
+    assert q.take(1, busy=set()) == [(pass_keys[-1], True)]
+
+
+def test_a_busy_service_waits_for_its_audit_to_finish() -> None:
+    q, _ = queue(debounce=0.1)
+    q.mark([A, B], delay=0)
+    assert keys(q.take(1, busy=set())) == [A]
+    q.mark([A], delay=0)  # changed while its audit runs
+    assert keys(q.take(5, busy={A})) == [B]  # never two audits of A at once
+    assert q.take(5, busy={A}) == []
+    assert q.next_due(busy={A}) == float("inf")
+    q.done(A)
+    assert q.wake.is_set()
+    assert keys(q.take(5, busy=set())) == [A]
+
+
+def test_pending_says_whether_due_audits_still_wait() -> None:
+    q, _ = queue()
+    q.mark([A, B, C], delay=0, background=True)
+    assert len(q.take(2, busy=set())) == 2
+    assert q.pending()  # reports wait for C
+    assert len(q.take(2, busy=set())) == 1
+    assert not q.pending()
+
+
+def test_mark_wakes_the_loop() -> None:
+    q, _ = queue()
+    q.wake.clear()
+    q.mark([])
+    assert not q.wake.is_set()
+    q.mark([A])
+    assert q.wake.is_set()
