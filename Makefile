@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
-CLUSTER := $(VPY) e2e/cluster/cluster.py
+CLUSTER := $(VPY) -m e2e.cluster
 NODE ?=
 NODES ?= 2
 # The test suite runs with the real node (curl/printenv steps) unless TEST_NODE= is given.
@@ -73,7 +73,7 @@ kind-down: ## delete that kind cluster (and the docker network kind, when nothin
 	$(PY) -m e2e.kind.local down --network --name $(KIND_CLUSTER)
 
 demo: venv build ## local cluster + operator + the tutorial + one mistake, before and after the fix
-	$(VPY) e2e/demo.py
+	$(VPY) -m e2e.demo
 
 bench: venv build ## benchmarks at scale, with Popeye (not part of the tests; docs/benchmarks.md)
 	$(VPY) -c 'import matplotlib' 2>/dev/null || $(VPY) -m pip install -q -c requirements/image.txt -e '.[dev,bench]'

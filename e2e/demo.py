@@ -30,7 +30,8 @@ def banner(text: str) -> None:
 
 class Demo:
     def __init__(self) -> None:
-        up = subprocess.run([sys.executable, str(REPO / "e2e/cluster/cluster.py"), "up"])
+        # from the repository's root, where the e2e package is (and .cluster, below)
+        up = subprocess.run([sys.executable, "-m", "e2e.cluster", "up"], cwd=REPO)
         if up.returncode != 0:
             sys.exit("the local cluster did not start; see the messages above")
         self.state = REPO / os.environ.get("SVCAUDIT_CLUSTER_DIR", ".cluster")

@@ -3,7 +3,7 @@
 `cluster` uses the cluster KUBECONFIG points to when asked to (E2E_CLUSTER=existing): never
 by default, since the suite creates namespaces, starts operators and (fault tests) stops
 components, which nobody wants on whatever cluster their shell happens to point at. Otherwise
-it starts the project's local cluster (e2e/cluster/cluster.py up), reusing it when it is
+it starts the project's local cluster (`python -m e2e.cluster up`), reusing it when it is
 already running, and leaves it running for the next session unless SVCAUDIT_CLUSTER_TEARDOWN=1;
 or kind (E2E_CLUSTER=kind: created for the session and deleted afterwards).
 """
@@ -24,7 +24,16 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-CLUSTER_PY = REPO / "e2e" / "cluster" / "cluster.py"
+# The local cluster's command line (e2e/cluster/__main__.py); run it with cluster_env().
+CLUSTER_CMD = (sys.executable, "-m", "e2e.cluster")
+
+
+def cluster_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """os.environ (and `extra`) with the repository first on PYTHONPATH: CLUSTER_CMD finds the
+    e2e package whatever the current directory (which stays the caller's, so that a relative
+    SVCAUDIT_CLUSTER_DIR means the same folder here and there)."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, **(extra or {}), "PYTHONPATH": path}
 
 
 def eventually(
@@ -94,10 +103,12 @@ class Cluster:
         )
         return name
 
-    def api_client(self):  # type: ignore[no-untyped-def]
+    def api_client(self) -> Any:
+        """A kubernetes.client.ApiClient for this cluster (the library has no type hints)."""
         from kubernetes import config
 
-        return config.new_client_from_config(config_file=self.kubeconfig)
+        new_client: Callable[..., Any] = config.new_client_from_config
+        return new_client(config_file=self.kubeconfig)
 
 
 def _state_dir() -> Path:
@@ -105,12 +116,12 @@ def _state_dir() -> Path:
 
 
 def _local_cluster(real_node: bool) -> Cluster:
-    args = [sys.executable, str(CLUSTER_PY), "up"]
+    args = [*CLUSTER_CMD, "up"]
     if real_node:
         args.append("--real-node")
-    proc = subprocess.run(args, capture_output=True, text=True)
+    proc = subprocess.run(args, capture_output=True, text=True, env=cluster_env())
     if proc.returncode != 0:
-        # Once for the whole session (not once per test), with cluster.py's own error line,
+        # Once for the whole session (not once per test), with the cluster's own error line,
         # which names the fix (e.g. "run make deps").
         print(f"{proc.stdout}\n{proc.stderr}", file=sys.stderr)
         failed = [line for line in proc.stderr.splitlines() if "FAILED" in line]
@@ -164,7 +175,7 @@ def _kind_cluster() -> Iterator[Cluster]:
     image (e2e/kind/node_image.py); the operator image and the tutorial's loaded, and the
     operator deployed from deploy/ as users do (e2e/kind/local.py). Deleted afterwards,
     with the docker network it used, unless SVCAUDIT_KEEP_KIND=1."""
-    from pytest_kind import KindCluster  # type: ignore[import-not-found]
+    from pytest_kind import KindCluster
 
     from e2e import deploy_local
     from e2e.kind import local, node_image
@@ -240,7 +251,7 @@ def cluster() -> Iterator[Cluster]:
     real_node = os.environ.get("NODE", "") == "real"
     yield _local_cluster(real_node)
     if os.environ.get("SVCAUDIT_CLUSTER_TEARDOWN") == "1":
-        subprocess.run([sys.executable, str(CLUSTER_PY), "down"], check=False)
+        subprocess.run([*CLUSTER_CMD, "down"], check=False, env=cluster_env())
 
 
 @pytest.fixture
@@ -279,7 +290,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     from e2e.providers import select_provider
 
     provider = select_provider()
-    keep, drop = [], []
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     for item in items:
         applies = all(
             provider in providers

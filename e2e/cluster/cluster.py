@@ -1,11 +1,14 @@
-#!/usr/bin/env python3
-"""A real Kubernetes cluster made of local processes: `cluster.py up|down|status|env`.
+"""A real Kubernetes cluster made of local processes: `python -m e2e.cluster up|down|status|env`.
 
 etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok (fake nodes whose pods get
 IPs and become Ready, so the real EndpointSlice controller publishes them) and CoreDNS, all
 built from the Go module proxy by build.sh. Standard library only, so it runs before any
 virtualenv exists. State (certificates, kubeconfigs, logs, pid files) lives in one folder,
 by default `<repo>/.cluster`, overridable with SVCAUDIT_CLUSTER_DIR.
+
+This is the module `e2e.cluster.cluster`; its command line is `python -m e2e.cluster` (run from
+the repository's root), which calls main() here. The real node (e2e.cluster.node.realnode)
+imports this module: there is one copy of it, and one ClusterError.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -428,7 +433,7 @@ def log_tail(state: State, name: str, lines: int = 30) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def wait_for(state: State, name: str, check, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+def wait_for(state: State, name: str, check: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     last_error = ""
     while time.monotonic() < deadline:
@@ -462,7 +467,8 @@ def api(
     body: object | None = None,
     content_type: str = "application/json",
     token: str | None = None,
-) -> dict[str, object]:
+) -> dict[str, Any]:
+    """One request; the decoded JSON answer (untyped, as the apiserver sends it)."""
     ctx = ssl.create_default_context(cafile=str(state.pki / "ca.crt"))
     data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
     req = urllib.request.Request(
@@ -491,7 +497,7 @@ def api_ok(state: State, path: str) -> bool:
         return False
 
 
-def apply(state: State, path: str, obj: dict[str, object]) -> None:
+def apply(state: State, path: str, obj: dict[str, Any]) -> None:
     """Server-side apply of one object at its API path (create or update)."""
     api(
         state,
@@ -528,7 +534,8 @@ def start_etcd(state: State) -> None:
 
     def healthy() -> bool:
         with urllib.request.urlopen(f"http://127.0.0.1:{PORTS['etcd']}/health", timeout=2) as r:
-            return json.loads(r.read()).get("health") == "true"
+            health: object = json.loads(r.read()).get("health")
+            return health == "true"
 
     wait_for(state, "etcd", healthy, 60, "etcd /health")
 
@@ -742,7 +749,7 @@ def coredns_binds(state: State) -> list[str]:
     """Addresses CoreDNS listens on: loopback, plus the real node's bridge when there is one."""
     binds = ["127.0.0.1"]
     if state.real_node:
-        from node import realnode
+        from e2e.cluster.node import realnode
 
         binds.append(realnode.DNS_BIND_ADDRESS)
     return binds
@@ -790,7 +797,7 @@ def start_coredns(state: State) -> None:
 def nodes_ready(state: State, names: list[str]) -> bool:
     listing = api(state, "GET", "/api/v1/nodes")
     ready = set()
-    for node in listing.get("items", []):  # type: ignore[union-attr]
+    for node in listing.get("items", []):
         for cond in node.get("status", {}).get("conditions", []):
             if cond.get("type") == "Ready" and cond.get("status") == "True":
                 ready.add(node["metadata"]["name"])
@@ -811,7 +818,7 @@ def check_binaries(state: State) -> None:
 
 
 @contextlib.contextmanager
-def exclusive(folder: Path):  # type: ignore[no-untyped-def]
+def exclusive(folder: Path) -> Iterator[None]:
     """Serialize up/down: two callers (a test session and a developer) must not interleave."""
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "w") as lock:
@@ -830,7 +837,7 @@ def down(args: argparse.Namespace) -> int:
 
 
 def _real_node_running(state: State) -> bool:
-    from node import realnode
+    from e2e.cluster.node import realnode
 
     return realnode.running(state)
 
@@ -861,7 +868,7 @@ def _up(args: argparse.Namespace) -> int:
     check_binaries(state)
     try:
         if state.real_node:  # before anything starts: one line naming the fix
-            from node import realnode
+            from e2e.cluster.node import realnode
 
             realnode.check_prerequisites()
         network_up()
@@ -878,7 +885,7 @@ def _up(args: argparse.Namespace) -> int:
             ("coredns", start_coredns),
         ]
         if state.real_node:
-            from node import realnode
+            from e2e.cluster.node import realnode
 
             steps.append(("real node", realnode.up))
         for label, step in steps:
@@ -916,7 +923,7 @@ def _down(args: argparse.Namespace) -> int:
         network_down()
         return 0
     if state.real_node:
-        from node import realnode
+        from e2e.cluster.node import realnode
 
         realnode.down(state)
     for name in reversed(COMPONENT_ORDER):
@@ -930,7 +937,7 @@ def _down(args: argparse.Namespace) -> int:
     return 0
 
 
-def _component_starters() -> dict[str, object]:
+def _component_starters() -> dict[str, Callable[[State], None]]:
     return {
         "etcd": start_etcd,
         "apiserver": start_apiserver,
@@ -969,7 +976,7 @@ def start_component(args: argparse.Namespace) -> int:
             return 1
         t = time.monotonic()
         try:
-            _component_starters()[args.component](state)  # type: ignore[operator]
+            _component_starters()[args.component](state)
         except ClusterError as exc:
             print(f"[cluster] FAILED: {exc}", file=sys.stderr)
             return 1
@@ -1006,7 +1013,9 @@ def env(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m e2e.cluster", description=__doc__.splitlines()[0]
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_up = sub.add_parser("up", help="start the cluster (idempotent)")
     p_up.add_argument("--nodes", type=int, default=int(os.environ.get("KWOK_NODES", "2")))
@@ -1030,12 +1039,10 @@ def main(argv: list[str] | None = None) -> int:
     p_start.set_defaults(func=start_component)
     sub.add_parser("env", help="shell exports to use the cluster").set_defaults(func=env)
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(HERE))
-    # node/realnode.py does `import cluster`: as a script this module is __main__, and a
-    # second copy would have another ClusterError, which `except ClusterError` here misses.
-    sys.modules.setdefault("cluster", sys.modules[__name__])
     return int(args.func(args))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Not an entry point any more: as a script this file would be a second copy of the module
+    # the real node imports (another ClusterError). One line naming the command instead.
+    sys.exit("the local cluster's command line is: python -m e2e.cluster " + " ".join(sys.argv[1:]))

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.fixtures import REPO, Cluster, eventually
+from tests.fixtures import Cluster, eventually
 
 SIMPLESERVICE = "svcaudit.local/simpleservice:0.5.0"
 SHELL = "svcaudit.local/shell:1.0"
@@ -156,11 +155,10 @@ def cluster_ip(cluster: Cluster, namespace: str, name: str) -> str:
 
 
 def local_node_module(cluster: Cluster) -> tuple[Any, Any, Any]:
-    """(cluster.py module, node.realnode module, loaded State) of the local cluster."""
-    sys.path.insert(0, str(REPO / "e2e" / "cluster"))
-    from node import realnode  # type: ignore[import-not-found]
-
-    import cluster as local  # type: ignore[import-not-found]
+    """(e2e.cluster.cluster module, its node.realnode module, loaded State) of the local
+    cluster."""
+    from e2e.cluster import cluster as local
+    from e2e.cluster.node import realnode
 
     assert cluster.state_dir is not None
     state = local.State.load(cluster.state_dir)

@@ -15,7 +15,7 @@ def test_demo_shows_true_false_true(cluster: Cluster) -> None:
     """`make demo` drives the project's own local cluster (on kind, the tutorial's steps run in
     test_tutorial.py with the operator deployed from deploy/)."""
     proc = subprocess.run(
-        [sys.executable, str(REPO / "e2e/demo.py")], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "e2e.demo"], cwd=REPO, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout

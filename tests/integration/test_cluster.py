@@ -13,7 +13,9 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from tests.fixtures import REPO, Cluster, process_alive
+from e2e.cluster import cluster as local
+from e2e.cluster.node import realnode
+from tests.fixtures import CLUSTER_CMD, REPO, Cluster, cluster_env, process_alive
 from tests.integration.op_helpers import eventually
 
 pytestmark = pytest.mark.cluster
@@ -139,15 +141,8 @@ def test_cluster_ranges_and_names_never_leave_the_machine(cluster: Cluster) -> N
     forwarded)."""
     if cluster.state_dir is None:
         pytest.skip("only the local cluster is started by this project")
-    import importlib.util
     import subprocess
-    import sys
 
-    spec = importlib.util.spec_from_file_location("local_cluster", REPO / "e2e/cluster/cluster.py")
-    assert spec and spec.loader
-    local = importlib.util.module_from_spec(spec)
-    sys.modules["local_cluster"] = local
-    spec.loader.exec_module(local)
     routes = subprocess.run(
         ["ip", "route", "show", "type", "blackhole"], capture_output=True, text=True, check=True
     ).stdout.split()
@@ -165,13 +160,9 @@ def test_up_twice_is_harmless(cluster: Cluster) -> None:
         pytest.skip("only the local cluster is started by this project")
     pids_before = {p.name: p.read_text() for p in (cluster.state_dir / "pids").glob("*.pid")}
     import subprocess
-    import sys
 
     proc = subprocess.run(
-        [sys.executable, str(REPO / "e2e/cluster/cluster.py"), "up"],
-        capture_output=True,
-        text=True,
-        timeout=120,
+        [*CLUSTER_CMD, "up"], capture_output=True, text=True, timeout=120, env=cluster_env()
     )
     assert proc.returncode == 0, proc.stderr
     assert "already running" in proc.stdout
@@ -197,10 +188,6 @@ def test_down_leaves_no_process_and_no_port(cluster: Cluster) -> None:
     if cluster.state_dir is None:
         pytest.skip("only the local cluster is started by this project")
     import subprocess
-    import sys
-
-    sys.path.insert(0, str(REPO / "e2e/cluster"))
-    import cluster as local  # type: ignore[import-not-found]
 
     pids = {}
     for path in (cluster.state_dir / "pids").glob("*.pid"):
@@ -209,10 +196,9 @@ def test_down_leaves_no_process_and_no_port(cluster: Cluster) -> None:
     assert {"etcd", "apiserver", "controller-manager", "scheduler", "kwok", "coredns"} <= set(pids)
     ports = set(local.PORTS.values())
     assert ports & listening_ports(), "the running cluster should be listening"
-    script = str(REPO / "e2e/cluster/cluster.py")
     try:
         down = subprocess.run(
-            [sys.executable, script, "down"], capture_output=True, text=True, timeout=180
+            [*CLUSTER_CMD, "down"], capture_output=True, text=True, timeout=180, env=cluster_env()
         )
         assert down.returncode == 0, down.stderr
         alive = [name for name, pid in pids.items() if process_alive(pid)]
@@ -224,13 +210,13 @@ def test_down_leaves_no_process_and_no_port(cluster: Cluster) -> None:
         routes = subprocess.run(["ip", "route"], capture_output=True, text=True).stdout
         assert "blackhole" not in routes
     finally:
-        args = [sys.executable, script, "up"] + (["--real-node"] if cluster.real_node else [])
-        subprocess.run(args, capture_output=True, text=True, timeout=600)
+        args = [*CLUSTER_CMD, "up"] + (["--real-node"] if cluster.real_node else [])
+        subprocess.run(args, capture_output=True, text=True, timeout=600, env=cluster_env())
 
 
 def test_a_cluster_that_cannot_start_ends_the_session_once(tmp_path: Path) -> None:
     """Every test needs the cluster: when it cannot start, the session stops at the first one
-    with cluster.py's own error line, instead of the same traceback once per test."""
+    with the cluster's own error line, instead of the same traceback once per test."""
     import os
     import subprocess
     import sys
@@ -244,7 +230,7 @@ def test_a_cluster_that_cannot_start_ends_the_session_once(tmp_path: Path) -> No
         "NODE": "real",
         "E2E_CLUSTER": "local",
         "SVCAUDIT_CLUSTER_DIR": str(tmp_path / "state"),
-        # the real node runs only in the offset-0 cluster: cluster.py refuses at once
+        # the real node runs only in the offset-0 cluster: `up` refuses at once
         "SVCAUDIT_CLUSTER_PORT_OFFSET": "500",
     }
     proc = subprocess.run(
@@ -260,3 +246,60 @@ def test_a_cluster_that_cannot_start_ends_the_session_once(tmp_path: Path) -> No
     reason = "the local cluster did not start: [cluster] the real node runs only in the offset-0"
     assert out.count(reason) == 1, out
     assert "passed" not in out and " error" not in out, out
+
+
+def test_the_real_node_raises_the_cluster_modules_own_error() -> None:
+    """e2e/cluster is one package: the real node uses the very module the command line runs
+    (not a second copy with another ClusterError), and no other name holds that file."""
+    import sys
+
+    assert realnode.cluster is local
+    assert realnode.cluster.ClusterError is local.ClusterError
+    copies = [
+        name
+        for name, module in list(sys.modules.items())
+        if getattr(module, "__file__", None) == local.__file__
+    ]
+    assert copies == ["e2e.cluster.cluster"]
+
+
+def test_a_real_node_failure_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """A ClusterError raised by the real node reaches the command line's handler: `python -m
+    e2e.cluster up --real-node` with the node's tools out of reach (an empty PATH) prints the
+    `[cluster] FAILED` line naming them and exits 1, having started nothing."""
+    import subprocess
+
+    kubernetes = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+    needed = [local.binary(c) for c in ("etcd", "kwok", "coredns")] + [
+        local.binary("kubernetes", b) for b in (*kubernetes, "kubelet", "kube-proxy")
+    ]
+    if not all(p.exists() for p in needed):
+        pytest.skip("the cluster binaries are not built (make build): `up` would build them")
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    env = cluster_env({"PATH": str(empty), "SVCAUDIT_CLUSTER_DIR": str(tmp_path / "state")})
+    env.pop("SVCAUDIT_CLUSTER_PORT_OFFSET", None)
+    proc = subprocess.run(
+        [*CLUSTER_CMD, "up", "--real-node"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "[cluster] FAILED: real node prerequisites missing: containerd" in proc.stderr
+    assert not (tmp_path / "state" / "pids").exists()
+
+
+def test_the_old_script_path_names_the_command_line() -> None:
+    """e2e/cluster/cluster.py is a module, not a script any more: run as one, it does nothing
+    but name `python -m e2e.cluster`."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "e2e/cluster/cluster.py"), "status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    expected = "the local cluster's command line is: python -m e2e.cluster status"
+    assert proc.stderr.strip() == expected

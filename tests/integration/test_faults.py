@@ -10,10 +10,8 @@ shared cluster, so they are `lifecycle` tests: they run after everything else.
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.fixtures import CLUSTER_PY, Cluster
+from tests.fixtures import CLUSTER_CMD, Cluster, cluster_env
 from tests.integration.op_helpers import (
     PREFIX,
     Operator,
@@ -53,9 +51,9 @@ CONTROL_PLANE_RECOVERY = 180  # the same, when the control plane itself lags aft
 def control(cluster: Cluster, action: str, component: str) -> None:
     if cluster.provider != "local" or cluster.state_dir is None:
         pytest.skip("stopping control-plane components needs the project's local cluster")
-    env = {**os.environ, "SVCAUDIT_CLUSTER_DIR": str(cluster.state_dir)}
+    env = cluster_env({"SVCAUDIT_CLUSTER_DIR": str(cluster.state_dir)})
     subprocess.run(
-        [sys.executable, str(CLUSTER_PY), action, component],
+        [*CLUSTER_CMD, action, component],
         check=True,
         env=env,
         capture_output=True,

@@ -7,7 +7,7 @@ nobody serves, so with imagePullPolicy IfNotPresent/Never nothing is ever pulled
 
 Tarballs are cached in `<cache>/images-<hash>/`, the hash covering every input (this file, the
 files under images/, the busybox binary), so they are rebuilt only when a source changes.
-Standard library only: cluster.py runs before any virtualenv exists.
+Standard library only: `python -m e2e.cluster` runs before any virtualenv exists.
 """
 
 from __future__ import annotations

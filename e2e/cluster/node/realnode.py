@@ -1,8 +1,9 @@
 """A real node for the local cluster: containerd + runc + CNI bridge + kubelet + kube-proxy.
 
-`up(state)` is called by cluster.py once CoreDNS runs, `down(state)` before the control plane
-stops. Everything this module starts or creates is recorded so that `down` removes exactly
-that, and compares the machine with a snapshot taken before `up` touched anything.
+`up(state)` is called by e2e.cluster.cluster once CoreDNS runs, `down(state)` before the
+control plane stops. Everything this module starts or creates is recorded so that `down`
+removes exactly that, and compares the machine with a snapshot taken before `up` touched
+anything.
 
 Addresses (none can leave the machine):
 - node IP = the apiserver's advertise address (10.201.0.1, on cluster.py's local svcaudit0
@@ -15,7 +16,7 @@ Addresses (none can leave the machine):
 - cluster DNS = Service kube-system/kube-dns at 10.96.0.10 (selectorless), with a hand-written
   EndpointSlice pointing to DNS_BIND_ADDRESS:53.
 
-Standard library only (cluster.py runs before any virtualenv exists).
+Standard library only (`python -m e2e.cluster` runs before any virtualenv exists).
 """
 
 from __future__ import annotations
@@ -35,9 +36,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import cluster
-
-from . import images
+from e2e.cluster import cluster
+from e2e.cluster.node import images
 
 NODE_NAME = "realnode"
 NODE_IP = cluster.ADVERTISE_IP
@@ -628,7 +628,7 @@ def start_kubelet(state: cluster.State, paths: Paths) -> None:
 
 def node_pod_cidr(state: cluster.State) -> str:
     node = cluster.api(state, "GET", f"/api/v1/nodes/{NODE_NAME}")
-    return str(node.get("spec", {}).get("podCIDR", ""))  # type: ignore[union-attr]
+    return str(node.get("spec", {}).get("podCIDR", ""))
 
 
 def write_cni_config(paths: Paths, pod_cidr: str) -> None:
@@ -758,7 +758,7 @@ def node_ready(state: cluster.State, since: float = 0.0) -> bool:
     """Ready, as last reported by a kubelet heartbeat at or after `since` (epoch seconds):
     a restarted node's old Ready condition does not count."""
     node = cluster.api(state, "GET", f"/api/v1/nodes/{NODE_NAME}")
-    conditions = node.get("status", {}).get("conditions", [])  # type: ignore[union-attr]
+    conditions = node.get("status", {}).get("conditions", [])
     for c in conditions:
         if c.get("type") == "Ready" and c.get("status") == "True":
             beat = datetime.strptime(c["lastHeartbeatTime"], "%Y-%m-%dT%H:%M:%SZ")
@@ -767,7 +767,7 @@ def node_ready(state: cluster.State, since: float = 0.0) -> bool:
 
 
 def running(state: cluster.State) -> bool:
-    """Whether every process of the node is alive (cluster.py: is `up` needed?)."""
+    """Whether every process of the node is alive (cluster.py's `up`: is it needed?)."""
     return all(cluster.running_pid(state, c) for c in COMPONENTS)
 
 
@@ -778,7 +778,8 @@ def check_cluster_dns() -> None:
     except OSError as exc:
         raise cluster.ClusterError(
             f"CoreDNS does not answer on {DNS_BIND_ADDRESS}:53 ({exc}): it was started without "
-            "the real node; restart the cluster: cluster.py down && cluster.py up --real-node"
+            "the real node; restart the cluster: python -m e2e.cluster down && "
+            "python -m e2e.cluster up --real-node"
         ) from exc
 
 
@@ -823,7 +824,8 @@ def kube_proxy_synced() -> bool:
     import urllib.request
 
     with urllib.request.urlopen("http://127.0.0.1:10256/healthz", timeout=2) as resp:
-        return resp.status == 200
+        status: int = resp.status
+    return status == 200
 
 
 # ---------------------------------------------------------------------------------------------
@@ -850,9 +852,9 @@ def kill_containers(state: cluster.State, paths: Paths) -> None:
     task_dir = paths.containerd / "state" / "io.containerd.runtime.v2.task"
     for pid_file in task_dir.glob("*/*/shim.pid"):
         try:
-            pid = int(pid_file.read_text().strip())
-            if os.readlink(f"/proc/{pid}/exe").endswith("containerd-shim-runc-v2"):
-                kill(pid)
+            shim = int(pid_file.read_text().strip())
+            if os.readlink(f"/proc/{shim}/exe").endswith("containerd-shim-runc-v2"):
+                kill(shim)
         except (OSError, ValueError):
             pass
 
