@@ -77,7 +77,7 @@ demo: venv build ## local cluster + operator + the tutorial + one mistake, befor
 
 bench: venv build ## benchmarks at scale, with Popeye (not part of the tests; docs/benchmarks.md)
 	$(VPY) -c 'import matplotlib' 2>/dev/null || $(VPY) -m pip install -q -c requirements/image.txt -e '.[dev,bench]'
-	$(VPY) bench/run.py $(BENCH_ARGS)
+	$(VPY) -m bench run $(BENCH_ARGS)
 
 image: deps ## build the operator image IMAGE=svcaudit:dev (starts a Docker engine if none answers)
 	$(PY) -m e2e.docker.image --tag $(IMAGE)

@@ -1,6 +1,5 @@
-#!/usr/bin/env python3
 """Chart of a bench result: latency and memory vs cluster size, svcaudit vs Popeye vs the
-control plane's floor. Usage: chart.py bench/results/bench-<stamp>.json [out.png]"""
+control plane's floor. Usage: python -m bench chart bench/results/bench-<stamp>.json [out.png]"""
 
 from __future__ import annotations
 
@@ -18,16 +17,17 @@ KINDS = ("pod_deleted", "pod_label_changed", "selector_changed", "service_recrea
 
 
 def _get(d: dict[str, Any], *path: str) -> float | None:
+    node: object = d
     for p in path:
-        if not isinstance(d, dict) or p not in d:
+        if not isinstance(node, dict) or p not in node:
             return None
-        d = d[p]
-    return d if isinstance(d, int | float) else None
+        node = node[p]
+    return float(node) if isinstance(node, int | float) else None
 
 
 def pooled(size: dict[str, Any], field: str, stat: str) -> float | None:
     """A statistic over every settle-0 detection trial of every kind pooled together."""
-    vals = sorted(
+    vals: list[float] = sorted(
         t[field]
         for k in KINDS
         for t in size.get("detection_settle0", {}).get(k, {}).get("trials", [])
@@ -112,5 +112,9 @@ def render(result_path: Path, out: Path | None = None) -> Path:
     return out
 
 
-if __name__ == "__main__":
-    print(render(Path(sys.argv[1]), Path(sys.argv[2]) if len(sys.argv) > 2 else None))
+def main(argv: list[str]) -> int:
+    if not 1 <= len(argv) <= 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    print(render(Path(argv[0]), Path(argv[1]) if len(argv) > 1 else None))
+    return 0

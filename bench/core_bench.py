@@ -6,10 +6,13 @@ the operator calls it: `pods` = the pods of the service's namespace, `env_servic
 services of that namespace plus default/kubernetes, and the namespace's indexes (PodIndex,
 ServiceEnvIndex) built once per namespace and shared; their build time is counted.
 
-    .venv/bin/python bench/core_bench.py                 # the three standard sizes
-    .venv/bin/python bench/core_bench.py --size 100x100  # one size (services x pods[/ns])
-    .venv/bin/python bench/core_bench.py --sample 5      # time 5 services per namespace
-                                                         # and extrapolate (slow cores)
+    .venv/bin/python -m bench core                 # the three standard sizes
+    .venv/bin/python -m bench core --size 100x100  # one size (services x pods[/ns])
+    .venv/bin/python -m bench core --sample 5      # time 5 services per namespace
+                                                   # and extrapolate (slow cores)
+
+It times the svcaudit the interpreter imports: the virtualenv's (installed from operator/),
+or another tree's with PYTHONPATH=<tree>/operator.
 
 Pod containers start 2 s after the services are created (inside the default 5 s grace
 window), like a script that creates services and pods together: the worst case for the
@@ -20,14 +23,10 @@ environment audit (every container is "possibly stale" for every service). With
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 
 from svcaudit.core.audit import AuditInputs, NamespaceIndexes, audit_service
 from svcaudit.core.envvars import ServiceEnvIndex
@@ -211,8 +210,10 @@ def run(
     )
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench core", description="micro-benchmark of the pure core (not a test)"
+    )
     ap.add_argument("--size", action="append", choices=sorted(SIZES), help="default: all")
     ap.add_argument("--sample", type=int, help="audit only N services per namespace")
     ap.add_argument(
@@ -221,10 +222,7 @@ def main() -> None:
         default=2.0,
         help="seconds from the services' creation to the containers' start (default 2)",
     )
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     for label in args.size or list(SIZES):
         run(label, *SIZES[label], args.sample, args.started_after)
-
-
-if __name__ == "__main__":
-    main()
+    return 0

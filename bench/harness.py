@@ -1,5 +1,6 @@
 """The benchmark's own cluster (beside the test cluster: its own folder and port offset), the
-operator as a subprocess with its own ServiceAccount, and what is read from /proc and /metrics.
+operator as a subprocess with its own ServiceAccount, what is read from /proc and /metrics, and
+the machine a result was measured on.
 """
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform
 import re
 import socket
 import subprocess
@@ -17,10 +19,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from kubeapi import Kube
+from bench.kubeapi import Kube
+from e2e.cluster import cluster as local_cluster
 
 REPO = Path(__file__).resolve().parent.parent
-CLUSTER_PY = REPO / "e2e" / "cluster" / "cluster.py"
+# The local cluster's command line (e2e/cluster/__main__.py), run from the repository's root.
+CLUSTER_CMD = (sys.executable, "-m", "e2e.cluster")
 # BENCH_CLUSTER=soak runs a second bench cluster (ports +300) so a soak can run beside a bench.
 _WHICH = os.environ.get("BENCH_CLUSTER", "bench")
 CLUSTER_DIR = REPO / f".cluster-{_WHICH}"
@@ -50,7 +54,7 @@ def log(msg: str) -> None:
 def cluster(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **CLUSTER_ENV}
     return subprocess.run(
-        [sys.executable, str(CLUSTER_PY), *args],
+        [*CLUSTER_CMD, *args],
         env=env,
         text=True,
         capture_output=True,
@@ -80,22 +84,50 @@ def cluster_pids() -> dict[str, int]:
     return out
 
 
+def nodes_for(pods: int) -> int:
+    """kwok nodes for a scenario: kwok gives pods IPs from their node's /24, so each node is
+    kept well under 254 pods."""
+    return max(10, -(-pods // 150))
+
+
 def kubectl() -> str:
-    versions = dict(
-        line.split("=", 1)
-        for line in (REPO / "e2e/cluster/versions.env").read_text().splitlines()
-        if "=" in line and not line.startswith("#")
-    )
-    cache = Path(os.environ.get("SVCAUDIT_CACHE", Path.home() / ".cache" / "svcaudit"))
-    return str(cache / f"kubernetes-{versions['KUBE_VERSION']}" / "kubectl")
+    return str(local_cluster.binary("kubernetes", "kubectl"))
 
 
 def versions() -> dict[str, str]:
-    return dict(
-        line.strip().split("=", 1)
-        for line in (REPO / "e2e/cluster/versions.env").read_text().splitlines()
-        if "=" in line and not line.strip().startswith("#")
+    """The pinned versions of every component (e2e/cluster/versions.env)."""
+    return dict(local_cluster.VERSIONS)
+
+
+def machine() -> dict[str, Any]:
+    """Where a result was measured: cores, CPU, RAM, kernel, Python, the commit, the operator's
+    uncommitted files, the components' versions, the load at the start."""
+    mem = Path("/proc/meminfo").read_text().split("\n")[0].split()[1]
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "?",
     )
+    git = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "operator"], cwd=REPO, capture_output=True, text=True
+    ).stdout.split("\n")
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "ram_gib": round(int(mem) / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "git": git,
+        "operator_uncommitted": [line[3:] for line in dirty if line.strip()],
+        "versions": versions(),
+    }
 
 
 def admin_kubeconfig() -> str:
@@ -330,7 +362,9 @@ class Operator:
         return out
 
 
-def run_measured(argv: list[str], out_path: Path | None = None, timeout: float = 1800) -> dict:
+def run_measured(
+    argv: list[str], out_path: Path | None = None, timeout: float = 1800
+) -> dict[str, Any]:
     """Run one command in a fresh child and measure its wall time, CPU and peak RSS.
 
     The peak is the child's own VmHWM, read from /proc every 20 ms until it exits. Not

@@ -132,7 +132,9 @@ class Kube:
             if not cont:
                 return items, page["metadata"]["resourceVersion"]
 
-    def parallel(self, fn: Callable[[Any], Any], args: Iterable[Any], workers: int = 24) -> list:
+    def parallel(
+        self, fn: Callable[[Any], Any], args: Iterable[Any], workers: int = 24
+    ) -> list[Any]:
         with ThreadPoolExecutor(workers) as pool:
             return list(pool.map(fn, args))
 
@@ -176,7 +178,9 @@ class Watch:
                     if r.status_code == 410:
                         self._relist()
                         continue
-                    for line in r.iter_lines(chunk_size=None):
+                    # chunk_size=None: each event as soon as it arrives, not once 512 bytes
+                    # have (requests allows it; its stubs do not say so)
+                    for line in r.iter_lines(chunk_size=None):  # type: ignore[call-overload]
                         if self._stop.is_set():
                             return
                         if line:

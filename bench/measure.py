@@ -11,19 +11,23 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import harness
-import scenario as scen
-from harness import log
-from kubeapi import ApiError, Kube, Watch
+from bench import harness
+from bench import scenario as scen
+from bench.harness import log
+from bench.kubeapi import ApiError, Kube, Obj, Watch
+from e2e.cluster import cluster as local_cluster
 
 PREFIX = "svcaudit.dev/"
 ASPECTS = ("EndpointsConsistent", "EnvironmentConsistent", "DNSConsistent", "DiscoveryHealthy")
 SA_API = "/apis/svcaudit.dev/v1alpha1"
 SLICE_API = "/apis/discovery.k8s.io/v1"
 KINDS = ("pod_deleted", "pod_label_changed", "selector_changed", "service_recreated")
+# Changes made in a thread until the event is set; the list's one item counts them.
+ChurnDriver = Callable[[threading.Event, list[int]], None]
 
 
 def stats(values: list[float]) -> dict[str, Any]:
@@ -41,7 +45,7 @@ def stats(values: list[float]) -> dict[str, Any]:
     }
 
 
-def conditions(obj: dict | None) -> dict[str, dict]:
+def conditions(obj: Obj | None) -> dict[str, dict[str, Any]]:
     if not obj:
         return {}
     out = {}
@@ -52,17 +56,17 @@ def conditions(obj: dict | None) -> dict[str, dict]:
     return out
 
 
-def has_all(obj: dict | None) -> bool:
+def has_all(obj: Obj | None) -> bool:
     c = conditions(obj)
     return all(a in c for a in ASPECTS)
 
 
-def cond_is(obj: dict | None, aspect: str, status: str, reason: str | None = None) -> bool:
+def cond_is(obj: Obj | None, aspect: str, status: str, reason: str | None = None) -> bool:
     c = conditions(obj).get(aspect)
     return bool(c and c.get("status") == status and (reason is None or c.get("reason") == reason))
 
 
-def sa_counts(obj: dict | None) -> tuple[int, int] | None:
+def sa_counts(obj: Obj | None) -> tuple[int, int] | None:
     if not obj:
         return None
     s = (obj.get("status") or {}).get("summary") or {}
@@ -133,7 +137,7 @@ def create_scenario(kube: Kube, sc: scen.Scenario) -> dict[str, float]:
             },
         )
     # wait for the EndpointSlice controller to finish: the slices' endpoint total is stable
-    last, stable_since = -1, time.monotonic()
+    last, stable_since = (-1, -1), time.monotonic()
     while time.monotonic() - stable_since < 8:
         slices, _ = kube.list_all(f"{SLICE_API}/endpointslices")
         total = sum(len(s.get("endpoints") or []) for s in slices)
@@ -238,7 +242,7 @@ def wait_quiet(op: harness.Operator, seconds: float = 8, timeout: float = 300) -
 
 
 def api_window(
-    kube: Kube, op: harness.Operator, seconds: float, during: Any = None
+    kube: Kube, op: harness.Operator, seconds: float, during: ChurnDriver | None = None
 ) -> dict[str, Any]:
     """Operator writes (its metrics), requests by its identity (apiserver APF counters) and
     CPU over a window, per minute; `during` runs in a thread meanwhile (churn)."""
@@ -317,8 +321,10 @@ class Trials:
             total += len(s.get("endpoints") or [])
         return total if found else None
 
-    def wait_slices(self, ns: str, name: str, want: int, timeout: float, uid: str | None = None):
-        def pred(objs: dict) -> bool:
+    def wait_slices(
+        self, ns: str, name: str, want: int, timeout: float, uid: str | None = None
+    ) -> float | None:
+        def pred(objs: dict[str, Obj]) -> bool:
             return self.slice_endpoints(ns, name, uid) == want
 
         deadline = time.monotonic() + timeout
@@ -352,7 +358,7 @@ class Trials:
         res: dict[str, Any] = {"kind": kind, "service": t.key}
         floor_box: dict[str, float | None] = {}
 
-        def floor(want: int, uid_getter=None) -> None:
+        def floor(want: int, uid_getter: Callable[[], str] | None = None) -> None:
             uid = uid_getter() if uid_getter else None
             floor_box["t"] = self.wait_slices(ns, name, want, timeout, uid)
 
@@ -410,7 +416,7 @@ class Trials:
             t1 = self.svc.wait_key(
                 t.key,
                 lambda o: (
-                    bool(o)
+                    o is not None
                     and o["metadata"]["uid"] == uid
                     and cond_is(o, "EnvironmentConsistent", "False")
                 ),
@@ -435,7 +441,7 @@ class Trials:
                     self.targets.append(t)
         return res
 
-    def _pod(self, t: scen.ServiceSpec, pod: str) -> dict:
+    def _pod(self, t: scen.ServiceSpec, pod: str) -> Obj:
         return next(
             o
             for o in self.sc.pod_objects
@@ -443,7 +449,7 @@ class Trials:
         )
 
 
-def churn(kube: Kube, sc: scen.Scenario, rate: float):
+def churn(kube: Kube, sc: scen.Scenario, rate: float) -> ChurnDriver:
     """A churn driver for api_window(): flips the `app` label of random pods of plain services
     out of and back into their selector, `rate` changes per second."""
     pool = [s for s in sc.services if s.kind == "plain"][-max(1, len(sc.services) // 10) :]
@@ -484,8 +490,9 @@ def churn(kube: Kube, sc: scen.Scenario, rate: float):
 
 
 def popeye_binary() -> Path:
+    """Where `e2e/cluster/build.sh popeye` puts Popeye (under SVCAUDIT_CACHE, like the rest)."""
     v = harness.versions()["POPEYE_VERSION"]
-    return harness.Path.home() / ".cache" / "svcaudit" / f"popeye-{v}" / "popeye"
+    return local_cluster.cache_dir() / f"popeye-{v}" / "popeye"
 
 
 def one_shots(out_dir: Path, trials: int, popeye: bool) -> dict[str, Any]:

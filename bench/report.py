@@ -1,5 +1,5 @@
-#!/usr/bin/env python3
-"""A Markdown table of a bench result (for the README): report.py bench/results/bench-X.json"""
+"""A Markdown table of a bench result (for the README): python -m bench report
+bench/results/bench-<stamp>.json"""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def g(d: Any, *path: str) -> Any:
     return d
 
 
-def s(st: dict | None, unit: str = "s", digits: int = 2) -> str:
+def s(st: dict[str, Any] | None, unit: str = "s", digits: int = 2) -> str:
     """median (p99) from a stats dict."""
     if not st or not st.get("n"):
         return "-"
@@ -127,5 +127,9 @@ def table(data: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-if __name__ == "__main__":
-    print(table(json.loads(Path(sys.argv[1]).read_text())))
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print(__doc__, file=sys.stderr)
+        return 2
+    print(table(json.loads(Path(argv[0]).read_text())))
+    return 0

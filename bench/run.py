@@ -1,5 +1,5 @@
-#!/usr/bin/env python3
-"""svcaudit at scale (issue 8): `make bench [BENCH_ARGS="--sizes 1000,5000,10000"]`.
+"""svcaudit at scale (issue 8): `make bench [BENCH_ARGS="--sizes 1000,5000,10000"]`, i.e.
+`python -m bench run [--sizes ...]`.
 
 For each size, on its own local cluster (.cluster-bench, ports +100: never the test cluster):
 creates the scenario (bench/scenario.py), then measures the operator's initial audit,
@@ -8,7 +8,7 @@ EndpointSlice latency, RSS and CPU, API requests in steady state and under churn
 `svcaudit check -A` against Popeye. Writes bench/results/<stamp>.json (+ a chart with
 bench/chart.py). See docs/benchmarks.md.
 
-`--soak 30m` instead runs the soak test (bench/soak.py).
+`--soak 30m` instead runs the soak test (bench/soak.py, also `python -m bench soak 30m`).
 """
 
 from __future__ import annotations
@@ -16,62 +16,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import harness
-import measure
-import scenario as scen
-from harness import REPO, log
-from kubeapi import Kube, Watch
+from bench import harness, measure, soak
+from bench import scenario as scen
+from bench.harness import REPO, log
+from bench.kubeapi import Kube, Watch
 
 RESULTS = REPO / "bench" / "results"
 
 
-def machine() -> dict[str, Any]:
-    mem = Path("/proc/meminfo").read_text().split("\n")[0].split()[1]
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "?",
-    )
-    git = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--", "operator"], cwd=REPO, capture_output=True, text=True
-    ).stdout.split("\n")
-    return {
-        "cores": os.cpu_count(),
-        "cpu": cpu,
-        "ram_gib": round(int(mem) / 1024 / 1024, 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
-        "git": git,
-        "operator_uncommitted": [line[3:] for line in dirty if line.strip()],
-        "versions": harness.versions(),
-    }
-
-
-def nodes_for(pods: int) -> int:
-    # kwok gives pods IPs from their node's /24: keep each node well under 254 pods
-    return max(10, -(-pods // 150))
-
-
 def bench_size(pods: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"pods_requested": pods, "load_avg_at_start": os.getloadavg()}
-    nodes = nodes_for(pods)
+    nodes = harness.nodes_for(pods)
     log(f"=== {pods} pods: cluster with {nodes} kwok nodes")
     out["cluster_up_s"] = round(harness.cluster_up(nodes), 1)
     out["nodes"] = nodes
@@ -211,8 +172,10 @@ def summarize(rows: list[dict[str, Any]], settle: float = 0) -> dict[str, Any]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench run", description="svcaudit at scale (issue 8); make bench"
+    )
     p.add_argument("--sizes", default="1000,5000,10000", help="pod counts, comma-separated")
     p.add_argument("--trials", type=int, default=15, help="detection trials per kind, settle 0")
     p.add_argument("--settle-trials", type=int, default=3, help="per kind, default settle; 0 skips")
@@ -227,13 +190,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-cluster", action="store_true", help="leave the last cluster up")
     p.add_argument("--out", type=Path, help="result file (default bench/results/<stamp>.json)")
     p.add_argument("--no-chart", action="store_true")
-    p.add_argument("--soak", help="run the soak test for this long instead (e.g. 30m)")
-    p.add_argument("--soak-pods", type=int, default=3000)
-    args = p.parse_args(argv)
-    if args.soak:
-        import soak
+    p.add_argument(
+        "--soak",
+        metavar="DURATION",
+        help="run the soak test for this long instead (e.g. 30m; python -m bench soak)",
+    )
+    p.add_argument(
+        "--soak-pods", type=int, default=soak.SoakConfig.pods, help="the soak's scenario size"
+    )
+    return p
 
-        return soak.main(args)
+
+def soak_config(args: argparse.Namespace) -> soak.SoakConfig:
+    """The soak's own parameters, from the flags of `run --soak` that mean the same there."""
+    return soak.SoakConfig(
+        duration_s=soak.parse_duration(args.soak),
+        pods=args.soak_pods,
+        churn_rate=args.churn_rate,
+        settle=args.settle,
+        timeout=args.timeout,
+        out=args.out,
+        keep_cluster=args.keep_cluster,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.soak:
+        return soak.soak(soak_config(args))
 
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     tmp = RESULTS / "tmp" / stamp
@@ -244,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "kind": "svcaudit-bench",
         "started": stamp,
-        "machine": machine(),
+        "machine": harness.machine(),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "sizes": [],
     }
@@ -263,12 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     out_path.write_text(json.dumps(result, indent=1))
     log(f"wrote {out_path}")
     if not args.no_chart:
-        import chart
+        from bench import chart  # matplotlib: the bench extra
 
         png = chart.render(out_path)
         log(f"chart {png}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,5 @@
-"""Soak (issue 9 item 5): `bench/run.py --soak 30m [--soak-pods 3000]`. Not run in CI.
+"""Soak (issue 9 item 5): `python -m bench soak 30m [--pods 3000]` (or `make bench
+BENCH_ARGS="--soak 30m --soak-pods 3000"`). Not run in CI.
 
 One mid-size scenario, the operator with its default settle and resync, and continuous churn
 (pod labels flipped out of and back into selectors, pods deleted and recreated, selectors
@@ -16,15 +17,29 @@ import json
 import random
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import harness
-import measure
-import scenario as scen
-from harness import REPO, log
-from kubeapi import ApiError, Kube, Watch
+from bench import harness, measure
+from bench import scenario as scen
+from bench.harness import REPO, log
+from bench.kubeapi import ApiError, Kube, Watch
 
 WARMUP_S = 120
+
+
+@dataclass(frozen=True)
+class SoakConfig:
+    """What one soak runs: for how long, how big, how much churn, and the operator's settle."""
+
+    duration_s: float
+    pods: int = 3000
+    churn_rate: float = 2.0  # changes per second
+    settle: float = 45.0  # the operator's --settle-seconds (its default)
+    timeout: float = 600.0  # for the initial audit
+    out: Path | None = None  # default bench/results/soak-<stamp>.json
+    keep_cluster: bool = False
 
 
 def parse_duration(text: str) -> float:
@@ -35,7 +50,7 @@ def parse_duration(text: str) -> float:
     return float(text)
 
 
-def churn_driver(kube: Kube, sc: scen.Scenario, rate: float):
+def churn_driver(kube: Kube, sc: scen.Scenario, rate: float) -> measure.ChurnDriver:
     plain = [s for s in sc.services if s.kind == "plain"]
     rng = random.Random(9)
     pods_by_key = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in sc.pod_objects}
@@ -113,40 +128,73 @@ def churn_driver(kube: Kube, sc: scen.Scenario, rate: float):
     return run
 
 
-def main(args: argparse.Namespace) -> int:
-    duration = parse_duration(args.soak)
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench soak",
+        description="the operator under continuous churn: RSS growth and error lines",
+    )
+    p.add_argument("duration", type=parse_duration, help="e.g. 30m, 2h, 90s")
+    p.add_argument("--pods", type=int, default=SoakConfig.pods, help="scenario size")
+    p.add_argument(
+        "--churn-rate", type=float, default=SoakConfig.churn_rate, help="changes per second"
+    )
+    p.add_argument("--settle", type=float, default=SoakConfig.settle, help="operator's settle")
+    p.add_argument("--timeout", type=float, default=SoakConfig.timeout, help="initial audit")
+    p.add_argument("--out", type=Path, help="result file (default bench/results/soak-<stamp>.json)")
+    p.add_argument("--keep-cluster", action="store_true", help="leave the cluster up")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
+    return soak(
+        SoakConfig(
+            duration_s=a.duration,
+            pods=a.pods,
+            churn_rate=a.churn_rate,
+            settle=a.settle,
+            timeout=a.timeout,
+            out=a.out,
+            keep_cluster=a.keep_cluster,
+        )
+    )
+
+
+def soak(cfg: SoakConfig) -> int:
+    """Run one soak; 0 when it passed (RSS growth < 10 %, no error line)."""
+    duration = cfg.duration_s
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     tmp = REPO / "bench" / "results" / "tmp" / f"soak-{stamp}"
     tmp.mkdir(parents=True, exist_ok=True)
-    import run as bench_run
-
     result: dict[str, Any] = {
         "kind": "svcaudit-soak",
         "started": stamp,
-        "machine": bench_run.machine(),
+        "machine": harness.machine(),
         "duration_s": duration,
-        "pods": args.soak_pods,
-        "churn_rate_per_s": args.churn_rate,
+        "pods": cfg.pods,
+        "churn_rate_per_s": cfg.churn_rate,
     }
-    out_path = args.out or REPO / "bench" / "results" / f"soak-{stamp}.json"
+    out_path = cfg.out or REPO / "bench" / "results" / f"soak-{stamp}.json"
     try:
-        nodes = bench_run.nodes_for(args.soak_pods)
-        log(f"soak: {args.soak_pods} pods, {duration:.0f}s, churn {args.churn_rate}/s")
+        nodes = harness.nodes_for(cfg.pods)
+        log(f"soak: {cfg.pods} pods, {duration:.0f}s, churn {cfg.churn_rate}/s")
         harness.cluster_up(nodes)
         kube = Kube(harness.admin_kubeconfig())
         op_kc = harness.install_operator_prereqs(kube)
-        sc = scen.generate(args.soak_pods)
+        sc = scen.generate(cfg.pods)
         result["scenario"] = sc.summary()
         result["setup"] = measure.create_scenario(kube, sc)
         svc = Watch(kube, "/api/v1/services", "services")
-        op = harness.Operator(op_kc, tmp / "operator.log", settle=args.settle).start()
-        took = measure.wait_initial_audit(op, svc, args.timeout)
+        op = harness.Operator(op_kc, tmp / "operator.log", settle=cfg.settle).start()
+        took = measure.wait_initial_audit(op, svc, cfg.timeout)
+        if took is None:
+            raise RuntimeError(f"initial audit not done after {cfg.timeout}s")
         result["initial_audit_s"] = took
         log(f"initial audit {took:.1f}s; churn for {duration:.0f}s")
         stop = threading.Event()
         changes = [0]
         th = threading.Thread(
-            target=churn_driver(kube, sc, args.churn_rate), args=(stop, changes), daemon=True
+            target=churn_driver(kube, sc, cfg.churn_rate), args=(stop, changes), daemon=True
         )
         m0 = op.metrics()
         t0 = time.monotonic()
@@ -200,7 +248,7 @@ def main(args: argparse.Namespace) -> int:
             f"{len(errors)} error lines, pass={result['pass']}"
         )
     finally:
-        if not args.keep_cluster:
+        if not cfg.keep_cluster:
             harness.cluster_down()
         result["finished"] = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         out_path.write_text(json.dumps(result, indent=1))
