@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -50,7 +50,7 @@ def say(message: str) -> None:
 
 
 class LocalCluster:
-    """The running local cluster, from its state folder (e2e/cluster/cluster.py up)."""
+    """The running local cluster, from its state folder (`python -m e2e.cluster up`)."""
 
     def __init__(self, state_dir: Path | None = None) -> None:
         self.dir = (
@@ -85,6 +85,14 @@ class LocalCluster:
         if check and proc.returncode != 0:
             raise DeployError(f"kubectl {' '.join(args[:3])}: {proc.stderr.strip()}")
         return proc
+
+
+class Kubectl(Protocol):
+    """A cluster that runs kubectl: LocalCluster here, tests.fixtures.Cluster in the tests."""
+
+    def run_kubectl(
+        self, *args: str, input: str | None = ..., check: bool = ..., timeout: float = ...
+    ) -> subprocess.CompletedProcess[str]: ...
 
 
 def build_image(tag: str) -> None:
@@ -158,7 +166,9 @@ def deploy_documents(node_selector: dict[str, str] | None = REAL_NODE) -> list[d
 
 
 def apply_deploy(
-    cluster: Any, node_selector: dict[str, str] | None = REAL_NODE, replicas: int | None = None
+    cluster: Kubectl,
+    node_selector: dict[str, str] | None = REAL_NODE,
+    replicas: int | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """`kubectl apply` of deploy/, the Deployment pinned (its pods are never created
     unpinned, so none lands where it should not, even for a moment)."""
@@ -175,7 +185,7 @@ def apply_deploy(
     return proc
 
 
-def wait_rolled_out(cluster: Any, namespace: str, deployment: str, timeout: int = 180) -> None:
+def wait_rolled_out(cluster: Kubectl, namespace: str, deployment: str, timeout: int = 180) -> None:
     proc = cluster.run_kubectl(
         "rollout",
         "status",

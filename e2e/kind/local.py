@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from e2e.cluster.node import images as busybox_images
+from e2e.docker.image import has_image
 from e2e.kind import node_image
 
 NAME = "svcaudit-e2e"  # kind-config.yaml's name, and the Makefile's KIND_CLUSTER
@@ -151,7 +152,7 @@ def node_choice() -> tuple[str | None, Path]:
     kind-config-local.yaml: one node, our images named honestly)."""
     public = public_node_image()
     if (
-        node_image.has_image(public)
+        has_image(public)
         or subprocess.run(["docker", "pull", public], capture_output=True).returncode == 0
     ):
         say(f"node image: {public} (public)")

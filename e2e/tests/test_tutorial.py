@@ -34,13 +34,12 @@ from e2e.tests.realnode_helpers import (
     wait_ready,
 )
 from e2e.tests.realnode_helpers import container as base_container
-from tests.fixtures import Cluster
+from tests.fixtures import Cluster, eventually
 from tests.integration.op_helpers import (
     PREFIX,
     Operator,
     audit,
     ensure_crd,
-    eventually,
     service_conditions,
 )
 
@@ -415,7 +414,11 @@ def test_discovery_4_clean_up(tut: Tutorial) -> None:
         tut.kubectl("delete", "svc", "thesvc", "-n", ns)
         tut.kubectl("delete", "rc", "rcsise", "-n", ns)
     for ns in (tut.ns, tut.other):
-        eventually(lambda ns=ns: audit(tut.cluster, ns, "thesvc") is None, 60, "GC of thesvc")
+
+        def collected(ns: str = ns) -> bool:
+            return audit(tut.cluster, ns, "thesvc") is None
+
+        eventually(collected, 60, "GC of thesvc")
 
 
 # ---------------------------------------------------------------------------------------------
