@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+# e2e.cluster.node.realnode is imported in the functions that use it, never here: it imports
+# this module at its top (and the real node is optional).
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 
