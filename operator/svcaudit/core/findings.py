@@ -6,7 +6,8 @@ to compare.py, which reports where the cluster disagrees with the rules.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass
 from datetime import timedelta
 
 from svcaudit.core.access import missing_node_ports
@@ -20,6 +21,7 @@ from svcaudit.core.endpoints import (
 )
 from svcaudit.core.envvars import (
     Freshness,
+    ServiceEnv,
     ServiceEnvIndex,
     freshness,
     service_variables,
@@ -198,27 +200,13 @@ def env_container_findings(
     pod_index: PodIndex | None = None,
 ) -> tuple[list[Discrepancy], list[str]]:
     """env_findings before the SVA-ENV-002 summary: one finding per pod x container."""
-    variables = service_variables(service)
-    names = {n for n, _ in variables}
+    names = {n for n, _ in service_variables(service)}
     if not names:
         return [], []
-    services = with_service(env_services, service)
-    envs = index if index is not None else ServiceEnvIndex(services)
-    svc = service_ref(service)
-    out: list[Discrepancy] = []
+    envs = index if index is not None else ServiceEnvIndex(with_service(env_services, service))
+    rules = _EnvRules.of(service, names, grace)
+    out = _collision_findings(service, envs, rules.svc)
     unknown: list[str] = []
-    created = _t(service.creation_timestamp)
-    expect_stale = f"started after {svc} was created ({created})"
-    expect_created = f"started after {svc} created ({created})"
-    expect_touched = f"started after {svc} spec last touched ({_t(service.env_spec_touched_at)})"
-    for col in envs.collisions(service.namespace):
-        keys = [k for k, _ in col.sources]
-        if service.key in keys:
-            detail = "; ".join(f"{ns}/{n}={v}" for (ns, n), v in col.sources)
-            others = tuple(ref("Service", ns, n) for ns, n in keys if (ns, n) != service.key)
-            out.append(
-                discrepancy("SVA-ENV-003", svc, f"{col.name} from one service", detail, others)
-            )
     containers = (pod_index or PodIndex(pods)).env_candidates(
         names, service.creation_timestamp, grace, service.env_spec_touched_at
     )
@@ -227,56 +215,125 @@ def env_container_findings(
         if not envs.sees(pod, service.key):
             continue
         senv = envs.for_pod(pod)
-        # container_env(container, senv) restricted to this service's names: the
-        # kubelet's precedence (explicit env wins) without copying the whole map.
         explicit = {e.name: e.value for e in container.env}
+        out += rules.explicit_findings(pod, container, senv, explicit)
+        if container.env_from:
+            out.append(rules.env_from_finding(pod, container))
+        if (pod.name, container.name) in observed_containers:
+            continue  # judged against its real environment (compare.compare_env)
+        if not any(n in senv.values and n not in explicit for n in names):
+            continue  # every variable of the service is explicitly set
+        found, why = rules.start_finding(pod, container)
+        if found is not None:
+            out.append(found)
+        if why is not None:
+            unknown.append(why)
+    return out, unknown
+
+
+def _collision_findings(service: Service, envs: ServiceEnvIndex, svc: str) -> list[Discrepancy]:
+    """Variables `service` shares with another service of different value (SVA-ENV-003):
+    the kubelet keeps one, so some pod sees the other's."""
+    out: list[Discrepancy] = []
+    for col in envs.collisions(service.namespace):
+        keys = [k for k, _ in col.sources]
+        if service.key in keys:
+            detail = "; ".join(f"{ns}/{n}={v}" for (ns, n), v in col.sources)
+            others = tuple(ref("Service", ns, n) for ns, n in keys if (ns, n) != service.key)
+            out.append(
+                discrepancy("SVA-ENV-003", svc, f"{col.name} from one service", detail, others)
+            )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _EnvRules:
+    """One service's environment rules, prepared once per audit and applied to each
+    candidate container."""
+
+    service: Service
+    svc: str  # its reference
+    names: Set[str]  # its variables
+    grace: timedelta
+    # the `expected` of SVA-ENV-001, and of SVA-ENV-002 by cause, formatted once per audit
+    expect_stale: str
+    expect_created: str
+    expect_touched: str
+
+    @classmethod
+    def of(cls, service: Service, names: Set[str], grace: timedelta) -> _EnvRules:
+        svc = service_ref(service)
+        created = _t(service.creation_timestamp)
+        return cls(
+            service,
+            svc,
+            names,
+            grace,
+            f"started after {svc} was created ({created})",
+            f"started after {svc} created ({created})",
+            f"started after {svc} spec last touched ({_t(service.env_spec_touched_at)})",
+        )
+
+    def explicit_findings(
+        self, pod: Pod, container: Container, senv: ServiceEnv, explicit: Mapping[str, str | None]
+    ) -> list[Discrepancy]:
+        """Explicit variables hiding the service's (SVA-ENV-004 another value, SVA-ENV-005 the
+        same or valueFrom): container_env(container, senv) restricted to the service's names,
+        the kubelet's precedence without copying the whole map."""
+        out: list[Discrepancy] = []
         for name in sorted(explicit):
-            if name not in names or name not in senv.values:
+            if name not in self.names or name not in senv.values:
                 continue
-            if senv.sources[name][-1][0] != service.key:
+            if senv.sources[name][-1][0] != self.service.key:
                 continue  # hidden value is another (colliding) service's
             value, explicit_value = senv.values[name], explicit[name]
             shown = "<valueFrom>" if explicit_value is None else explicit_value
             code = "SVA-ENV-004" if explicit_value not in (None, value) else "SVA-ENV-005"
             out.append(
-                _container_finding(code, pod, container, svc, f"{name}={value}", f"{name}={shown}")
+                _container_finding(
+                    code, pod, container, self.svc, f"{name}={value}", f"{name}={shown}"
+                )
             )
-        if container.env_from:
-            srcs = ", ".join(f"{e.kind}/{e.name}" for e in container.env_from)
-            shadows = f"no envFrom key shadows {service.name}'s variables"
-            out.append(
-                _container_finding("SVA-ENV-006", pod, container, svc, shadows, f"envFrom {srcs}")
-            )
-        if (pod.name, container.name) in observed_containers:
-            continue
-        if not any(n in senv.values and n not in explicit for n in names):
-            continue  # every variable of the service is explicitly set
-        fresh = freshness(pod, container.name, service, grace)
+        return out
+
+    def env_from_finding(self, pod: Pod, container: Container) -> Discrepancy:
+        """envFrom keys the core cannot see may shadow the service's variables (SVA-ENV-006)."""
+        srcs = ", ".join(f"{e.kind}/{e.name}" for e in container.env_from)
+        shadows = f"no envFrom key shadows {self.service.name}'s variables"
+        return _container_finding(
+            "SVA-ENV-006", pod, container, self.svc, shadows, f"envFrom {srcs}"
+        )
+
+    def start_finding(
+        self, pod: Pod, container: Container
+    ) -> tuple[Discrepancy | None, str | None]:
+        """(finding, why unknown) from the container's start time: the kubelet sets the
+        variables at start, so a container started before the service lacks them (SVA-ENV-001),
+        one started near its creation or before a spec change may (SVA-ENV-002), and one
+        without a start time cannot be judged."""
+        svc = self.svc
+        fresh = freshness(pod, container.name, self.service, self.grace)
         started = (
             pod.container_states[container.name].started_at
             if fresh not in (Freshness.NOT_RUNNING,)
             else None
         )
         if fresh is Freshness.STALE:
-            out.append(
-                _container_finding(
-                    "SVA-ENV-001", pod, container, svc, expect_stale, f"started {_t(started)}"
-                )
-            )
-        elif fresh in (Freshness.UNCERTAIN, Freshness.SPEC_CHANGED):
-            expected = expect_created if fresh is Freshness.UNCERTAIN else expect_touched
-            out.append(
-                _container_finding(
-                    "SVA-ENV-002", pod, container, svc, expected, f"started {_t(started)}"
-                )
-            )
-        elif fresh is Freshness.UNKNOWN:
-            unknown.append(
+            return _container_finding(
+                "SVA-ENV-001", pod, container, svc, self.expect_stale, f"started {_t(started)}"
+            ), None
+        if fresh in (Freshness.UNCERTAIN, Freshness.SPEC_CHANGED):
+            expected = self.expect_created if fresh is Freshness.UNCERTAIN else self.expect_touched
+            return _container_finding(
+                "SVA-ENV-002", pod, container, svc, expected, f"started {_t(started)}"
+            ), None
+        if fresh is Freshness.UNKNOWN:
+            return None, (
                 f"{pod_ref(pod)} container {container.name}: running without startedAt"
                 if started is None
                 else f"{svc}: no creationTimestamp"
             )
-    return out, unknown
+        return None, None
 
 
 def _container_finding(
