@@ -15,6 +15,7 @@ check --metrics-file` and tests never collide. The operator shell calls:
                                                     # (both: Kube(on_write=, on_error=))
     m.verdict_changed(condition_type, status)       # per published condition change
     m.queue_length(n)                               # services waiting for an audit
+    m.audits_in_flight(n)                           # audits running now
     m.reports_waiting(n)                            # ServiceAudits waiting to be written
     m.track_leader(lambda: elector.is_leader)       # svcaudit_leader, read at each scrape
     m.api_reachable(ok)                             # the API server's /readyz answers
@@ -172,6 +173,12 @@ class Metrics:
             namespace=NAMESPACE,
             registry=self.registry,
         )
+        self.in_flight = Gauge(
+            "audits_in_flight",
+            "Audits running now (at most --audit-concurrency, with the report writes).",
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
         self.reports = Gauge(
             "reports_waiting",
             "ServiceAudit reports waiting to be written (after the audits waiting, 30 s at most).",
@@ -273,6 +280,9 @@ class Metrics:
 
     def queue_length(self, n: int) -> None:
         self.queue.set(n)
+
+    def audits_in_flight(self, n: int) -> None:
+        self.in_flight.set(n)
 
     def reports_waiting(self, n: int) -> None:
         self.reports.set(n)

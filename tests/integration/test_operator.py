@@ -674,7 +674,11 @@ def test_a_burst_of_pod_changes_is_one_audit_of_the_services_it_touches(
                     and e.get("service") == "simpleservice"
                 )
 
-            time.sleep(3)  # the initial audits are done (a due change would be < 2 s away)
+            def idle() -> bool:
+                m = op.metrics()
+                return m.get("svcaudit_queue_length") == 0 == m.get("svcaudit_audits_in_flight")
+
+            eventually(idle, 30, "the initial audits done")
             before, bystander = audits(namespace), audits(other)
             cluster.run_kubectl("scale", "-n", namespace, "--replicas=10", "rc/rcsise")
             eventually(
@@ -682,7 +686,7 @@ def test_a_burst_of_pod_changes_is_one_audit_of_the_services_it_touches(
                 60,
                 "10 observed endpoints",
             )
-            time.sleep(12)  # anything still debouncing has run by now
+            eventually(idle, 30, "every audit of the burst done (nothing debouncing)")
             burst = audits(namespace) - before
             print(f"audits for a 1 -> 10 burst: {burst}")
             assert 1 <= burst <= 2

@@ -194,6 +194,7 @@ class Reconciler:
             started = self._start_work(free, now)
             if self.metrics is not None:
                 self.metrics.queue_length(len(self.queue))
+                self.metrics.audits_in_flight(len(self._inflight))
                 self.metrics.reports_waiting(len(self.publisher.reports))
             if started:
                 await asyncio.sleep(0)  # let the new tasks start before choosing again
