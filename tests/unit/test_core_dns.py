@@ -5,12 +5,14 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from k8sobjs import container, cport, node, pod, port, service
+from k8sobjs import container, cport, endpoint, eslice, node, pod, port, service
 
+from svcaudit.core.compare import DnsObservation, compare_dns
 from svcaudit.core.dns import (
     DnsQuestion,
     DnsRecord,
     endpoint_label,
+    endpoint_ptr_records,
     expected_dns,
     pod_dns,
     pod_ip_from_label,
@@ -19,7 +21,7 @@ from svcaudit.core.dns import (
     reverse_name,
 )
 from svcaudit.core.endpoints import expected_endpoints
-from svcaudit.core.model import Node, Pod, Service
+from svcaudit.core.model import EndpointSlice, Node, Pod, Service
 
 SEL = {"app": "web"}
 BASE = "web.default.svc.cluster.local."
@@ -36,7 +38,7 @@ def recs(result) -> set[tuple[str, str, str]]:  # type: ignore[no-untyped-def]
 
 
 def test_cluster_ip_service_a_ptr_srv_for_named_ports_only() -> None:
-    r = dns_for(service("web", selector=SEL, ports=[port(80, "http"), port(81)]))
+    r = dns_for(service("web", selector=SEL, ports=[port(80, "http"), port(81)]), pods=[])
     assert recs(r) == {
         (BASE, "A", "10.96.0.10"),
         ("10.0.96.10.in-addr.arpa.", "PTR", BASE),
@@ -96,6 +98,12 @@ def test_headless_ready_endpoints_only_hostnames_and_srv_targets() -> None:
         ("10-244-0-2." + BASE, "A", "10.244.0.2"),
         ("_http._tcp." + BASE, "SRV", "8080 web-0." + BASE),
         ("_http._tcp." + BASE, "SRV", "8080 10-244-0-2." + BASE),
+        ("1.0.244.10.in-addr.arpa.", "PTR", "web-0." + BASE),
+        ("2.0.244.10.in-addr.arpa.", "PTR", "10-244-0-2." + BASE),
+    }
+    assert r.shared == {
+        DnsQuestion("1.0.244.10.in-addr.arpa.", "PTR"),
+        DnsQuestion("2.0.244.10.in-addr.arpa.", "PTR"),
     }
 
 
@@ -144,6 +152,121 @@ def test_external_name_cname_only() -> None:
     )
     r = dns_for(svc)
     assert recs(r) == {(BASE, "CNAME", "db.example.com.")}
+
+
+# ---- PTR of endpoint addresses (reverse.go serviceRecordForIP) ----------------------------
+
+
+def ptrs(svc_obj: dict[str, Any], slices: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    s = Service.from_api(svc_obj)
+    out = endpoint_ptr_records(s, [EndpointSlice.from_api(x) for x in slices])
+    assert {r.type for r in out} <= {"PTR"}
+    return {(r.name, r.data) for r in out}
+
+
+def test_cluster_ip_service_endpoints_have_ptrs_naming_the_service() -> None:
+    c = [container(ports=[cport(8080)])]
+    r = dns_for(
+        service("web", selector=SEL),
+        [
+            pod("a", ips=["10.244.0.1"], containers=c),
+            pod("b", ips=["10.244.0.2"], containers=c, hostname="b0", subdomain="web"),
+            pod("c", ips=["10.244.0.3"], containers=c, ready=False),  # not ready: none
+        ],
+    )
+    assert {(x.name, x.data) for x in r.records if x.type == "PTR"} == {
+        ("10.0.96.10.in-addr.arpa.", BASE),  # the ClusterIP: the service itself
+        ("1.0.244.10.in-addr.arpa.", "10-244-0-1." + BASE),
+        ("2.0.244.10.in-addr.arpa.", "b0." + BASE),  # the endpoint's hostname
+    }
+    assert DnsQuestion("10.0.96.10.in-addr.arpa.", "PTR") not in r.shared
+    assert len(r.shared) == 2 and set(r.shared) <= set(r.questions)
+
+
+def test_hand_written_slices_ptrs_ready_only_ipv6_and_canonical_spelling_only() -> None:
+    svc = service("ext")  # no selector: the slices are someone else's
+    sl = eslice(
+        "ext-1",
+        "ext",
+        [
+            endpoint("192.168.1.5", "x"),
+            endpoint("192.168.1.6", "y", ready=False, serving=True),  # serving is not enough
+            endpoint("192.168.1.7", "z", hostname="db"),
+        ],
+    )
+    v6 = eslice(
+        "ext-2",
+        "ext",
+        [endpoint("fd00::5", "x"), endpoint("fd00:0::6", "y")],  # 2nd: not canonical
+        address_type="IPv6",
+    )
+    base = "ext.default.svc.cluster.local."
+    v6name = "5." + "0." * 29 + "d.f.ip6.arpa."
+    assert ptrs(svc, [sl, v6]) == {
+        ("5.1.168.192.in-addr.arpa.", "192-168-1-5." + base),
+        ("7.1.168.192.in-addr.arpa.", "db." + base),
+        (v6name, "fd00--5." + base),
+    }
+
+
+def test_no_endpoint_ptr_at_the_services_own_cluster_ip_nor_for_fqdn_slices() -> None:
+    svc = service("web", cluster_ip="10.96.0.10")
+    own = eslice("w", "web", [endpoint("10.96.0.10", "a")])
+    names = eslice("f", "web", [endpoint("db.example.com", "a")], address_type="FQDN")
+    assert ptrs(svc, [own, names]) == set()
+
+
+def test_an_address_shared_by_two_services_gives_each_its_own_ptr() -> None:
+    a, b = service("a", selector=SEL), service("b", selector=SEL)
+    p = [pod("x", ips=["10.244.0.9"])]
+    got = {r for s in (a, b) for r in dns_for(s, p).records if r.type == "PTR"}
+    shared = [r for r in got if r.name == "9.0.244.10.in-addr.arpa."]
+    assert sorted(r.data for r in shared) == [
+        "10-244-0-9.a.default.svc.cluster.local.",
+        "10-244-0-9.b.default.svc.cluster.local.",
+    ]
+
+
+def _observed(*records: tuple[str, str, str], nx: tuple[tuple[str, str], ...] = ()) -> Any:
+    return DnsObservation(
+        frozenset(DnsRecord(*r) for r in records),
+        nxdomain=frozenset(DnsQuestion(*q) for q in nx),
+    )
+
+
+def test_shared_ptr_compared_on_this_services_names_only() -> None:
+    svc_obj = service("web", selector=SEL)
+    svc = Service.from_api(svc_obj)
+    want = dns_for(svc_obj, [pod("x", ips=["10.244.0.9"])])
+    rev, mine = "9.0.244.10.in-addr.arpa.", "10-244-0-9." + BASE
+    other = "10-244-0-9.api.default.svc.cluster.local."
+    fine = _observed(*[(r.name, r.type, r.data) for r in want.records], (rev, "PTR", other))
+    assert compare_dns(svc, want, fine) == []  # another service's PTR there: its business
+    stale = _observed(
+        *[(r.name, r.type, r.data) for r in want.records], (rev, "PTR", "old." + BASE)
+    )
+    (d,) = compare_dns(svc, want, stale)  # but one naming this service must be expected
+    assert (d.code, d.observed) == ("SVA-DNS-002", f"{rev} PTR old.{BASE}")
+    without = [(r.name, r.type, r.data) for r in want.records if r.data != mine]
+    (missing,) = compare_dns(svc, want, _observed(*without, nx=((rev, "PTR"),)))
+    assert (missing.code, missing.observed) == ("SVA-DNS-001", f"{rev} PTR: NXDOMAIN")
+    only_other = _observed(*without, (rev, "PTR", other))
+    (d2,) = compare_dns(svc, want, only_other)
+    assert d2.code == "SVA-DNS-001" and other in d2.observed  # the whole answer is shown
+
+
+def test_shared_ptr_answered_by_a_cluster_ip_owner_is_not_judged() -> None:
+    """A hand-written slice pointing at another Service's ClusterIP: CoreDNS answers that
+    Service's name, and no endpoint PTR at all (the ClusterIP index is read first)."""
+    svc_obj = service("proxy", cluster_ip="10.96.5.5")
+    svc = Service.from_api(svc_obj)
+    sl = [EndpointSlice.from_api(eslice("p", "proxy", [endpoint("10.96.0.1", "k")]))]
+    want = expected_dns(svc, sl)
+    rev = "1.0.96.10.in-addr.arpa."
+    assert DnsQuestion(rev, "PTR") in want.shared
+    others = [(r.name, r.type, r.data) for r in want.records if r.name != rev]
+    owner = _observed(*others, (rev, "PTR", "kubernetes.default.svc.cluster.local."))
+    assert compare_dns(svc, want, owner) == []
 
 
 def test_questions_cover_every_record_name_and_type() -> None:

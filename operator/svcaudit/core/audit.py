@@ -310,7 +310,9 @@ def audit_service(
     exp_dns = expected_dns(service, dns_slices if dns_slices is not None else (), settings.zone)
     phases = {
         Aspect.ENDPOINTS: _endpoints_phase(inputs, ns_pods, selected, exp, blind, settings),
-        Aspect.DNS: _dns_phase(service, dns_slices, exp_dns, dns, bool(culprits[Aspect.DNS])),
+        Aspect.DNS: _dns_phase(
+            service, dns_slices, exp_dns, dns, bool(culprits[Aspect.DNS]), settings.zone
+        ),
         Aspect.ENVIRONMENT: _env_phase(inputs, ns_pods, indexes, settings, observed_env),
     }
     missing = {a: phase.unknown for a, phase in phases.items() if phase.unknown is not None}
@@ -380,6 +382,7 @@ def _dns_phase(
     exp_dns: ExpectedDns,
     dns: DnsObservation | None,
     blind: bool,
+    zone: str,
 ) -> _Phase:
     """DNS: a headless name that cannot resolve (SVA-DNS-101), then the answers against the
     expected records. `blind`: an unparsed object feeds the records, nothing is judged."""
@@ -393,7 +396,7 @@ def _dns_phase(
     if dns.error:
         return _Phase(found, f"DNS query failed: {dns.error}")
     if not blind:
-        found += compare_dns(service, exp_dns, dns)
+        found += compare_dns(service, exp_dns, dns, zone)
     return _Phase(found)
 
 
@@ -544,13 +547,13 @@ def _dns_slices(
     exp: ExpectedEndpoints, service: Service, slices: Sequence[EndpointSlice] | None
 ) -> Sequence[ExpectedSlice] | Sequence[EndpointSlice] | None:
     """Endpoints DNS is derived from: expected ones when the controller manages the service,
-    the observed ones otherwise (someone else writes them); None when needed but missing."""
+    the observed ones otherwise (someone else writes them); None when a headless service
+    needs them and they are missing. Without them, a non-headless service's endpoint PTRs are
+    simply not asked (nothing is expected, nothing judged)."""
     if exp.managed:
         return exp.slices
-    if not service.is_headless:
-        return ()
     if slices is None:
-        return None
+        return None if service.is_headless else ()
     return [
         s for s in slices if s.namespace == service.namespace and s.service_name == service.name
     ]

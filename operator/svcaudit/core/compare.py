@@ -13,7 +13,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from svcaudit.core.codes import Discrepancy, discrepancy, ref
-from svcaudit.core.dns import DnsQuestion, DnsRecord, ExpectedDns
+from svcaudit.core.dns import (
+    DEFAULT_ZONE,
+    DnsQuestion,
+    DnsRecord,
+    ExpectedDns,
+    is_service_name,
+    names_service,
+)
 from svcaudit.core.endpoints import (
     CONTROLLER_NAME,
     HEADLESS_LABEL,
@@ -359,45 +366,80 @@ def _same_ip(address: str, pod_ips: Sequence[str]) -> bool:
 
 
 def compare_dns(
-    service: Service, expected: ExpectedDns, observation: DnsObservation
+    service: Service,
+    expected: ExpectedDns,
+    observation: DnsObservation,
+    zone: str = DEFAULT_ZONE,
 ) -> list[Discrepancy]:
-    """Per question: missing records, unexpected records, and NXDOMAIN violations."""
+    """Per question: missing records, unexpected records, and NXDOMAIN violations.
+
+    A shared question (the PTR of an endpoint address) is judged on the records naming this
+    service's endpoints only: the others name other services with a ready endpoint at the
+    same address, each the business of its own audit. When it answers a Service's own name
+    instead, the address is some Service's ClusterIP, which CoreDNS answers before (and
+    instead of) any endpoint (reverse.go serviceRecordForIP): nothing to judge there."""
     svc = ref("Service", service.namespace, service.name)
+    want_by = _by_question(expected.records)
+    got_by = _by_question(observation.queried)
     out: list[Discrepancy] = []
     for q in expected.questions:
-        want = {r for r in expected.records if r.question == q}
-        got = {r for r in observation.queried if r.question == q}
-        shown = (
-            "NXDOMAIN"
-            if q in observation.nxdomain
-            else (", ".join(sorted(r.data for r in got)) or "no records")
+        want, got = want_by.get(q, set()), got_by.get(q, set())
+        shown = answer_text(q, got, observation.nxdomain)
+        if q in expected.shared:
+            if any(is_service_name(r.data, zone) for r in got):
+                continue
+            got = {r for r in got if names_service(r.data, service, zone)}
+        out += _question_findings(svc, q, want, got, shown, expected, observation)
+    return out
+
+
+def _by_question(records: frozenset[DnsRecord]) -> dict[DnsQuestion, set[DnsRecord]]:
+    out: dict[DnsQuestion, set[DnsRecord]] = {}
+    for r in records:
+        out.setdefault(r.question, set()).add(r)
+    return out
+
+
+def answer_text(q: DnsQuestion, got: set[DnsRecord], nxdomain: frozenset[DnsQuestion]) -> str:
+    """How an answer reads in a finding: NXDOMAIN, its records' data, or `no records`."""
+    if q in nxdomain:
+        return "NXDOMAIN"
+    return ", ".join(sorted(r.data for r in got)) or "no records"
+
+
+def _question_findings(
+    svc: str,
+    q: DnsQuestion,
+    want: set[DnsRecord],
+    got: set[DnsRecord],
+    shown: str,
+    expected: ExpectedDns,
+    observation: DnsObservation,
+) -> list[Discrepancy]:
+    """Missing records (001), then NXDOMAIN violated (003) or unexpected records (002)."""
+    out = [
+        discrepancy(
+            "SVA-DNS-001", svc, f"{r.name} {r.type} {r.data}", f"{q.name} {q.type}: {shown}"
         )
-        for r in sorted(want - got):
+        for r in sorted(want - got)
+    ]
+    if q in expected.nxdomain:
+        if got or q not in observation.nxdomain:
             out.append(
                 discrepancy(
-                    "SVA-DNS-001", svc, f"{r.name} {r.type} {r.data}", f"{q.name} {q.type}: {shown}"
-                )
-            )
-        if q in expected.nxdomain:
-            if got or q not in observation.nxdomain:
-                out.append(
-                    discrepancy(
-                        "SVA-DNS-003",
-                        svc,
-                        f"{q.name} {q.type}: NXDOMAIN",
-                        f"{q.name} {q.type}: {shown}",
-                    )
-                )
-            continue
-        for r in sorted(got - want):
-            out.append(
-                discrepancy(
-                    "SVA-DNS-002",
+                    "SVA-DNS-003",
                     svc,
-                    f"{q.name} {q.type}: no {r.data}",
-                    f"{r.name} {r.type} {r.data}",
+                    f"{q.name} {q.type}: NXDOMAIN",
+                    f"{q.name} {q.type}: {shown}",
                 )
             )
+        return out
+    out += [
+        discrepancy(
+            "SVA-DNS-002", svc, f"{q.name} {q.type}: no {r.data}", f"{r.name} {r.type} {r.data}"
+        )
+        for r in sorted(got - want)
+    ]
     return out
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from svcaudit.core.model import IPV6, Endpoint, EndpointPort, Pod, Service
+from svcaudit.core.model import IPV4, IPV6, Endpoint, EndpointPort, Pod, Service
 
 DEFAULT_ZONE = "cluster.local"
 RECORD_TYPES = ("A", "AAAA", "CNAME", "PTR", "SRV")
@@ -51,6 +51,10 @@ class SliceLike(Protocol):
 class ExpectedDns:
     records: frozenset[DnsRecord]
     nxdomain: frozenset[DnsQuestion]  # questions that must answer NXDOMAIN
+    # Questions whose answer may also name other services: the PTR of an endpoint address
+    # (CoreDNS answers one PTR per service with a ready endpoint there). Only the records
+    # naming this service are this service's business (compare.compare_dns).
+    shared: frozenset[DnsQuestion] = frozenset()
 
     @property
     def questions(self) -> tuple[DnsQuestion, ...]:
@@ -103,11 +107,67 @@ def ready_endpoints(slices: Iterable[SliceLike]) -> list[tuple[SliceLike, Endpoi
     return [(s, ep) for s in slices for ep in s.endpoints if ep.conditions.ready]
 
 
+def endpoint_ptr_records(
+    service: Service, slices: Sequence[SliceLike], zone: str = DEFAULT_ZONE
+) -> frozenset[DnsRecord]:
+    """The PTR records CoreDNS serves for the service's endpoint addresses, whatever its
+    type (kubernetes plugin, reverse.go serviceRecordForIP): an address that is no Service's
+    ClusterIP is looked up among the ready endpoints of every EndpointSlice, and each gives
+    `<hostname, else the dashed IP>.<service>.<ns>.svc.<zone>` (the slice's service-name
+    label names the service). CoreDNS indexes an address as the slice writes it and looks
+    it up in its canonical form, so an address spelled otherwise (`fd00:0::1`) has none;
+    the service's own ClusterIPs answer the service itself (and nothing else)."""
+    base = service_fqdn(service, zone)
+    own = {canonical_ip(ip) for ip in service.cluster_ips if _is_ip(ip)}
+    records: set[DnsRecord] = set()
+    for slice_, ep in ready_endpoints(slices):
+        if slice_.address_type not in (IPV4, IPV6):
+            continue  # FQDN endpoints: no address to reverse
+        for address in ep.addresses:
+            if not _is_ip(address) or canonical_ip(address) != address or address in own:
+                continue
+            target = fqdn(f"{endpoint_label(ep.hostname, address)}.{base}")
+            records.add(DnsRecord(reverse_name(address), "PTR", target))
+    return frozenset(records)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def names_service(target: str, service: Service, zone: str = DEFAULT_ZONE) -> bool:
+    """Whether an endpoint PTR's target is an endpoint of `service`: one label, then the
+    service's name (the form endpoint_ptr_records gives)."""
+    _, _, rest = fqdn(target).partition(".")
+    return rest == service_fqdn(service, zone)
+
+
+def is_service_name(target: str, zone: str = DEFAULT_ZONE) -> bool:
+    """Whether a PTR target is a Service's own name `<svc>.<ns>.svc.<zone>.` (the answer for
+    a ClusterIP), rather than an endpoint's, which has one more label in front."""
+    labels = fqdn(target).split(".", 2)
+    return len(labels) == 3 and labels[2] == fqdn(f"svc.{zone}")
+
+
 def expected_dns(
     service: Service, slices: Sequence[SliceLike], zone: str = DEFAULT_ZONE
 ) -> ExpectedDns:
     """Records for one service. `slices` are its endpoints (expected ones for a managed
-    service, observed ones for a selectorless service); only headless services read them."""
+    service, observed ones for one the controller does not manage): a headless service's
+    names list them, and every service's ready endpoint addresses have a PTR naming it."""
+    ptrs = endpoint_ptr_records(service, slices, zone)
+    own = _service_records(service, slices, zone)
+    return ExpectedDns(own.records | ptrs, own.nxdomain, frozenset(r.question for r in ptrs))
+
+
+def _service_records(
+    service: Service, slices: Sequence[SliceLike], zone: str = DEFAULT_ZONE
+) -> ExpectedDns:
+    """The records under the service's own name: A/AAAA, the ClusterIP's PTR, SRV, CNAME."""
     base = service_fqdn(service, zone)
     records: set[DnsRecord] = set()
     nxdomain: set[DnsQuestion] = set()
