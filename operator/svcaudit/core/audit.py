@@ -15,6 +15,7 @@ from typing import Literal, NamedTuple, cast
 from svcaudit.core.codes import Aspect, Discrepancy, Severity, discrepancy
 from svcaudit.core.compare import DnsObservation, compare_dns, compare_env, compare_slices
 from svcaudit.core.dns import DEFAULT_ZONE, DnsRecord, ExpectedDns, expected_dns
+from svcaudit.core.dns_replicas import compare_replicas
 from svcaudit.core.endpoints import (
     DEFAULT_MAX_ENDPOINTS_PER_SLICE,
     ExpectedEndpoints,
@@ -395,7 +396,9 @@ def _dns_phase(
         return _Phase(found, "DNS was not queried")
     if dns.error:
         return _Phase(found, f"DNS query failed: {dns.error}")
-    if not blind:
+    if not blind and dns.replicas:
+        found += compare_replicas(service, exp_dns, dns.replicas, zone)
+    elif not blind:
         found += compare_dns(service, exp_dns, dns, zone)
     return _Phase(found)
 

@@ -423,6 +423,31 @@ CATALOGUE: Mapping[str, CodeInfo] = {
             "Check the slices' ready conditions and CoreDNS's cache.",
         ),
         _c(
+            "SVA-DNS-004",
+            "DnsReplicaDisagrees",
+            DNS,
+            E,
+            "One replica of the cluster DNS (an endpoint of its Service) answers this "
+            "service's questions unlike the spec and the other replicas: the clients whose "
+            "queries kube-proxy sends there get wrong answers, some of the time.",
+            "A replica with another Corefile (zone, rewrite, hosts), one whose API watch is "
+            "stuck or lagging (stale records), or a stray process listed in the DNS slices.",
+            "Compare the replica's Corefile and logs with the others'; delete its pod so it "
+            "restarts with a fresh watch.",
+        ),
+        _c(
+            "SVA-DNS-005",
+            "DnsReplicaNotAnswering",
+            DNS,
+            W,
+            "A ready replica of the cluster DNS does not answer (timeout, refused, SERVFAIL) "
+            "while the others do: queries kube-proxy sends there fail or wait for a retry.",
+            "The replica hangs or is overloaded, its readiness probe does not test DNS, or a "
+            "network policy lets the auditor (and maybe clients) reach only some replicas.",
+            "Check the replica's logs and readiness probe; query it directly "
+            "(dig @<address> -p <port>).",
+        ),
+        _c(
             "SVA-DNS-101",
             "HeadlessNoReadyEndpoint",
             DNS,

@@ -46,11 +46,25 @@ class DnsObservation:
 
     `nxdomain` lists questions answered NXDOMAIN; `error` set means the observation failed
     (timeouts, SERVFAIL) and the DNS verdict is Unknown.
+    `replicas`: when each replica of the cluster DNS was asked the same questions, their
+    answers one by one (they are then what is judged; `dns_replicas.observe_replicas` sums
+    them up in the other fields).
     """
 
     queried: frozenset[DnsRecord]
     error: str | None = None
     nxdomain: frozenset[DnsQuestion] = field(default=frozenset())
+    replicas: tuple[ReplicaAnswers, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaAnswers:
+    """One DNS replica's answers (see DnsObservation.replicas); `error`: it did not answer."""
+
+    replica: str  # how findings name it, e.g. "10.244.0.7:53 (pod kube-system/coredns-abc)"
+    queried: frozenset[DnsRecord] = frozenset()
+    nxdomain: frozenset[DnsQuestion] = frozenset()
+    error: str | None = None
 
 
 def _ports(ports: frozenset[EndpointPort] | tuple[EndpointPort, ...]) -> str:
@@ -378,10 +392,21 @@ def compare_dns(
     same address, each the business of its own audit. When it answers a Service's own name
     instead, the address is some Service's ClusterIP, which CoreDNS answers before (and
     instead of) any endpoint (reverse.go serviceRecordForIP): nothing to judge there."""
+    found = dns_findings_by_question(service, expected, observation, zone)
+    return [d for q in expected.questions for d in found.get(q, ())]
+
+
+def dns_findings_by_question(
+    service: Service,
+    expected: ExpectedDns,
+    observation: DnsObservation,
+    zone: str = DEFAULT_ZONE,
+) -> dict[DnsQuestion, list[Discrepancy]]:
+    """compare_dns's findings, by the question they are about (none: not in the mapping)."""
     svc = ref("Service", service.namespace, service.name)
-    want_by = _by_question(expected.records)
-    got_by = _by_question(observation.queried)
-    out: list[Discrepancy] = []
+    want_by = by_question(expected.records)
+    got_by = by_question(observation.queried)
+    out: dict[DnsQuestion, list[Discrepancy]] = {}
     for q in expected.questions:
         want, got = want_by.get(q, set()), got_by.get(q, set())
         shown = answer_text(q, got, observation.nxdomain)
@@ -389,11 +414,14 @@ def compare_dns(
             if any(is_service_name(r.data, zone) for r in got):
                 continue
             got = {r for r in got if names_service(r.data, service, zone)}
-        out += _question_findings(svc, q, want, got, shown, expected, observation)
+        found = _question_findings(svc, q, want, got, shown, expected, observation)
+        if found:
+            out[q] = found
     return out
 
 
-def _by_question(records: frozenset[DnsRecord]) -> dict[DnsQuestion, set[DnsRecord]]:
+def by_question(records: frozenset[DnsRecord]) -> dict[DnsQuestion, set[DnsRecord]]:
+    """Records grouped by the question (name, type) they answer."""
     out: dict[DnsQuestion, set[DnsRecord]] = {}
     for r in records:
         out.setdefault(r.question, set()).add(r)
