@@ -138,7 +138,11 @@ def render_table(doc: dict[str, Any]) -> str:
         lines.append(f"POD {pod['namespace']}/{pod['name']}")
         lines += [f" dns: {r['name']} {r['type']} {r['data']}" for r in pod.get("dns", [])]
         for c in pod["containers"]:
-            lines.append(f" container {c['name']}: {len(c['env'])} service variable(s)")
+            size = c["envSize"]
+            lines.append(
+                f" container {c['name']}: {len(c['env'])} service variable(s); environment"
+                f" at least {size['bytes']} bytes in {size['variables']} variable(s)"
+            )
             lines += [f"   {k}={v}" for k, v in c["env"].items()]
             lines += _findings(c["findings"], "   ")
         lines.append("")

@@ -34,6 +34,7 @@ from svcaudit.core.endpoints import selects
 from svcaudit.core.envvars import MASTER_SERVICE, ServiceEnvIndex
 from svcaudit.core.model import EndpointSlice, Node, Pod, Service, Unparsed, interpret
 from svcaudit.core.podindex import PodIndex
+from svcaudit.core.suggest import LabelIndex
 
 log = structlog.get_logger("svcaudit.indexes")
 
@@ -311,6 +312,9 @@ class Store:
     _env_indexes: dict[str, tuple[Service | None, ServiceEnvIndex]] = dataclasses.field(
         default_factory=dict
     )
+    # every interpretable pod of every namespace by label, kept up to date pod by pod: where
+    # a selector that matches nothing in its own namespace would match (the core's hint)
+    pod_labels: LabelIndex = dataclasses.field(default_factory=LabelIndex)
 
     # ---- our own writes ------------------------------------------------------------------
     def _view(self, cls: Any, body: Body) -> tuple[Any, Unparsed | None]:
@@ -548,6 +552,7 @@ class Store:
         before = self.pod_routes.get(key, set())
         if event_type == "DELETED":
             self._pod_indexes.pop(ns, None)
+            self.pod_labels.discard(ns, name)
             self.pods[ns].pop(name, None)
             self.pod_views[ns].pop(name, None)
             self.pod_errors[ns].pop(name, None)
@@ -564,6 +569,10 @@ class Store:
         view, error = self._view(Pod, body)
         self.pod_views[ns][name] = view
         self._pod_indexes.pop(ns, None)
+        if view is not None:
+            self.pod_labels.put(ns, name, view.labels)
+        else:
+            self.pod_labels.discard(ns, name)
         self._set_error(self.pod_errors[ns], name, error)
         after = {
             s

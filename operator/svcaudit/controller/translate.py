@@ -42,6 +42,7 @@ from svcaudit.core.model import (
     Service,
     Unparsed,
 )
+from svcaudit.core.suggest import LabelIndex
 
 AUDIT_LABELS = {"app.kubernetes.io/managed-by": "svcaudit"}
 
@@ -60,6 +61,8 @@ class Prepared:
     # the core's indexes of exactly `pods` and `env_services`, shared by the audits of the
     # namespace (None: each audit builds its own)
     indexes: NamespaceIndexes | None = None
+    # the pods of every namespace the store holds, by label (the store's own, live index)
+    elsewhere: LabelIndex | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +124,7 @@ def prepare(store: Store, key: Key, default_kubernetes: Body | None) -> Prepared
         env_services=env_services,
         unparsed=store.unparsed_for(key),
         indexes=NamespaceIndexes(pod_index, store.env_index(key[0], master)),
+        elsewhere=store.pod_labels,
     )
 
 
@@ -162,6 +166,7 @@ def audit(
         env_services=prepared.env_services,
         unparsed=prepared.unparsed,
         indexes=prepared.indexes,
+        elsewhere=prepared.elsewhere,
     )
     return audit_service(inputs, dns, now, AuditSettings(zone=settings.cluster_domain))
 

@@ -22,6 +22,12 @@ from svcaudit.core.endpoints import (
     ExpectedSlice,
     expected_endpoints,
 )
+from svcaudit.core.envsize import (
+    DEFAULT_EXEC_LIMIT,
+    DEFAULT_WARNING_FRACTION,
+    EnvLimits,
+    env_size_finding,
+)
 from svcaudit.core.envvars import ServiceEnvIndex, service_variables
 from svcaudit.core.findings import (
     endpoint_findings,
@@ -31,6 +37,7 @@ from svcaudit.core.findings import (
 )
 from svcaudit.core.model import SERVICE_NAME_LABEL, EndpointSlice, Node, Pod, Service, Unparsed
 from svcaudit.core.podindex import PodIndex
+from svcaudit.core.suggest import LabelIndex, with_suggestions
 
 __all__ = [
     "Aspect",
@@ -88,6 +95,9 @@ class AuditInputs:
     `indexes`: prebuilt NamespaceIndexes of exactly these `pods` and
     `with_service(env_services, service)`, shared by the audits of one namespace (the
     results are the same; only the cost differs).
+    `elsewhere`: the pods of other namespaces by label (suggest.LabelIndex), read only when
+    the selector matches no pod here, to say where its pods are (SVA-EP-101's hint); None:
+    other namespaces are not looked at.
     """
 
     service: Service
@@ -97,6 +107,7 @@ class AuditInputs:
     env_services: Sequence[Service]
     unparsed: Sequence[Unparsed] = ()
     indexes: NamespaceIndexes | None = None
+    elsewhere: LabelIndex | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +117,11 @@ class AuditSettings:
     # Container starts this close to a service's creation are not judged (clock skew,
     # kubelet informer lag): reported as SVA-ENV-002 (info) instead of SVA-ENV-001.
     env_start_grace_seconds: float = 5.0
+    # execve's argv+envp budget (envsize.py: a quarter of the stack rlimit, 2 MiB under the
+    # usual 8 MiB): a container's environment past it cannot start (SVA-ENV-012, error), from
+    # this fraction of it on a warning.
+    exec_args_limit: int = DEFAULT_EXEC_LIMIT
+    env_size_warning_fraction: float = DEFAULT_WARNING_FRACTION
 
 
 DEFAULT_SETTINGS = AuditSettings()
@@ -348,13 +364,17 @@ def _endpoints_phase(
     blind: _Blind,
     settings: AuditSettings,
 ) -> _Phase:
-    """Endpoints: mistakes visible in the objects alone, then the observed slices against
-    the expected ones. Findings that need every selected pod, and the slice comparison, are
-    dropped while an object they depend on is unparsed (the aspect is then Uninterpretable)."""
+    """Endpoints: mistakes visible in the objects alone (a selector that matches nothing
+    says what it probably meant), then the observed slices against the expected ones.
+    Findings that need every selected pod, and the slice comparison, are dropped while an
+    object they depend on is unparsed (the aspect is then Uninterpretable)."""
     service, slices = inputs.service, inputs.slices
     found = endpoint_findings(service, selected, exp)
     if blind.selected_pods:
         found = [d for d in found if d.code not in _POD_SET_FINDINGS]
+    elif not selected:
+        pods = inputs.indexes.pods if inputs.indexes is not None else PodIndex(ns_pods)
+        found = with_suggestions(found, service, pods, inputs.elsewhere)
     if slices is None:
         if exp.managed or not service.is_external_name:
             return _Phase(found, "EndpointSlices of the service were not provided")
@@ -424,6 +444,10 @@ def _env_phase(
     )
     if observed_env:
         found += _observed_env(service, ns_pods, indexes.services, observed_env)
+    limits = EnvLimits.of(settings.exec_args_limit, settings.env_size_warning_fraction)
+    too_large = env_size_finding(service, indexes.services, indexes.pods, limits)
+    if too_large is not None:
+        found.append(too_large)
     return _Phase(found, "; ".join(unknown) if unknown else None)
 
 

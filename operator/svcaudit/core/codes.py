@@ -394,6 +394,19 @@ CATALOGUE: Mapping[str, CodeInfo] = {
             "Service recreated (new ClusterIP) or ports changed after the container started.",
             "Restart the pod.",
         ),
+        _c(
+            "SVA-ENV-012",
+            "EnvTooLarge",
+            ENV,
+            W,  # an error once past the limit (envsize.py): the container cannot start
+            "The service variables the kubelet gives the namespace's containers (with their "
+            "own env) take half or more of what execve accepts for argv+envp (2 MiB under an "
+            "8 MiB stack rlimit); past it, error: the container cannot start.",
+            "Thousands of services, or services with many ports, in one namespace: every "
+            "container with enableServiceLinks (the default) gets ~7 variables per port.",
+            "Set enableServiceLinks: false in the pod specs (find services by DNS name), or "
+            "spread the services over more namespaces.",
+        ),
         # ---- DNS ----
         _c(
             "SVA-DNS-001",

@@ -17,8 +17,17 @@ from functools import lru_cache
 from svcaudit.core.model import Container, EnvFrom, Pod, Service, ServicePort
 
 MASTER_SERVICE = ("default", "kubernetes")
+# What one argv/envp string costs execve(2) besides its bytes and NUL: its pointer in the
+# new process's stack (64-bit). fs/exec.c bprm_stack_limits counts both against the limit.
+ARG_POINTER_BYTES = 8
 
 ServiceKey = tuple[str, str]
+
+
+def exec_bytes(name: str, value: str | None) -> int:
+    """What `NAME=VALUE` costs in execve's argv+envp budget: UTF-8 bytes, '=', NUL and its
+    pointer. A valueFrom variable (value None) is counted without its unknown value."""
+    return len(name.encode()) + len((value or "").encode()) + 2 + ARG_POINTER_BYTES
 
 
 def env_name(name: str) -> str:
@@ -140,13 +149,14 @@ class ServiceEnvIndex:
     keeps one per namespace until one of its services changes).
     """
 
-    __slots__ = ("_collisions", "_envs", "_keys", "_services")
+    __slots__ = ("_collisions", "_envs", "_keys", "_services", "_sizes")
 
     def __init__(self, services: Sequence[Service]) -> None:
         self._services = tuple(services)
         self._envs: dict[tuple[str, bool], ServiceEnv] = {}
         self._keys: dict[tuple[str, bool], frozenset[ServiceKey]] = {}
         self._collisions: dict[str, tuple[Collision, ...]] = {}
+        self._sizes: dict[tuple[str, bool], tuple[int, int]] = {}
 
     def env(self, namespace: str, enable_service_links: bool) -> ServiceEnv:
         key = (namespace, enable_service_links)
@@ -165,6 +175,17 @@ class ServiceEnvIndex:
         found = self._collisions.get(namespace)
         if found is None:
             found = self._collisions[namespace] = self.env(namespace, True).collisions
+        return found
+
+    def exec_size(self, namespace: str, enable_service_links: bool) -> tuple[int, int]:
+        """(variables, execve bytes) of env(namespace, enable_service_links), computed once:
+        every audit of a namespace asks for it (envsize.py)."""
+        key = (namespace, enable_service_links)
+        found = self._sizes.get(key)
+        if found is None:
+            values = self.env(namespace, enable_service_links).values
+            found = (len(values), sum(exec_bytes(k, v) for k, v in values.items()))
+            self._sizes[key] = found
         return found
 
     def sees(self, pod: Pod, service: ServiceKey) -> bool:

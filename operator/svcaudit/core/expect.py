@@ -18,10 +18,13 @@ from svcaudit.core.codes import Discrepancy, discrepancy
 from svcaudit.core.compare import compare_slices
 from svcaudit.core.dns import expected_dns, pod_dns
 from svcaudit.core.endpoints import expected_endpoints
-from svcaudit.core.envvars import pod_env
+from svcaudit.core.envsize import EnvLimits, container_env_size, env_size_finding
+from svcaudit.core.envvars import ServiceEnvIndex, container_env
 from svcaudit.core.errors import MalformedObjectError
 from svcaudit.core.findings import endpoint_findings, env_findings, pod_ref, service_ref
 from svcaudit.core.model import EndpointSlice, Node, Pod, Service
+from svcaudit.core.podindex import PodIndex
+from svcaudit.core.suggest import LabelIndex, with_suggestions
 
 KINDS = ("Service", "Pod", "EndpointSlice", "Node")
 
@@ -106,15 +109,37 @@ def _m(obj: object) -> Mapping[str, Any]:
     return obj
 
 
+class _Indexes:
+    """What the expectations of one document share: every service's environment, the pods
+    of every namespace by label, and each namespace's PodIndex (built when first asked)."""
+
+    def __init__(self, inv: Inventory, settings: AuditSettings) -> None:
+        self.envs = ServiceEnvIndex(inv.services)
+        self.labels = LabelIndex.of(inv.pods)
+        self.limits = EnvLimits.of(settings.exec_args_limit, settings.env_size_warning_fraction)
+        self._pods = inv.pods
+        self._by_ns: dict[str, PodIndex] = {}
+
+    def pods(self, namespace: str) -> PodIndex:
+        found = self._by_ns.get(namespace)
+        if found is None:
+            mine = [p for p in self._pods if p.namespace == namespace]
+            found = self._by_ns[namespace] = PodIndex(mine)
+        return found
+
+
 def expect_document(inv: Inventory, settings: AuditSettings = DEFAULT_SETTINGS) -> dict[str, Any]:
     """The document printed by `svcaudit expect` (see docs/expect.md for its shape)."""
     grace = timedelta(seconds=settings.env_start_grace_seconds)
     container_findings: dict[tuple[str, str], list[Discrepancy]] = {}
     services_out: list[dict[str, Any]] = []
+    shared = _Indexes(inv, settings)
     for svc in inv.services:
         ns_pods = [p for p in inv.pods if p.namespace == svc.namespace]
         exp = expected_endpoints(svc, ns_pods, inv.nodes, settings.max_endpoints_per_slice)
-        found = endpoint_findings(svc, ns_pods, exp)
+        found = with_suggestions(
+            endpoint_findings(svc, ns_pods, exp), svc, shared.pods(svc.namespace), shared.labels
+        )
         mine = None
         if inv.slices is not None:
             mine = [
@@ -137,6 +162,8 @@ def expect_document(inv: Inventory, settings: AuditSettings = DEFAULT_SETTINGS) 
         if svc.is_headless and dns.nxdomain and (exp.managed or mine is not None):
             found.append(discrepancy("SVA-DNS-101", service_ref(svc), "a ready endpoint", "none"))
         env_found, _ = env_findings(svc, ns_pods, inv.services, grace)
+        too_large = env_size_finding(svc, shared.envs, shared.pods(svc.namespace), shared.limits)
+        env_found += [too_large] if too_large is not None else []
         for d in env_found:
             if d.subject.startswith("Pod "):
                 pod_part, _, cname = d.subject.partition(" container ")
@@ -160,27 +187,40 @@ def expect_document(inv: Inventory, settings: AuditSettings = DEFAULT_SETTINGS) 
                 "findings": [d.to_dict() for d in sorted(dict.fromkeys(found), key=_order)],
             }
         )
-    pods_out = []
-    for pod in inv.pods:
-        containers = []
-        for cenv in pod_env(pod, inv.services):
-            fnd = container_findings.get((pod_ref(pod), cenv.container), [])
-            containers.append(
-                {
-                    "name": cenv.container,
-                    "env": dict(sorted(cenv.env.items())),
-                    "findings": [d.to_dict() for d in sorted(dict.fromkeys(fnd), key=_order)],
-                }
-            )
-        pods_out.append(
+    pods_out = [_pod_entry(pod, shared, container_findings, settings) for pod in inv.pods]
+    return {"services": services_out, "pods": pods_out, "notes": _notes(inv)}
+
+
+def _pod_entry(
+    pod: Pod,
+    shared: _Indexes,
+    container_findings: Mapping[tuple[str, str], list[Discrepancy]],
+    settings: AuditSettings,
+) -> dict[str, Any]:
+    """A pod of the document: its DNS records and, per container, the service variables it
+    gets at its next start, the size of its predicted environment (execve bytes, envsize.py)
+    and its findings."""
+    containers = []
+    senv = shared.envs.for_pod(pod)
+    whole = shared.envs.exec_size(pod.namespace, pod.enable_service_links)
+    for c in pod.all_containers:
+        cenv = container_env(c, senv)
+        size = container_env_size(pod, c, senv, whole)
+        fnd = container_findings.get((pod_ref(pod), cenv.container), [])
+        containers.append(
             {
-                "namespace": pod.namespace,
-                "name": pod.name,
-                "dns": [record_to_dict(r) for r in pod_dns(pod, settings.zone)],
-                "containers": containers,
+                "name": cenv.container,
+                "env": dict(sorted(cenv.env.items())),
+                "envSize": {"variables": size.variables, "bytes": size.bytes},
+                "findings": [d.to_dict() for d in sorted(dict.fromkeys(fnd), key=_order)],
             }
         )
-    return {"services": services_out, "pods": pods_out, "notes": _notes(inv)}
+    return {
+        "namespace": pod.namespace,
+        "name": pod.name,
+        "dns": [record_to_dict(r) for r in pod_dns(pod, settings.zone)],
+        "containers": containers,
+    }
 
 
 def _access_point(a: AccessPoint) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from svcaudit.core.endpoints import selects
+from svcaudit.core.envvars import exec_bytes
 from svcaudit.core.model import Container, Pod, Service
 
 __all__ = ["ContainerSlot", "PodIndex"]
@@ -38,6 +39,8 @@ class PodIndex:
         "_by_label",
         "_by_name",
         "_env_from",
+        "_keys",
+        "_max_explicit",
         "_no_start",
         "_pods",
         "_running",
@@ -49,9 +52,14 @@ class PodIndex:
     def __init__(self, pods: Iterable[Pod]) -> None:
         self._pods = tuple(pods)
         self._by_label: dict[tuple[str, str], list[int]] = {}
+        self._keys: dict[str, list[str]] = {}  # label key -> its values, in first-seen order
         for i, pod in enumerate(self._pods):
             for item in pod.labels.items():
-                self._by_label.setdefault(item, []).append(i)
+                hits = self._by_label.setdefault(item, [])
+                if not hits:
+                    self._keys.setdefault(item[0], []).append(item[1])
+                hits.append(i)
+        self._max_explicit = 0  # the largest explicit env of a container, in execve bytes
         self._slots: list[ContainerSlot] = []
         self._by_name: dict[str, list[int]] = {}
         self._env_from: list[int] = []
@@ -62,8 +70,11 @@ class PodIndex:
             for container in pod.all_containers:
                 at = len(self._slots)
                 self._slots.append(ContainerSlot(pod, container))
-                for name in {e.name for e in container.env}:
+                explicit = {e.name: e.value for e in container.env}
+                for name in explicit:
                     self._by_name.setdefault(name, []).append(at)
+                own = sum(exec_bytes(k, v) for k, v in explicit.items())
+                self._max_explicit = max(self._max_explicit, own)
                 if container.env_from:
                     self._env_from.append(at)
                 state = pod.container_states.get(container.name)
@@ -81,6 +92,42 @@ class PodIndex:
     @property
     def pods(self) -> tuple[Pod, ...]:
         return self._pods
+
+    @property
+    def containers(self) -> Sequence[ContainerSlot]:
+        """Every container (init containers included), in pod-key then container order."""
+        return self._slots
+
+    @property
+    def max_explicit_env_bytes(self) -> int:
+        """The largest explicit `env` of one container, in execve bytes (envvars.exec_bytes):
+        with the namespace's service variables, a bound on any container's environment."""
+        return self._max_explicit
+
+    def having(self, items: Iterable[tuple[str, str]]) -> list[Pod]:
+        """The pods carrying every (label, value) of `items` (every pod when it is empty),
+        in input order."""
+        found: set[int] | None = None
+        for item in items:
+            hits = self._by_label.get(item)
+            if not hits:
+                return []
+            found = set(hits) if found is None else found.intersection(hits)
+        if found is None:
+            return list(self._pods)
+        return [self._pods[i] for i in sorted(found)]
+
+    def label_values(self, key: str) -> dict[str, list[Pod]]:
+        """The values the pods give label `key`, each with its pods (input order)."""
+        return {
+            value: [self._pods[i] for i in self._by_label[(key, value)]]
+            for value in self._keys.get(key, ())
+        }
+
+    @property
+    def label_keys(self) -> Sequence[str]:
+        """Every label key some pod carries, in first-seen order."""
+        return list(self._keys)
 
     def selected(self, service: Service) -> list[Pod]:
         """The pods `endpoints.selects(service, pod)` picks, in input order."""
