@@ -10,6 +10,7 @@ import time
 import pytest
 
 from svcaudit.controller.dns_probe import DnsProber, ProbeResult
+from svcaudit.controller.dns_server import Target
 from tests.fixtures import Cluster
 from tests.integration.op_helpers import apply
 
@@ -26,8 +27,8 @@ QUESTIONS = [
 
 
 def _prober(server: list[tuple[str, int]], concurrency: int) -> DnsProber:
-    async def current() -> tuple[str | None, int]:
-        return server[0]
+    async def current() -> list[Target]:
+        return [Target(*server[0])]
 
     return DnsProber(current, timeout=2.0, concurrency=concurrency)
 

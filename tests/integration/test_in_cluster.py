@@ -244,19 +244,27 @@ def test_in_cluster_operator_writes_verdicts_with_the_in_cluster_dns(
     summary = audit["status"]["summary"]
     assert summary["endpointsExpected"] == summary["endpointsObserved"] == 2
     assert summary["healthy"] == "True"
-    # DNS was asked of the default in-cluster server: kube-dns's ClusterIP, through kube-proxy
-    # (no --dns-server anywhere in the pod), and it answered (DNSConsistent is True, not
-    # Unknown).
-    kube_dns = json.loads(
-        deployed.run_kubectl("get", "svc", "kube-dns", "-n", "kube-system", "-o", "json").stdout
-    )["spec"]["clusterIP"]
+    # DNS was asked of the default in-cluster servers: every replica of kube-dns (the ready
+    # endpoints of its EndpointSlices; no --dns-server anywhere in the pod), and they answered
+    # (DNSConsistent is True, not Unknown).
+    slices = json.loads(
+        deployed.run_kubectl(
+            "get", "endpointslices", "-n", "kube-system",
+            "-l", "kubernetes.io/service-name=kube-dns", "-o", "json",
+        ).stdout
+    )["items"]  # fmt: skip
+    replicas = sorted(
+        f"{a}:53" for s in slices for e in s["endpoints"] for a in e["addresses"]
+        if (e.get("conditions") or {}).get("ready", True)
+    )  # fmt: skip
     leader = lease_holder(deployed).rsplit("_", 1)[0]
     leader_pod = next(p for p in operator_pods(deployed) if p["metadata"]["name"] == leader)
     (c,) = leader_pod["spec"]["containers"]
     assert "SVCAUDIT_DNS_SERVER" not in {e["name"] for e in c["env"]}
     assert not any("--dns-server" in a for a in c.get("args") or [])
     servers = [e for e in log_events(deployed, leader) if e["event"] == "dns server"]
-    assert [(e["host"], e["port"]) for e in servers] == [(kube_dns, 53)]
+    assert [e["servers"] for e in servers] == [replicas]
+    assert servers[0]["source"] == "kube-system/kube-dns replicas"
 
 
 def test_credentials_are_the_service_accounts(deployed: Cluster) -> None:

@@ -68,17 +68,7 @@ def add_parser(subparsers: Any) -> None:
         metavar="USER",
         help="impersonate this user, e.g. system:serviceaccount:NS:NAME",
     )
-    p.add_argument(
-        "--dns-server",
-        default=None,
-        metavar="HOST[:PORT]",
-        help="cluster DNS to query (default: kube-system/kube-dns ClusterIP:53); "
-        "unreachable DNS makes DNS verdicts Unknown, never False",
-    )
-    p.add_argument("--dns-timeout", type=float, default=2.0, help="seconds per DNS question")
-    p.add_argument("--dns-concurrency", type=int, default=16)
-    p.add_argument("--no-dns", action="store_true", help="do not query DNS (DNS Unknown)")
-    p.add_argument("--cluster-domain", default="cluster.local", help="DNS zone of the cluster")
+    _add_dns(p)
     p.add_argument(
         "--settle",
         type=float,
@@ -111,6 +101,28 @@ def add_parser(subparsers: Any) -> None:
         help="also write the Prometheus metrics of this run (text format)",
     )
     p.set_defaults(func=run)
+
+
+def _add_dns(p: argparse.ArgumentParser) -> None:
+    """Which DNS servers to ask and how (controller/dns_server.py, dns_probe.py)."""
+    p.add_argument(
+        "--dns-server",
+        default=None,
+        metavar="HOST[:PORT]",
+        help="the one DNS server to query (default: every replica of --dns-service, else its "
+        "ClusterIP:53); unreachable DNS makes DNS verdicts Unknown, never False",
+    )
+    p.add_argument(
+        "--dns-service",
+        default="kube-system/kube-dns",
+        metavar="NAMESPACE/NAME",
+        help="the cluster DNS Service (default kube-system/kube-dns): the ready endpoints of "
+        "its EndpointSlices are each asked every question, and compared",
+    )
+    p.add_argument("--dns-timeout", type=float, default=2.0, help="seconds per DNS question")
+    p.add_argument("--dns-concurrency", type=int, default=16)
+    p.add_argument("--no-dns", action="store_true", help="do not query DNS (DNS Unknown)")
+    p.add_argument("--cluster-domain", default="cluster.local", help="DNS zone of the cluster")
 
 
 # ---- the audit ---------------------------------------------------------------------------
@@ -166,12 +178,18 @@ def audit_pass(
     exactly as the operator does (translate.prepare), DNS included."""
     from svcaudit.cli.listing import list_all
     from svcaudit.controller import translate
-    from svcaudit.controller.dns_server import resolve
+    from svcaudit.controller.dns_server import parse_service, resolve
     from svcaudit.controller.indexes import Store
 
     out = Pass()
+    dns_service = parse_service(args.dns_service)
     listing = list_all(
-        conn, namespaces, progress, on_error=metrics.api_error, page_size=args.chunk_size
+        conn,
+        namespaces,
+        progress,
+        on_error=metrics.api_error,
+        page_size=args.chunk_size,
+        dns_service=dns_service,
     )
     out.api_calls = listing.calls
     out.warnings += listing.warnings
@@ -182,8 +200,8 @@ def audit_pass(
     store.load("services", listing.services)
     store.load("pods", listing.pods)
     store.load("endpointslices", listing.slices)
-    host, port = resolve(args.dns_server, listing.kube_dns, 53)
-    out.dns_server = f"{host}:{port}" if host else None
+    servers = resolve(args.dns_server, listing.kube_dns, 53, listing.kube_dns_slices, dns_service)
+    out.dns_server = ", ".join(t.address for t in servers) or None
 
     prepared = []
     for key in sorted(store.services):
@@ -193,7 +211,7 @@ def audit_pass(
             out.types[key] = str((prep.body.get("spec") or {}).get("type") or "ClusterIP")
 
     observations = (
-        asyncio.run(_probe_all(prepared, settings, host, port, args, out, metrics, progress))
+        asyncio.run(_probe_all(prepared, settings, servers, args, out, metrics, progress))
         if not args.no_dns
         else {}
     )
@@ -231,8 +249,7 @@ def _described(unparsed: Any) -> dict[str, str]:
 async def _probe_all(
     prepared: Sequence[Any],
     settings: Any,
-    host: str | None,
-    port: int,
+    servers: Sequence[Any],
     args: argparse.Namespace,
     out: Pass,
     metrics: Any,
@@ -242,8 +259,8 @@ async def _probe_all(
     unreachable server costs one timeout, not one per question."""
     from svcaudit.controller.dns_probe import DnsProber
 
-    async def server() -> tuple[str | None, int]:
-        return host, port
+    async def server() -> Sequence[Any]:
+        return servers
 
     prober = DnsProber(
         server,
@@ -528,6 +545,13 @@ def _run(args: argparse.Namespace, out: TextIO | None, err: TextIO | None) -> in
         except ValueError:
             print(f"error: --dns-server {args.dns_server!r}: expected HOST[:PORT]", file=err)
             return EXIT_USAGE
+    from svcaudit.controller.dns_server import parse_service
+
+    try:
+        parse_service(args.dns_service)
+    except ValueError as exc:
+        print(f"error: --dns-service: {exc}", file=err)
+        return EXIT_USAGE
 
     from svcaudit.cli.listing import ClusterError, connect
     from svcaudit.metrics import Metrics

@@ -82,6 +82,7 @@ class Listing:
     nodes: list[Body] | None = None  # None: not allowed to list nodes (zones not checked)
     default_kubernetes: Body | None = None
     kube_dns: Body | None = None
+    kube_dns_slices: list[Body] = field(default_factory=list)  # the DNS Service's replicas
     calls: int = 0  # LIST requests made (pages included)
     warnings: list[str] = field(default_factory=list)
 
@@ -125,10 +126,12 @@ def list_all(
     progress: Callable[[str], None] = lambda _: None,
     on_error: Callable[[str, str, int], None] = lambda *_: None,
     page_size: int = PAGE_SIZE,
+    dns_service: tuple[str, str] = ("kube-system", "kube-dns"),
 ) -> Listing:
     """Services, pods and EndpointSlices of `namespaces` (None: all), every node, plus
-    default/kubernetes and kube-system/kube-dns. Raises ClusterError on a required call's
-    failure; nodes are optional (403 -> None, a warning)."""
+    default/kubernetes and the DNS Service (`dns_service`) with its EndpointSlices. Raises
+    ClusterError on a required call's failure; nodes are optional (403 -> None, a warning),
+    and so are the DNS Service's slices (a warning: its ClusterIP is asked instead)."""
     core = client.CoreV1Api(conn.api)
     discovery = client.DiscoveryV1Api(conn.api)
     out = Listing()
@@ -174,10 +177,10 @@ def list_all(
     out.default_kubernetes = next(
         (s for s in out.services if _is(s, "default", "kubernetes")), None
     )
-    out.kube_dns = next((s for s in out.services if _is(s, "kube-system", "kube-dns")), None)
+    out.kube_dns = next((s for s in out.services if _is(s, *dns_service)), None)
     for ns, name, attr in (
         ("default", "kubernetes", "default_kubernetes"),
-        ("kube-system", "kube-dns", "kube_dns"),
+        (*dns_service, "kube_dns"),
     ):
         if getattr(out, attr) is not None or (namespaces is None):
             continue
@@ -190,7 +193,44 @@ def list_all(
         except ApiException as exc:
             on_error("services", "list", int(exc.status or 0))
             out.warnings.append(_describe(exc, f"service {ns}/{name}"))
+    _dns_slices(out, discovery, namespaces, dns_service, on_error)
     return out
+
+
+def _dns_slices(
+    out: Listing,
+    discovery: Any,
+    namespaces: list[str] | None,
+    dns_service: tuple[str, str],
+    on_error: Callable[[str, str, int], None],
+) -> None:
+    """The DNS Service's EndpointSlices: from the listing when it covers their namespace,
+    else one label-selected LIST (not allowed: a warning, and its ClusterIP is asked)."""
+    ns, name = dns_service
+    if namespaces is None or ns in namespaces:
+        out.kube_dns_slices = [s for s in out.slices if _labelled(s, ns, name)]
+        return
+    try:
+        items, calls = _paged(
+            discovery.list_namespaced_endpoint_slice,
+            ns,
+            label_selector=f"kubernetes.io/service-name={name}",
+        )
+        out.calls += calls
+        out.kube_dns_slices = items
+    except ApiException as exc:
+        on_error("endpointslices", "list", int(exc.status or 0))
+        out.warnings.append(
+            _describe(exc, f"the EndpointSlices of {ns}/{name}") + ": its ClusterIP is asked"
+        )
+
+
+def _labelled(body: Body, namespace: str, service: str) -> bool:
+    meta = body.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    return bool(
+        meta.get("namespace") == namespace and labels.get("kubernetes.io/service-name") == service
+    )
 
 
 def _is(body: Body, namespace: str, name: str) -> bool:

@@ -10,7 +10,7 @@ import socket
 import sys
 from typing import Any
 
-from svcaudit.controller.dns_server import parse_server
+from svcaudit.controller.dns_server import KUBE_DNS, parse_server, parse_service
 from svcaudit.controller.settings import DEFAULT_SETTLE_SECONDS, ControllerSettings
 
 REPORTS = ("conditions", "serviceaudits", "events")
@@ -129,8 +129,16 @@ def _add_dns(p: argparse.ArgumentParser) -> None:
         "--dns-server",
         default=_env("DNS_SERVER"),
         metavar="HOST[:PORT]",
-        help="cluster DNS to query (default: kube-system/kube-dns ClusterIP; "
+        help="the one DNS server to query (default: every replica of --dns-service; "
         "env SVCAUDIT_DNS_SERVER)",
+    )
+    g.add_argument(
+        "--dns-service",
+        default=_env("DNS_SERVICE", "/".join(KUBE_DNS)),
+        metavar="NAMESPACE/NAME",
+        help="the cluster DNS Service whose replicas (its EndpointSlices' ready endpoints) are "
+        "each asked, or its ClusterIP without slices, when --dns-server is not given "
+        "(default kube-system/kube-dns; env SVCAUDIT_DNS_SERVICE)",
     )
     g.add_argument(
         "--dns-port",
@@ -227,6 +235,10 @@ def settings_from_args(args: argparse.Namespace) -> ControllerSettings:
             host, port = parse_server(args.dns_server, args.dns_port)
         except ValueError as exc:
             raise SystemExit(f"svcaudit run: --dns-server {args.dns_server!r}: {exc}") from exc
+    try:
+        dns_service = parse_service(args.dns_service)
+    except ValueError as exc:
+        raise SystemExit(f"svcaudit run: --dns-service: {exc}") from exc
     if args.settle_seconds < 0 or args.debounce_seconds < 0 or args.resync_seconds <= 0:
         raise SystemExit("svcaudit run: times must be non-negative (resync positive)")
     if args.audit_concurrency < 1:
@@ -241,6 +253,7 @@ def settings_from_args(args: argparse.Namespace) -> ControllerSettings:
         api_unknown_after_seconds=args.api_unknown_after,
         dns_check=not args.no_dns,
         dns_server=host or None,
+        dns_service=dns_service,
         dns_port=port,
         dns_timeout_seconds=args.dns_timeout,
         dns_concurrency=args.dns_concurrency,
@@ -339,8 +352,6 @@ def run(args: argparse.Namespace) -> int:
     import kopf
     import structlog
 
-    from svcaudit.controller.dns_probe import DnsProber
-    from svcaudit.controller.dns_server import KUBE_DNS, DnsServerSource
     from svcaudit.controller.handlers import build_registry, kopf_settings
     from svcaudit.controller.indexes import Store
     from svcaudit.controller.kube import Kube, load_client
@@ -366,20 +377,7 @@ def run(args: argparse.Namespace) -> int:
         may_write=(lambda: elector.is_leader) if elector is not None else None,
     )
     store = Store()
-    prober = (
-        DnsProber(
-            DnsServerSource(
-                settings.dns_server,
-                settings.dns_port,
-                lambda: kube.get_service(*KUBE_DNS),
-            ),
-            timeout=settings.dns_timeout_seconds,
-            concurrency=settings.dns_concurrency,
-            on_query=metrics.dns_query,
-        )
-        if settings.dns_check
-        else None
-    )
+    prober = _dns_prober(settings, kube, metrics) if settings.dns_check else None
     reconciler = Reconciler(
         settings,
         store,
@@ -407,6 +405,28 @@ def run(args: argparse.Namespace) -> int:
         liveness_endpoint=settings.liveness_endpoint,
     )
     return 0
+
+
+def _dns_prober(settings: ControllerSettings, kube: Any, metrics: Any) -> Any:
+    """The prober of every audit: the --dns-server, else the DNS Service's replicas (read
+    through `kube` now and then, and again once one of them falls silent)."""
+    from svcaudit.controller.dns_probe import DnsProber
+    from svcaudit.controller.dns_server import DnsServerSource
+
+    source = DnsServerSource(
+        settings.dns_server,
+        settings.dns_port,
+        lambda: kube.get_service(*settings.dns_service),
+        lambda: kube.list_endpointslices(*settings.dns_service),
+        settings.dns_service,
+    )
+    return DnsProber(
+        source,
+        timeout=settings.dns_timeout_seconds,
+        concurrency=settings.dns_concurrency,
+        on_query=metrics.dns_query,
+        on_down=lambda _replica: source.invalidate(),
+    )
 
 
 def _leader_elector(args: argparse.Namespace, transport: Any, instance: str, metrics: Any) -> Any:

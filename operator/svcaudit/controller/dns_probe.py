@@ -5,6 +5,11 @@ decides nothing: NXDOMAIN and NODATA are simply "no records"; a server that does
 (timeout, refused, SERVFAIL) makes the whole observation an error, which the core turns into
 DNSConsistent=Unknown (never False).
 
+It asks what `servers()` gives (dns_server.py): one server, or every replica of the cluster
+DNS, each asked every question (one result per replica, which the core compares). A replica
+that timed out or refused is not asked again for DOWN_SECONDS (its result says so at once):
+otherwise every audit would wait for its timeout while the others answer.
+
 `on_query(seconds, outcome)`, if given, is called once per question sent, with its latency
 (semaphore wait excluded) and outcome "answer" (NOERROR, NODATA included), "nxdomain",
 "timeout" or "error" (refused, SERVFAIL, network error): the metrics' `dns_query`.
@@ -16,7 +21,7 @@ import asyncio
 import dataclasses
 import functools
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import dns.asyncquery
@@ -26,6 +31,8 @@ import dns.flags
 import dns.message
 import dns.rcode
 import dns.rdatatype
+
+from svcaudit.controller.dns_server import Target
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +48,8 @@ class ProbeResult:
     error: str | None
     server: str
     nxdomain: frozenset[tuple[str, str]] = frozenset()  # questions answered NXDOMAIN
+    replica: str | None = None  # the replica this result is from (Target.replica)
+    replicas: tuple[ProbeResult, ...] = ()  # several replicas asked: each one's result
 
 
 def _strip(name: str) -> str:
@@ -112,38 +121,53 @@ class _Channel(asyncio.DatagramProtocol):
                 future.set_exception(exc)
 
 
-class DnsProber:
-    """Queries one server over UDP (TCP on truncation).
+DOWN_SECONDS = 10.0  # a replica that timed out or refused is asked again after this
+NO_SERVER = "no cluster DNS server known (kube-system/kube-dns not found and --dns-server not set)"
+Servers = Callable[[], Awaitable[Sequence[Target]]]
 
-    All questions share one connected UDP socket, matched by message id: opening a socket
-    per question, and dnspython's per-question receive loop, were a third of the prober's
-    CPU (thousands of questions per pass at 10k pods). dnspython builds and parses the
-    messages; a broken socket (an ICMP error) is replaced at the next question."""
+
+class DnsProber:
+    """Queries the servers `servers()` names over UDP (TCP on truncation).
+
+    All questions to one server share one connected UDP socket, matched by message id:
+    opening a socket per question, and dnspython's per-question receive loop, were a third
+    of the prober's CPU (thousands of questions per pass at 10k pods). dnspython builds and
+    parses the messages; a broken socket (an ICMP error) is replaced at the next question.
+    The concurrency limit is shared by every server asked."""
 
     def __init__(
         self,
-        server: Callable[[], Awaitable[tuple[str | None, int]]],
+        servers: Servers,
         timeout: float = 2.0,
         concurrency: int = 16,
         on_query: Callable[[float, str], None] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        on_down: Callable[[Target], None] | None = None,
     ) -> None:
-        self._server = server
+        self._servers = servers
+        self._on_down = on_down  # a replica just found silent (the source may re-read)
         self._timeout = timeout
         self._sem = asyncio.Semaphore(concurrency)
         self._on_query = on_query
-        self._channel: tuple[tuple[str, int], _Channel] | None = None
+        self._monotonic = monotonic
+        self._channels: dict[tuple[str, int], _Channel] = {}
+        self._down: dict[tuple[str, int], tuple[float, str]] = {}  # until, why
         self._opening = asyncio.Lock()  # questions arriving together open one socket
 
     @property
     def open_sockets(self) -> int:
-        """UDP sockets held open: at most one (to the current server)."""
-        return 0 if self._channel is None else 1
+        """UDP sockets held open: one per server currently asked."""
+        return len(self._channels)
 
     async def aclose(self) -> None:
-        """Close the socket (the prober stays usable: it opens a new one when asked)."""
-        channel, self._channel = self._channel, None
-        if channel is not None and channel[1].transport is not None:
-            channel[1].transport.close()
+        """Close the sockets (the prober stays usable: it opens new ones when asked)."""
+        for key in list(self._channels):
+            self._close(key)
+
+    def _close(self, key: tuple[str, int]) -> None:
+        channel = self._channels.pop(key, None)
+        if channel is not None and channel.transport is not None:
+            channel.transport.close()
 
     async def _open(self, host: str, port: int) -> _Channel:
         usable = self._usable(host, port)
@@ -153,51 +177,72 @@ class DnsProber:
             usable = self._usable(host, port)  # opened by a question that had the lock?
             if usable is not None:
                 return usable
-            await self.aclose()
+            self._close((host, port))
             _, channel = await asyncio.get_running_loop().create_datagram_endpoint(
                 _Channel, remote_addr=(host, port)
             )
-            self._channel = ((host, port), channel)
+            self._channels[(host, port)] = channel
             return channel
 
     def _usable(self, host: str, port: int) -> _Channel | None:
-        if self._channel is None or self._channel[0] != (host, port):
-            return None
-        return None if self._channel[1].broken else self._channel[1]
+        channel = self._channels.get((host, port))
+        return None if channel is None or channel.broken else channel
 
     async def probe(self, questions: Iterable[tuple[str, str]]) -> ProbeResult:
-        host, port = await self._server()
-        where = f"{host}:{port}" if host else ""
-        if not host:
-            return ProbeResult(
-                frozenset(),
-                "no cluster DNS server known "
-                "(kube-system/kube-dns not found and --dns-server not set)",
-                where,
-            )
+        """Every question asked of every server: one server's result, or (replicas) a result
+        holding each replica's, with an error only when none answered."""
+        targets = sorted(set(await self._servers()))
+        if not targets:
+            return ProbeResult(frozenset(), NO_SERVER, "")
+        for key in set(self._channels) - {(t.host, t.port) for t in targets}:
+            self._close(key)  # a server no longer asked (a replica gone)
         unique = sorted(set(questions))
+        if len(targets) == 1 and targets[0].replica is None:
+            return await self._probe_one(targets[0], unique)
+        results = await asyncio.gather(*(self._probe_one(t, unique) for t in targets))
+        where = ", ".join(t.address for t in targets)
+        if any(r.error is None for r in results):
+            return ProbeResult(frozenset(), None, where, replicas=tuple(results))
+        failed = "; ".join(f"{r.server}: {r.error}" for r in results[:3])
+        return ProbeResult(
+            frozenset(), f"no DNS replica answered: {failed}", where, replicas=tuple(results)
+        )
+
+    async def _probe_one(self, target: Target, unique: list[tuple[str, str]]) -> ProbeResult:
+        host, port, where = target.host, target.port, target.address
+        down = self._down.get((host, port))
+        if down is not None and self._monotonic() < down[0]:
+            why = f"not answering ({down[1]}); asked again within {DOWN_SECONDS:g}s"
+            return ProbeResult(frozenset(), why, where, replica=target.replica)
         results = await asyncio.gather(
             *(self._ask(host, port, name, rtype) for name, rtype in unique),
             return_exceptions=True,
         )
         answers: set[Answer] = set()
         nxdomain: set[tuple[str, str]] = set()
-        errors: list[str] = []
+        errors: list[tuple[str, BaseException]] = []
         for (name, rtype), res in zip(unique, results, strict=True):
             if isinstance(res, BaseException):
-                errors.append(f"{name} {rtype}: {_describe(res)}")
+                errors.append((f"{name} {rtype}", res))
             elif res is None:
                 nxdomain.add((name, rtype))
             else:
                 answers |= res
+        error = None
         if errors:
-            return ProbeResult(
-                frozenset(answers),
-                f"DNS server {where} unreachable or failing: " + "; ".join(errors[:3]),
-                where,
-                frozenset(nxdomain),
+            error = f"DNS server {where} unreachable or failing: " + "; ".join(
+                f"{q}: {_describe(e)}" for q, e in errors[:3]
             )
-        return ProbeResult(frozenset(answers), None, where, frozenset(nxdomain))
+            if target.replica is not None and any(_unreachable(e) for _, e in errors):
+                why = _describe(errors[0][1])
+                self._down[(host, port)] = (self._monotonic() + DOWN_SECONDS, why)
+                if self._on_down is not None:
+                    self._on_down(target)
+        else:
+            self._down.pop((host, port), None)
+        return ProbeResult(
+            frozenset(answers), error, where, frozenset(nxdomain), replica=target.replica
+        )
 
     async def _ask(self, host: str, port: int, name: str, rtype: str) -> set[Answer] | None:
         """The answers, or None for NXDOMAIN."""
@@ -258,6 +303,11 @@ class DnsProber:
     def _record(self, started: float, outcome: str) -> None:
         if self._on_query is not None:
             self._on_query(time.perf_counter() - started, outcome)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """No answer at all (a timeout, a refusal), as opposed to an answer saying SERVFAIL."""
+    return isinstance(exc, dns.exception.Timeout | OSError)
 
 
 def _describe(exc: BaseException) -> str:

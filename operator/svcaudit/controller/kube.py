@@ -163,6 +163,19 @@ class Kube:
                 return None
             raise
 
+    async def list_endpointslices(self, namespace: str, service: str) -> list[dict[str, Any]]:
+        """The EndpointSlices of one Service (its kubernetes.io/service-name label): one
+        LIST, not a watch (the DNS Service's, read now and then by dns_server.py)."""
+        answer = await self._request(
+            "endpointslices",
+            "list",
+            "GET",
+            f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices",
+            {"labelSelector": f"kubernetes.io/service-name={service}"},
+        )
+        items = answer.get("items") or []
+        return [i for i in items if isinstance(i, dict)]
+
     async def apply_service_status(
         self, namespace: str, name: str, conditions: list[dict[str, Any]]
     ) -> dict[str, Any] | None:

@@ -34,7 +34,8 @@ class ControllerSettings:
     api_check_seconds: float = 5.0  # how often /readyz is asked
     api_unknown_after_seconds: float = 15.0  # unreachable this long: verdicts go Unknown
     dns_check: bool = True
-    dns_server: str | None = None  # None: discover kube-system/kube-dns's ClusterIP
+    dns_server: str | None = None  # None: ask the DNS Service's replicas (or its ClusterIP)
+    dns_service: tuple[str, str] = ("kube-system", "kube-dns")  # the cluster DNS Service
     dns_port: int = 53
     dns_timeout_seconds: float = 2.0
     dns_concurrency: int = 16

@@ -27,6 +27,7 @@ from svcaudit.core.audit import (
 )
 from svcaudit.core.codes import Aspect
 from svcaudit.core.dns import DnsQuestion, expected_dns_questions, record_from_answer
+from svcaudit.core.dns_replicas import ReplicaAnswers, observe_replicas
 from svcaudit.core.endpoints import (
     DEFAULT_MAX_ENDPOINTS_PER_SLICE,
     expected_endpoints,
@@ -148,9 +149,21 @@ def dns_questions(prepared: Prepared, settings: ControllerSettings) -> list[tupl
 
 
 def dns_observation(probe: ProbeResult) -> DnsObservation:
+    """The core's view of what DNS answered: one server's answers, or each replica's."""
+    if probe.replicas:
+        return observe_replicas([_replica_answers(r) for r in probe.replicas])
     records = frozenset(record_from_answer(a.name, a.rtype, a.text) for a in probe.answers)
     nxdomain = frozenset(DnsQuestion(n, t) for n, t in probe.nxdomain)
     return DnsObservation(queried=records, error=probe.error, nxdomain=nxdomain)
+
+
+def _replica_answers(probe: ProbeResult) -> ReplicaAnswers:
+    return ReplicaAnswers(
+        probe.replica or probe.server,
+        frozenset(record_from_answer(a.name, a.rtype, a.text) for a in probe.answers),
+        frozenset(DnsQuestion(n, t) for n, t in probe.nxdomain),
+        probe.error,
+    )
 
 
 def audit(
