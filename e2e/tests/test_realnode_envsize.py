@@ -101,7 +101,8 @@ def test_predicted_size_decides_whether_the_container_starts(
 
     def state(name: str) -> dict[str, Any]:
         statuses = get(real, ns, "pod", name).get("status", {}).get("containerStatuses") or [{}]
-        return statuses[0]
+        first: dict[str, Any] = statuses[0]
+        return first
 
     wait_for(lambda: "running" in state("fits").get("state", {}), 90, "pod fits running")
     wait_for(lambda: "terminated" in state("over").get("lastState", {}), 90, "pod over failing")
