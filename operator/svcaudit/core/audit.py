@@ -7,7 +7,7 @@ settle() adds flap suppression: a discrepancy counts only once it has lasted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal, NamedTuple, cast
@@ -35,8 +35,18 @@ from svcaudit.core.findings import (
     pod_ref,
     with_service,
 )
-from svcaudit.core.model import SERVICE_NAME_LABEL, EndpointSlice, Node, Pod, Service, Unparsed
+from svcaudit.core.model import (
+    SERVICE_NAME_LABEL,
+    EndpointHints,
+    EndpointPort,
+    EndpointSlice,
+    Node,
+    Pod,
+    Service,
+    Unparsed,
+)
 from svcaudit.core.podindex import PodIndex
+from svcaudit.core.podnet import dead_pod_addresses
 from svcaudit.core.suggest import LabelIndex, with_suggestions
 
 __all__ = [
@@ -108,6 +118,10 @@ class AuditInputs:
     unparsed: Sequence[Unparsed] = ()
     indexes: NamespaceIndexes | None = None
     elsewhere: LabelIndex | None = None
+    # Canonical IPs (podnet.canonical_ip) of every live pod of EVERY namespace, uninterpretable
+    # ones included (podnet.possible_ips); None when the caller does not see them all: hand-
+    # written endpoints in a pod range are then not judged (SVA-EP-017, podnet.py).
+    live_pod_ips: Container[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,10 +180,15 @@ class ServiceAudit:
 
 
 def slice_to_dict(s: ExpectedSlice) -> dict[str, object]:
+    """An expected slice as `svcaudit expect` and the ServiceAudit detail show it: ports with
+    their appProtocol when set; per endpoint `hints` as predicted ({forZones, forNodes} or
+    None), or "unpredicted" where the controller's choice is not predicted (hints_predicted);
+    `hintsPolicy` says which rule the hints follow (endpoints.HintsPolicy)."""
     return {
         "addressType": s.address_type,
         "labels": dict(s.labels),
-        "ports": [{"name": p.name, "port": p.port, "protocol": p.protocol} for p in s.ports],
+        "ports": [port_to_dict(p) for p in s.ports],
+        "hintsPolicy": str(s.hints_policy),
         "endpoints": [
             {
                 "addresses": list(ep.addresses),
@@ -190,10 +209,33 @@ def slice_to_dict(s: ExpectedSlice) -> dict[str, object]:
                     if ep.target_ref
                     else None
                 ),
+                "hints": hints_to_dict(ep.hints) if s.hints_predicted(ep) else UNPREDICTED,
             }
             for ep in s.endpoints
         ],
     }
+
+
+UNPREDICTED = "unpredicted"  # an expected endpoint's hints the auditor does not predict
+
+
+def port_to_dict(p: EndpointPort) -> dict[str, object]:
+    out: dict[str, object] = {"name": p.name, "port": p.port, "protocol": p.protocol}
+    if p.app_protocol is not None:
+        out["appProtocol"] = p.app_protocol
+    return out
+
+
+def hints_to_dict(hints: EndpointHints | None) -> dict[str, list[dict[str, str]]] | None:
+    """As the API writes them: {"forZones": [{"name": z}], "forNodes": [{"name": n}]}."""
+    if hints is None:
+        return None
+    out: dict[str, list[dict[str, str]]] = {}
+    if hints.for_zones:
+        out["forZones"] = [{"name": z} for z in hints.for_zones]
+    if hints.for_nodes:
+        out["forNodes"] = [{"name": n} for n in hints.for_nodes]
+    return out
 
 
 def record_to_dict(r: DnsRecord) -> dict[str, str]:
@@ -394,6 +436,8 @@ def _endpoints_phase(
     )
     if not exp.managed and not service.is_external_name and not mine:
         found.append(_selectorless(service))
+    if not exp.managed and inputs.live_pod_ips is not None and inputs.nodes is not None:
+        found += dead_pod_addresses(service, mine, inputs.nodes, inputs.live_pod_ips)
     return _Phase(found)
 
 

@@ -96,7 +96,9 @@ CATALOGUE: Mapping[str, CodeInfo] = {
             EP,
             E,
             "An endpoint sits in a slice whose port set is not the one its pod resolves to.",
-            "Named targetPort resolution changed (pod ports, service ports) and slices lag.",
+            "Named targetPort resolution changed (pod ports, service ports) and slices lag; "
+            "or a slice port's appProtocol is not the service port's (the controller copies "
+            "it).",
             "Compare the pod's containerPorts with the service's targetPorts.",
         ),
         _c(
@@ -205,6 +207,32 @@ CATALOGUE: Mapping[str, CodeInfo] = {
             "The slice's labels were edited by hand (the controller rewrites its reserved "
             "labels only when it updates the slice for another reason).",
             "Delete the slice (the controller recreates it) or restore the label.",
+        ),
+        _c(
+            "SVA-EP-017",
+            "EndpointAddressNoPod",
+            EP,
+            E,
+            "An endpoint without targetRef of a hand-written slice (service without selector) "
+            "lists an address in a node's pod range (spec.podCIDRs) that no live pod of the "
+            "cluster holds: traffic sent there reaches nobody.",
+            "The slice was written for a pod that has since been deleted or rescheduled (a new "
+            "pod gets a new IP), or an address typo.",
+            "Point the endpoint at the current pod IP (kubectl get pods -A -o wide), or give "
+            "the service a selector so the EndpointSlice controller follows the pods.",
+        ),
+        _c(
+            "SVA-EP-018",
+            "EndpointHintsMismatch",
+            EP,
+            W,
+            "An endpoint of a controller-managed slice carries other topology hints than the "
+            "controller gives it: for trafficDistribution, a ready endpoint gets forZones = "
+            "its zone (and forNodes = its node for PreferSameNode); without, no endpoint has "
+            "any. Not judged under the topology-mode Auto annotation.",
+            "The slice was edited by hand, or trafficDistribution changed and the slice was "
+            "not rewritten; kube-proxy then routes by the wrong (or stale) preference.",
+            "Delete the slice (the controller recreates it with the right hints).",
         ),
         # ---- user mistakes visible in the objects ----
         _c(

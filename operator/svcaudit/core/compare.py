@@ -25,7 +25,10 @@ from svcaudit.core.endpoints import (
     CONTROLLER_NAME,
     HEADLESS_LABEL,
     ExpectedEndpoints,
+    HintsPolicy,
     address_types,
+    endpoint_hints,
+    hints_judged,
 )
 from svcaudit.core.envvars import ServiceEnv, container_env, service_variables
 from svcaudit.core.model import (
@@ -33,6 +36,7 @@ from svcaudit.core.model import (
     IPV6,
     Container,
     Endpoint,
+    EndpointHints,
     EndpointPort,
     EndpointSlice,
     Pod,
@@ -68,8 +72,34 @@ class ReplicaAnswers:
 
 
 def _ports(ports: frozenset[EndpointPort] | tuple[EndpointPort, ...]) -> str:
-    items = sorted(f"{p.name or '-'}:{p.port}/{p.protocol}" for p in ports)
+    """E.g. "[http:8080/TCP appProtocol=http, -:53/UDP]": every field the controller copies,
+    so two port sets that differ never read the same."""
+    items = sorted(
+        f"{p.name or '-'}:{p.port}/{p.protocol}"
+        + (f" appProtocol={p.app_protocol}" if p.app_protocol is not None else "")
+        for p in ports
+    )
     return "[" + ", ".join(items) + "]"
+
+
+def _hints(hints: EndpointHints | None) -> str:
+    if hints is None:
+        return "no hints"
+    parts = []
+    if hints.for_zones:
+        parts.append("forZones=" + ",".join(hints.for_zones))
+    if hints.for_nodes:
+        parts.append("forNodes=" + ",".join(hints.for_nodes))
+    return " ".join(parts)
+
+
+def _hints_why(service: Service, policy: HintsPolicy) -> str:
+    """Why those hints are expected, for the finding's expected text."""
+    if policy is HintsPolicy.NONE:
+        if service.traffic_distribution:
+            return f"trafficDistribution {service.traffic_distribution} makes none"
+        return "no trafficDistribution"
+    return f"trafficDistribution {service.traffic_distribution}"
 
 
 def _ep(endpoint: Endpoint) -> str:
@@ -115,8 +145,9 @@ def compare_slices(
     obs = _observed_by_key(ip_slices)
     out += _missing_endpoints(exp, obs, svc)
     out += _unexpected_endpoints(exp, obs, svc)
+    hints = (expected.hints_policy, _hints_why(service, expected.hints_policy))
     for key in sorted(exp.keys() & obs.keys(), key=str):
-        out += _endpoint_differences(exp[key], obs[key], svc, zones_known)
+        out += _endpoint_differences(exp[key], obs[key], svc, zones_known, hints)
     out += _missing_placeholders(families, exp, ip_slices, svc)
     return out
 
@@ -246,10 +277,14 @@ def _unexpected_endpoints(
 
 
 def _endpoint_differences(
-    wanted: _Wanted, seen: Sequence[_Seen], svc: str, zones_known: bool
+    wanted: _Wanted,
+    seen: Sequence[_Seen],
+    svc: str,
+    zones_known: bool,
+    hints: tuple[HintsPolicy, str],
 ) -> list[Discrepancy]:
     """How one endpoint present on both sides differs: published twice, conditions, ports,
-    hostname, node, zone (only when nodes are known: the zone comes from the node)."""
+    hostname, node, zone (only when nodes are known: the zone comes from the node), hints."""
     want, want_ports = wanted
     got, got_ports, sref = seen[0]
     subject = _target(want, svc)
@@ -285,7 +320,29 @@ def _endpoint_differences(
         out.append(
             discrepancy("SVA-EP-008", subject, str(want.zone), str(got.zone), related, pod=pod)
         )
+    out += _hint_difference(got, hints, subject, related, pod)
     return out
+
+
+def _hint_difference(
+    got: Endpoint, hints: tuple[HintsPolicy, str], subject: str, related: tuple[str, ...],
+    pod: str | None,
+) -> list[Discrepancy]:  # fmt: skip
+    """SVA-EP-018: the published endpoint's hints are not those the controller gives it.
+    The rule is applied to the endpoint as published (its ready, zone and nodeName), as the
+    controller's heuristic does: a stale zone is SVA-EP-008 alone, not a hint finding too.
+    Endpoints whose hints the controller does not decide (hints_judged) are not judged."""
+    policy, why = hints
+    if not hints_judged(policy, got):
+        return []
+    want = endpoint_hints(policy, got)
+    if got.hints == want:
+        return []
+    return [
+        discrepancy(
+            "SVA-EP-018", subject, f"{_hints(want)} ({why})", _hints(got.hints), related, pod=pod
+        )
+    ]
 
 
 def _missing_placeholders(

@@ -9,7 +9,9 @@ because comparison ignores slice names, counts and order.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from functools import partial
 
 from svcaudit.core.model import (
     IPV4,
@@ -19,6 +21,7 @@ from svcaudit.core.model import (
     Container,
     Endpoint,
     EndpointConditions,
+    EndpointHints,
     EndpointPort,
     Node,
     Pod,
@@ -33,21 +36,49 @@ CONTROLLER_NAME = "endpointslice-controller.k8s.io"
 HEADLESS_LABEL = "service.kubernetes.io/headless"
 # Labels the controller owns on its slices: never copied from the service.
 RESERVED_SLICE_LABELS = (SERVICE_NAME_LABEL, MANAGED_BY_LABEL, HEADLESS_LABEL)
+# spec.trafficDistribution values the v1.34 controller acts on (trafficdist.go, and
+# Reconciler.validTrafficDistribution with ServiceTrafficDistribution GA and
+# PreferSameTrafficDistribution beta, both on by default): PreferClose is the older name
+# of PreferSameZone. Any other value is ignored like an absent one.
+SAME_ZONE_VALUES = ("PreferClose", "PreferSameZone")
+SAME_NODE_VALUE = "PreferSameNode"
+
+
+class HintsPolicy(StrEnum):
+    """Which hints the controller maintains on a service's endpoints (reconciler.go)."""
+
+    NONE = "None"  # no hints at all: the controller removes any it finds
+    SAME_ZONE = "PreferSameZone"  # ready endpoints: forZones = [their zone]
+    SAME_NODE = "PreferSameNode"  # ready endpoints: forZones = [zone], forNodes = [node]
+    # topology-mode Auto: hints spread by allocatable CPU per zone, redistributed in Go map
+    # order and kept from earlier syncs (topologycache): not predicted, never judged.
+    TOPOLOGY_AUTO = "TopologyModeAuto"
 
 
 @dataclass(frozen=True, slots=True)
 class ExpectedSlice:
     """One slice the controller should write (ports in service order, labels as
-    expected_slice_labels)."""
+    expected_slice_labels). Its endpoints carry the hints `hints_policy` predicts where
+    `hints_predicted` says so (the rest are not predicted: see hints_predicted)."""
 
     address_type: str
     ports: tuple[EndpointPort, ...]
     endpoints: tuple[Endpoint, ...]
     labels: Mapping[str, str] = field(default_factory=dict, hash=False)
+    hints_policy: HintsPolicy = HintsPolicy.NONE
+    zones_known: bool = True  # the nodes were known (zones, and so zone hints, predicted)
 
     @property
     def port_set(self) -> frozenset[EndpointPort]:
         return frozenset(self.ports)
+
+    def hints_predicted(self, endpoint: Endpoint) -> bool:
+        """Whether `endpoint.hints` is a prediction (else: whatever the slice holds is
+        right): not under topology-mode Auto, not on an endpoint that is not ready under
+        trafficDistribution, not for zone hints when the nodes were unknown."""
+        if not hints_judged(self.hints_policy, endpoint):
+            return False
+        return self.hints_policy is HintsPolicy.NONE or self.zones_known
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +95,7 @@ class ExpectedEndpoints:
 
     managed: bool
     slices: tuple[ExpectedSlice, ...] = ()
+    hints_policy: HintsPolicy = HintsPolicy.NONE
     selected_pods: tuple[str, ...] = ()  # label-matched, before phase/IP filtering
     candidate_pods: tuple[str, ...] = ()
     pods_without_ip: tuple[str, ...] = ()
@@ -110,6 +142,49 @@ def expected_slice_labels(service: Service) -> dict[str, str]:
     labels[SERVICE_NAME_LABEL] = service.name
     labels[MANAGED_BY_LABEL] = CONTROLLER_NAME
     return dict(sorted(labels.items()))
+
+
+def hints_policy(service: Service) -> HintsPolicy:
+    """The hints the controller maintains: topology-mode Auto when the deprecated
+    topology-aware-hints annotation (if present, it alone decides) or else topology-mode is
+    "Auto"/"auto" (the annotation then wins over trafficDistribution); else those of a
+    trafficDistribution value this version acts on; else none."""
+    annotation = service.topology_aware_hints
+    if annotation is None:
+        annotation = service.topology_mode
+    if annotation in ("Auto", "auto"):
+        return HintsPolicy.TOPOLOGY_AUTO
+    if service.traffic_distribution in SAME_ZONE_VALUES:
+        return HintsPolicy.SAME_ZONE
+    if service.traffic_distribution == SAME_NODE_VALUE:
+        return HintsPolicy.SAME_NODE
+    return HintsPolicy.NONE
+
+
+def hints_judged(policy: HintsPolicy, endpoint: Endpoint) -> bool:
+    """Whether the controller decides this endpoint's hints: every endpoint's when there
+    should be none (it removes any); only a ready endpoint's under trafficDistribution (its
+    heuristic skips the others, keeping what they hold, and kube-proxy reads only ready
+    endpoints' hints); nobody's under topology-mode Auto (not predicted)."""
+    if policy is HintsPolicy.NONE:
+        return True
+    if policy is HintsPolicy.TOPOLOGY_AUTO:
+        return False
+    return endpoint.conditions.ready
+
+
+def endpoint_hints(policy: HintsPolicy, endpoint: Endpoint) -> EndpointHints | None:
+    """preferCloseHeuristic.update: a ready endpoint gets forZones = [its zone] when it has
+    one and, for PreferSameNode, forNodes = [its nodeName] when it has one; none otherwise
+    (and none at all without a trafficDistribution policy). Read from the endpoint itself:
+    the hint follows the zone the slice holds."""
+    if policy not in (HintsPolicy.SAME_ZONE, HintsPolicy.SAME_NODE):
+        return None
+    if not endpoint.conditions.ready:
+        return None
+    zones = (endpoint.zone,) if endpoint.zone else ()
+    nodes = (endpoint.node_name,) if endpoint.node_name and policy is HintsPolicy.SAME_NODE else ()
+    return EndpointHints(zones, nodes) if zones or nodes else None
 
 
 def selects(service: Service, pod: Pod) -> bool:
@@ -166,8 +241,9 @@ def endpoint_conditions(pod: Pod, service: Service) -> EndpointConditions:
 
 
 def pod_endpoint(pod: Pod, node: Node | None, service: Service, address_type: str) -> Endpoint:
-    """podToEndpoint: the endpoint for one pod in one family (addresses may be empty)."""
-    return Endpoint(
+    """podToEndpoint: the endpoint for one pod in one family (addresses may be empty),
+    with the hints the service's policy gives it (endpoint_hints)."""
+    endpoint = Endpoint(
         addresses=tuple(ip for ip in pod.pod_ips if ip_family(ip) == address_type),
         conditions=endpoint_conditions(pod, service),
         hostname=pod.hostname if should_set_hostname(pod, service) else None,
@@ -175,6 +251,8 @@ def pod_endpoint(pod: Pod, node: Node | None, service: Service, address_type: st
         zone=node.zone if node is not None else None,
         target_ref=TargetRef("Pod", pod.namespace, pod.name),
     )
+    hints = endpoint_hints(hints_policy(service), endpoint)
+    return replace(endpoint, hints=hints) if hints is not None else endpoint
 
 
 def _sort_key(ep: Endpoint) -> tuple[str, tuple[str, ...]]:
@@ -224,19 +302,22 @@ def expected_endpoints(
                 group = groups.setdefault((family, frozenset(ports)), (ports, []))
                 group[1].append(ep)
     labels = expected_slice_labels(service)
+    policy = hints_policy(service)
+    make = partial(ExpectedSlice, labels=labels, hints_policy=policy, zones_known=nodes is not None)
     slices: list[ExpectedSlice] = []
     for (family, _), (ports, eps) in groups.items():
         eps.sort(key=_sort_key)
         for start in range(0, len(eps), max_endpoints_per_slice):
             chunk = tuple(eps[start : start + max_endpoints_per_slice])
-            slices.append(ExpectedSlice(family, ports, chunk, labels))
+            slices.append(make(family, ports, chunk))
     for family in address_types(service):
         if not any(s.address_type == family for s in slices):
-            slices.append(ExpectedSlice(family, (), (), labels))  # the placeholder
+            slices.append(make(family, (), ()))  # the placeholder
     slices.sort(key=lambda s: (s.address_type, port_set_key(s.ports), _first_key(s)))
     return ExpectedEndpoints(
         managed=True,
         slices=tuple(slices),
+        hints_policy=policy,
         selected_pods=tuple(p.name for p in selected),
         candidate_pods=tuple(p.name for p in candidates),
         pods_without_ip=no_ip,

@@ -22,6 +22,7 @@ __all__ = [
     "ContainerState",
     "Endpoint",
     "EndpointConditions",
+    "EndpointHints",
     "EndpointPort",
     "EndpointSlice",
     "EnvFrom",
@@ -42,6 +43,10 @@ IPV6 = "IPv6"
 ZONE_LABEL = "topology.kubernetes.io/zone"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
+# The annotations that ask the EndpointSlice controller for topology-aware hints ("Auto");
+# when both are present the deprecated one wins (endpointslice utils.go hintsEnabled).
+TOPOLOGY_MODE_ANNOTATION = "service.kubernetes.io/topology-mode"
+TOPOLOGY_AWARE_HINTS_ANNOTATION = "service.kubernetes.io/topology-aware-hints"
 # Spec fields whose change alters the kubelet's service variables.
 _ENV_SPEC_FIELDS = ("f:ports", "f:clusterIP", "f:clusterIPs", "f:type")
 
@@ -160,6 +165,10 @@ class Service:
     publish_not_ready_addresses: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
     allocate_load_balancer_node_ports: bool = True  # read for type LoadBalancer only
+    traffic_distribution: str | None = None  # spec.trafficDistribution, as written
+    # The two topology annotations (None: absent), read by endpoints.hints_policy.
+    topology_mode: str | None = None
+    topology_aware_hints: str | None = None
     creation_timestamp: datetime | None = None
     # Latest managedFields time of an entry owning ports/clusterIP/type: an upper bound of
     # the last env-relevant spec change (a manager's time moves on any change it makes).
@@ -218,6 +227,7 @@ class Service:
                     _ip(f, ip, f"spec.clusterIPs[{i}]")
             if cluster_ip not in ("", "None") and not ports:
                 raise f.error("spec.ports", "required for a service with a cluster IP")
+        annotations = f.string_map(meta, "annotations", "metadata.annotations")
         families = f.strings(spec, "ipFamilies", "spec.ipFamilies")
         for i, fam in enumerate(families):
             if fam not in (IPV4, IPV6):
@@ -247,6 +257,11 @@ class Service:
                 "spec.allocateLoadBalancerNodePorts",
                 True,
             ),
+            traffic_distribution=f.opt_string(
+                spec, "trafficDistribution", "spec.trafficDistribution"
+            ),
+            topology_mode=annotations.get(TOPOLOGY_MODE_ANNOTATION),
+            topology_aware_hints=annotations.get(TOPOLOGY_AWARE_HINTS_ANNOTATION),
             creation_timestamp=f.time(meta, "creationTimestamp", "metadata.creationTimestamp"),
             env_spec_touched_at=_env_spec_touched_at(f, meta),
         )
@@ -477,6 +492,9 @@ class Node:
     name: str
     labels: Mapping[str, str] = field(default_factory=dict)
     internal_ips: tuple[str, ...] = ()
+    # spec.podCIDRs (else spec.podCIDR) as written: the ranges the node's pods get IPs from
+    # when the network plugin follows them; read leniently by podnet (never a parse error).
+    pod_cidrs: tuple[str, ...] = ()
 
     @property
     def zone(self) -> str | None:
@@ -493,8 +511,15 @@ class Node:
             for i, a in enumerate(f.items(status, "addresses", "status.addresses"))
             if a.get("type") == "InternalIP"
         )
+        spec = f.mapping(obj, "spec", "spec")
+        cidrs = f.strings(spec, "podCIDRs", "spec.podCIDRs")
+        if not cidrs and spec.get("podCIDR"):
+            cidrs = (f.string(spec, "podCIDR", "spec.podCIDR"),)  # podCIDRs mirrors podCIDR
         return cls(
-            name=f.name, labels=f.string_map(meta, "labels", "metadata.labels"), internal_ips=ips
+            name=f.name,
+            labels=f.string_map(meta, "labels", "metadata.labels"),
+            internal_ips=ips,
+            pod_cidrs=cidrs,
         )
 
 
@@ -527,6 +552,15 @@ class TargetRef:
     name: str
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class EndpointHints:
+    """endpoints[].hints: the zones (forZones) and nodes (forNodes) a ready endpoint should
+    serve, for kube-proxy's topology-aware routing. Hints with neither are read as none."""
+
+    for_zones: tuple[str, ...] = ()
+    for_nodes: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     addresses: tuple[str, ...]
@@ -535,6 +569,7 @@ class Endpoint:
     node_name: str | None = None
     zone: str | None = None
     target_ref: TargetRef | None = None
+    hints: EndpointHints | None = None
 
     @property
     def identity(self) -> tuple[tuple[str, ...], TargetRef | None]:
@@ -620,4 +655,19 @@ def _endpoint(f: Fields, e: Mapping[str, Any], path: str, address_type: str) -> 
         node_name=f.opt_string(e, "nodeName", f"{path}.nodeName") or None,
         zone=f.opt_string(e, "zone", f"{path}.zone") or None,
         target_ref=target,
+        hints=_hints(f, f.mapping(e, "hints", f"{path}.hints"), f"{path}.hints"),
     )
+
+
+def _hints(f: Fields, hints: Mapping[str, Any], path: str) -> EndpointHints | None:
+    """forZones[].name and forNodes[].name, in the order written; empty hints read as none
+    (kube-proxy reads both as "no hint")."""
+    zones = tuple(
+        f.string(z, "name", f"{path}.forZones[{i}].name")
+        for i, z in enumerate(f.items(hints, "forZones", f"{path}.forZones"))
+    )
+    nodes = tuple(
+        f.string(n, "name", f"{path}.forNodes[{i}].name")
+        for i, n in enumerate(f.items(hints, "forNodes", f"{path}.forNodes"))
+    )
+    return EndpointHints(zones, nodes) if zones or nodes else None
