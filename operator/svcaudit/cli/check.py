@@ -195,7 +195,10 @@ def audit_pass(
     out.warnings += listing.warnings
     out.at = datetime.now(UTC)
     settings = _settings(args, namespaces)
-    store = Store(on_uninterpretable=lambda u: out.uninterpretable.append(_described(u)))
+    store = Store(
+        on_uninterpretable=lambda u: out.uninterpretable.append(_described(u)),
+        sees_all_pods=namespaces is None,  # -A: every pod IP is known (SVA-EP-017)
+    )
     store.load("nodes", listing.nodes or ())
     store.load("services", listing.services)
     store.load("pods", listing.pods)

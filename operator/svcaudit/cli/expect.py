@@ -88,11 +88,12 @@ def render_table(doc: dict[str, Any]) -> str:
         kind = svc["type"] + (", headless" if svc["clusterIPs"] == ["None"] else "")
         lines.append(f"SERVICE {svc['namespace']}/{svc['name']} ({kind})")
         rows = []
+        policy = next((s["hintsPolicy"] for s in svc["endpointSlices"]), "None")
         for n, s in enumerate(svc["endpointSlices"], 1):
-            ports = ",".join(f"{p['name'] or '-'}:{p['port']}/{p['protocol']}" for p in s["ports"])
+            ports = ",".join(_port(p) for p in s["ports"])
             if not s["endpoints"]:
                 rows.append(
-                    [str(n), s["addressType"], ports or "-", "(placeholder)", "", "", "", ""]
+                    [str(n), s["addressType"], ports or "-", "(placeholder)", "", "", "", "", ""]
                 )
             for ep in s["endpoints"]:
                 c = ep["conditions"]
@@ -109,15 +110,23 @@ def render_table(doc: dict[str, Any]) -> str:
                         (ep["targetRef"] or {}).get("name", ""),
                         ep["nodeName"] or "",
                         ep["hostname"] or "",
+                        _hints(ep["hints"]),
                     ]
                 )
         if rows:
             lines.append(" endpoint slices (R/S/T = ready/serving/terminating):")
-            lines += _rows(
-                ["SLICE", "FAMILY", "PORTS", "ADDRESSES", "R/S/T", "POD", "NODE", "HOSTNAME"], rows
-            )
+            headers = ["SLICE", "FAMILY", "PORTS", "ADDRESSES", "R/S/T", "POD", "NODE", "HOSTNAME"]
+            if policy == "None":  # no hint anywhere: no column
+                rows = [r[:-1] for r in rows]
+            else:
+                headers.append("HINTS")
+            lines += _rows(headers, rows)
             labels = svc["endpointSlices"][0]["labels"]
             lines.append("  labels: " + ", ".join(f"{k}={v}" for k, v in labels.items()))
+            if policy != "None":
+                lines.append(
+                    f"  hints: {policy}: {HINTS_POLICIES.get(policy, '')} (? = not predicted)"
+                )
         else:
             lines.append(" endpoint slices: not managed by the EndpointSlice controller")
         dns_rows = [[r["name"], r["type"], r["data"]] for r in svc["dns"]]
@@ -148,6 +157,30 @@ def render_table(doc: dict[str, Any]) -> str:
         lines.append("")
     lines += [f"note: {n}" for n in doc["notes"]]
     return "\n".join(lines) + "\n"
+
+
+HINTS_POLICIES = {
+    "PreferSameZone": "each ready endpoint hinted for its zone",
+    "PreferSameNode": "each ready endpoint hinted for its zone and node",
+    "TopologyModeAuto": "topology-mode Auto spreads hints by CPU per zone",
+}
+
+
+def _port(p: dict[str, Any]) -> str:
+    text = f"{p['name'] or '-'}:{p['port']}/{p['protocol']}"
+    return text + (f" appProtocol={p['appProtocol']}" if p.get("appProtocol") else "")
+
+
+def _hints(hints: Any) -> str:
+    """zones=a nodes=n; "-" for none; "?" for hints the auditor does not predict."""
+    if not isinstance(hints, dict):
+        return "-" if hints is None else "?"
+    parts = [
+        f"{key}={','.join(h['name'] for h in hints[field])}"
+        for key, field in (("zones", "forZones"), ("nodes", "forNodes"))
+        if hints.get(field)
+    ]
+    return " ".join(parts) or "-"
 
 
 def _hostport(address: str, port: int) -> str:

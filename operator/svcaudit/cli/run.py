@@ -376,7 +376,7 @@ def run(args: argparse.Namespace) -> int:
         on_error=metrics.api_error,
         may_write=(lambda: elector.is_leader) if elector is not None else None,
     )
-    store = Store()
+    store = Store(sees_all_pods=not settings.namespaces)  # every namespace: SVA-EP-017
     prober = _dns_prober(settings, kube, metrics) if settings.dns_check else None
     reconciler = Reconciler(
         settings,

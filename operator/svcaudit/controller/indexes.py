@@ -28,12 +28,23 @@ from typing import Any
 import orjson
 import structlog
 
+from svcaudit.controller.podaddrs import PodAddresses, named_addresses
 from svcaudit.controller.settings import CONDITION_PREFIX
 from svcaudit.core.audit import may_select
 from svcaudit.core.endpoints import selects
 from svcaudit.core.envvars import MASTER_SERVICE, ServiceEnvIndex
-from svcaudit.core.model import EndpointSlice, Node, Pod, Service, Unparsed, interpret
+from svcaudit.core.model import (
+    TOPOLOGY_AWARE_HINTS_ANNOTATION,
+    TOPOLOGY_MODE_ANNOTATION,
+    EndpointSlice,
+    Node,
+    Pod,
+    Service,
+    Unparsed,
+    interpret,
+)
 from svcaudit.core.podindex import PodIndex
+from svcaudit.core.podnet import live_ips, possible_ips
 from svcaudit.core.suggest import LabelIndex
 
 log = structlog.get_logger("svcaudit.indexes")
@@ -43,6 +54,7 @@ Key = tuple[str, str]  # (namespace, name)
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 ZONE_LABEL = "topology.kubernetes.io/zone"
+TOPOLOGY_ANNOTATIONS = (TOPOLOGY_MODE_ANNOTATION, TOPOLOGY_AWARE_HINTS_ANNOTATION)
 
 
 def key_of(body: Body) -> Key:
@@ -178,12 +190,20 @@ def _routes_to(service: Service | None, pod: Pod | None) -> bool:
 
 def service_fingerprint(body: Body) -> bytes:
     meta = body.get("metadata") or {}
+    annotations = meta.get("annotations")
+    # the topology annotations decide the slices' hints (core: endpoints.hints_policy)
+    topology = (
+        [annotations.get(k) for k in TOPOLOGY_ANNOTATIONS]
+        if isinstance(annotations, Mapping)
+        else annotations
+    )
     return _fingerprint(
         meta.get("uid"),
         meta.get("generation"),
         meta.get("creationTimestamp"),
         meta.get("deletionTimestamp"),
         body.get("spec"),
+        topology,
     )
 
 
@@ -250,7 +270,15 @@ def our_conditions(body: Body) -> list[Any]:
 
 def node_fingerprint(body: Body) -> bytes:
     status = body.get("status") or {}
-    return _fingerprint(labels_of(body).get(ZONE_LABEL), status.get("addresses"))
+    return _fingerprint(
+        labels_of(body).get(ZONE_LABEL), status.get("addresses"), pod_cidrs_of(body)
+    )
+
+
+def pod_cidrs_of(body: Body | None) -> Any:
+    """A node's pod ranges as written (spec.podCIDRs, spec.podCIDR): judged by the core."""
+    spec = (body or {}).get("spec") or {}
+    return (spec.get("podCIDRs"), spec.get("podCIDR")) if isinstance(spec, Mapping) else spec
 
 
 @dataclasses.dataclass
@@ -262,6 +290,10 @@ class Store:
 
     # told of every object the core cannot interpret (the audits it feeds turn Unknown)
     on_uninterpretable: Callable[[Unparsed], None] = log_uninterpretable
+    # whether it is fed the pods of every namespace (no namespace restriction): only then
+    # are `pod_addresses.live` all the cluster's pod IPs, which the core needs (SVA-EP-017)
+    sees_all_pods: bool = False
+    pod_addresses: PodAddresses = dataclasses.field(default_factory=PodAddresses)
 
     services: dict[Key, Body] = dataclasses.field(default_factory=dict)
     service_views: dict[Key, Service | None] = dataclasses.field(default_factory=dict)
@@ -560,7 +592,8 @@ class Store:
             node = self.pod_node.pop(key, None)
             if node is not None:
                 self.pods_by_node[node].discard(key)
-            return {(ns, s) for s in before} | self.services_in(ns)
+            naming = self.pod_addresses.set_pod(key, frozenset())
+            return {(ns, s) for s in before} | self.services_in(ns) | naming
         record = pod_record(body)
         self.pods[ns][name] = record
         changed = old is None or old[POD_DIGEST] != record[POD_DIGEST]
@@ -574,6 +607,8 @@ class Store:
         else:
             self.pod_labels.discard(ns, name)
         self._set_error(self.pod_errors[ns], name, error)
+        held = live_ips(view) if view is not None else possible_ips(body)
+        naming = self.pod_addresses.set_pod(key, held)  # services naming its old or new IPs
         after = {
             s
             for s in self._may_select(ns, view)
@@ -592,8 +627,8 @@ class Store:
             else:
                 self.pod_node.pop(key, None)
         if old is None or old[POD_ENV_DIGEST] != record[POD_ENV_DIGEST]:
-            return {(ns, s) for s in before | after} | self.services_in(ns)
-        return {(ns, s) for s in before | after}
+            return {(ns, s) for s in before | after} | self.services_in(ns) | naming
+        return {(ns, s) for s in before | after} | naming
 
     def pod_views_in(self, namespace: str) -> list[Pod]:
         return [v for v in self.pod_views.get(namespace, {}).values() if v is not None]
@@ -640,12 +675,14 @@ class Store:
             self.slices[(ns, old_owner)].pop(slice_name, None)
             self.slice_errors[(ns, old_owner)].pop(slice_name, None)
             self.slice_owner.pop((ns, slice_name), None)
+            self.pod_addresses.set_slice((ns, slice_name), None, frozenset())
             affected.add((ns, old_owner))
         if parsed is not None and owner:
             view, error = parsed
             self.slices[(ns, owner)][slice_name] = view
             self._set_error(self.slice_errors[(ns, owner)], slice_name, error)
             self.slice_owner[(ns, slice_name)] = owner
+            self.pod_addresses.set_slice((ns, slice_name), (ns, owner), named_addresses(view))
             affected.add((ns, owner))
         return affected
 
@@ -665,6 +702,8 @@ class Store:
                 return set()  # heartbeats and conditions: nothing an audit reads
             self.node_views[name] = self._view(Node, body)[0]
         affected: set[Key] = set()
+        if pod_cidrs_of(old) != pod_cidrs_of(None if event_type == "DELETED" else body):
+            affected |= self.pod_addresses.naming_any()  # a pod range came, went or moved
         for pod_key in self.pods_by_node.get(name, ()):
             affected |= {(pod_key[0], s) for s in self.pod_routes.get(pod_key, ())}
         return affected

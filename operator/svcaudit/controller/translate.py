@@ -4,7 +4,7 @@ the ServiceAudit status document. It reshapes; every judgement is the core's."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +13,7 @@ from svcaudit.controller.dns_probe import ProbeResult
 from svcaudit.controller.indexes import Body, Key, Store
 from svcaudit.controller.settings import ControllerSettings
 from svcaudit.core.audit import (
+    UNPREDICTED,
     AuditInputs,
     AuditSettings,
     Discrepancy,
@@ -23,6 +24,7 @@ from svcaudit.core.audit import (
     Verdict,
     audit_service,
     audit_uninterpretable,
+    hints_to_dict,
     settle,
 )
 from svcaudit.core.codes import Aspect
@@ -62,6 +64,9 @@ class Prepared:
     # the core's indexes of exactly `pods` and `env_services`, shared by the audits of the
     # namespace (None: each audit builds its own)
     indexes: NamespaceIndexes | None = None
+    # the IPs of every live pod of the cluster (the store's own, live count), None when the
+    # store is not fed every namespace's pods (AuditInputs.live_pod_ips)
+    live_pod_ips: Container[str] | None = None
     # the pods of every namespace the store holds, by label (the store's own, live index)
     elsewhere: LabelIndex | None = None
 
@@ -125,6 +130,7 @@ def prepare(store: Store, key: Key, default_kubernetes: Body | None) -> Prepared
         env_services=env_services,
         unparsed=store.unparsed_for(key),
         indexes=NamespaceIndexes(pod_index, store.env_index(key[0], master)),
+        live_pod_ips=store.pod_addresses.live if store.sees_all_pods else None,
         elsewhere=store.pod_labels,
     )
 
@@ -179,6 +185,7 @@ def audit(
         env_services=prepared.env_services,
         unparsed=prepared.unparsed,
         indexes=prepared.indexes,
+        live_pod_ips=prepared.live_pod_ips,
         elsewhere=prepared.elsewhere,
     )
     return audit_service(inputs, dns, now, AuditSettings(zone=settings.cluster_domain))
@@ -251,8 +258,14 @@ def _prune(d: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _endpoint(
-    ep: Endpoint, address_type: str, ports: Sequence[dict[str, Any]], slice_name: str | None
+    ep: Endpoint,
+    address_type: str,
+    ports: Sequence[dict[str, Any]],
+    slice_name: str | None,
+    hints: Any = None,
 ) -> dict[str, Any]:
+    """`hints`: as core.audit.slice_to_dict renders them ({forZones, forNodes}, None, or
+    "unpredicted" for an expected endpoint whose hints the core does not predict)."""
     ref = ep.target_ref
     return _prune(
         {
@@ -269,6 +282,7 @@ def _endpoint(
             if ref
             else None,
             "ports": list(ports),
+            "hints": hints,
         }
     )
 
@@ -367,12 +381,18 @@ def audit_status(
 
 def _endpoints_section(outcome: Outcome) -> dict[str, Any]:
     expected = [
-        _endpoint(ep, s.address_type, _ports(s.ports), None)
+        _endpoint(
+            ep,
+            s.address_type,
+            _ports(s.ports),
+            None,
+            hints_to_dict(ep.hints) if s.hints_predicted(ep) else UNPREDICTED,
+        )
         for s in outcome.result.expected_slices
         for ep in s.endpoints
     ]
     observed = [
-        _endpoint(ep, s.address_type, _ports(s.ports), s.name)
+        _endpoint(ep, s.address_type, _ports(s.ports), s.name, hints_to_dict(ep.hints))
         for s in outcome.prepared.slices
         for ep in s.endpoints
     ]
