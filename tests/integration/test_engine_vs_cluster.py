@@ -148,6 +148,52 @@ spec:
   type: ExternalName
   externalName: db.example.invalid
 ---
+# appProtocol: the controller copies each service port's onto the slice's port
+apiVersion: v1
+kind: Service
+metadata: {name: proto}
+spec:
+  selector: {app: web}
+  ports:
+  - {name: web, port: 80, targetPort: http, appProtocol: kubernetes.io/h2c}
+  - {name: metrics, port: 9090, targetPort: metrics, appProtocol: http}
+  - {name: dns, port: 53, targetPort: dns, protocol: UDP}
+---
+# trafficDistribution: hints on ready endpoints, forZones = the endpoint's zone (PreferClose
+# is PreferSameZone's older name); PreferSameNode adds forNodes = its node
+apiVersion: v1
+kind: Service
+metadata: {name: close}
+spec:
+  selector: {tier: front}
+  trafficDistribution: PreferClose
+  ports: [{name: web, port: 80, targetPort: http, appProtocol: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: same-zone}
+spec:
+  selector: {app: web}
+  trafficDistribution: PreferSameZone
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: same-node}
+spec:
+  clusterIP: None
+  selector: {app: web-canary}
+  trafficDistribution: PreferSameNode
+  ports: [{name: http, port: 8081}]
+---
+# no trafficDistribution: no hints at all
+apiVersion: v1
+kind: Service
+metadata: {name: no-preference}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+---
 # a pod with hostname + subdomain matching a headless service
 apiVersion: v1
 kind: Service
@@ -179,6 +225,11 @@ SERVICES = (
     "dns-np",
     "external",
     "sub",
+    "proto",
+    "close",
+    "same-zone",
+    "same-node",
+    "no-preference",
 )
 
 
@@ -199,15 +250,18 @@ def endpoint_key(ep: Any) -> tuple[Any, ...]:
         ep.node_name,
         ep.zone,
         (ref.kind, ref.namespace, ref.name) if ref else None,
+        ep.hints,  # forZones / forNodes (trafficDistribution), None without
     )
 
 
 def slice_set(slices: Any) -> frozenset[tuple[Any, ...]]:
     """Slices as a set of (addressType, port set, endpoint set); names and order ignored,
-    empty placeholder slices merged by port set."""
+    empty placeholder slices merged by port set. Ports with their appProtocol, endpoints
+    with their hints."""
     grouped: dict[tuple[str, frozenset[Any]], set[Any]] = {}
     for s in slices:
-        key = (s.address_type, frozenset((p.name, p.port, p.protocol) for p in s.ports))
+        ports = frozenset((p.name, p.port, p.protocol, p.app_protocol) for p in s.ports)
+        key = (s.address_type, ports)
         grouped.setdefault(key, set()).update(endpoint_key(ep) for ep in s.endpoints)
     return frozenset((k[0], k[1], frozenset(v)) for k, v in grouped.items())
 
@@ -276,6 +330,7 @@ def test_expected_slices_equal_the_controllers(cluster: Cluster, namespace: str)
     assert all(ep.zone for ep in expected_endpoints(by_name["simple"], pods, nodes).endpoints)
     # labels: the headless one really is on the headless services' slices, and the
     # service's own label is copied (so the whole label set is predicted, not only three keys)
+    assert_hints_and_app_protocol_were_published(by_name, pods, nodes, _slices)
     managed = {s.service_name: dict(s.labels) for s in _slices if s.managed_by == CONTROLLER_NAME}
     assert managed["web-headless"]["service.kubernetes.io/headless"] == ""
     assert "service.kubernetes.io/headless" not in managed["simple"]
@@ -283,6 +338,24 @@ def test_expected_slices_equal_the_controllers(cluster: Cluster, namespace: str)
         expected_endpoints(by_name["multi"], pods, nodes).slices[0].labels
     )
     assert managed["multi"]["team"] == "shop"
+
+
+def assert_hints_and_app_protocol_were_published(
+    by_name: dict[str, Service], pods: list[Pod], nodes: dict[str, Node], slices: Any
+) -> None:
+    """The issue-19 cases really happened: the controller wrote appProtocol and hints (so the
+    equality above compared something), of the shapes the engine predicts."""
+    published = {s.service_name: s for s in slices if s.managed_by == CONTROLLER_NAME}
+    assert {p.app_protocol for p in published["proto"].ports} == {"kubernetes.io/h2c", "http", None}
+    for name, with_nodes in (("close", False), ("same-zone", False), ("same-node", True)):
+        eps = [ep for s in slices if s.service_name == name for ep in s.endpoints]
+        assert eps and all(ep.hints is not None for ep in eps), name
+        assert all(ep.hints.for_zones == (ep.zone,) for ep in eps if ep.hints), name
+        assert all(bool(ep.hints.for_nodes) is with_nodes for ep in eps if ep.hints), name
+        assert expected_endpoints(by_name[name], pods, nodes).hints_policy != "None"
+    assert all(
+        ep.hints is None for s in slices if s.service_name == "no-preference" for ep in s.endpoints
+    )
 
 
 def ask(cluster: Cluster, name: str, rtype: str) -> tuple[int, set[DnsRecord]]:
