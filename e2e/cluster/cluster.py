@@ -1,10 +1,11 @@
 """A real Kubernetes cluster made of local processes: `python -m e2e.cluster up|down|status|env`.
 
 etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok (fake nodes whose pods get
-IPs and become Ready, so the real EndpointSlice controller publishes them) and CoreDNS, all
-built from the Go module proxy by build.sh. Standard library only, so it runs before any
-virtualenv exists. State (certificates, kubeconfigs, logs, pid files) lives in one folder,
-by default `<repo>/.cluster`, overridable with SVCAUDIT_CLUSTER_DIR.
+IPs and become Ready, so the real EndpointSlice controller publishes them) and CoreDNS (two
+replicas behind kube-system/kube-dns), all built from the Go module proxy by build.sh.
+Standard library only, so it runs before any virtualenv exists. State (certificates,
+kubeconfigs, logs, pid files) lives in one folder, by default `<repo>/.cluster`, overridable
+with SVCAUDIT_CLUSTER_DIR.
 
 This is the module `e2e.cluster.cluster`; its command line is `python -m e2e.cluster` (run from
 the repository's root), which calls main() here. The real node (e2e.cluster.node.realnode)
@@ -46,6 +47,11 @@ CLUSTER_CIDR = "10.244.0.0/16"
 # machine so that nothing addressed to it can ever leave the host.
 ADVERTISE_IP = "10.201.0.1"
 HOST_IFACE = "svcaudit0"
+# The cluster DNS: two CoreDNS replicas, each on an address of HOST_IFACE at port 53, the
+# endpoints of kube-system/kube-dns (an EndpointSlice may not list a loopback address).
+# Replica 1 also answers on 127.0.0.1:PORTS["coredns"] (the tests' --dns-server).
+DNS_REPLICA_ADDRESSES = (ADVERTISE_IP, "10.201.0.2")
+CLUSTER_DNS_IP = "10.96.0.10"
 # Node InternalIPs for the kwok nodes: never routed anywhere (blackholed below).
 NODE_IP_BASE = "10.202.0."
 BLACKHOLES = (SERVICE_CIDR, CLUSTER_CIDR, "10.202.0.0/24")
@@ -66,9 +72,13 @@ PORTS = {
         "coredns": 1053,
         "coredns-health": 18080,
         "coredns-health-node": 18081,
+        "coredns-2-health": 18082,
     }.items()
 }
-COMPONENT_ORDER = ("etcd", "apiserver", "controller-manager", "scheduler", "kwok", "coredns")
+# A second cluster (PORT_OFFSET) owns no host address: it runs one CoreDNS, on loopback only,
+# and no kube-dns Service (its users give --dns-server).
+DNS_REPLICAS = ("coredns",) if PORT_OFFSET else ("coredns", "coredns-2")
+COMPONENT_ORDER = ("etcd", "apiserver", "controller-manager", "scheduler", "kwok", *DNS_REPLICAS)
 
 
 def read_versions() -> dict[str, str]:
@@ -129,6 +139,9 @@ class State:
             "kubeconfig": str(self.kubeconfig),
             "server": f"https://127.0.0.1:{PORTS['apiserver']}",
             "dns": {"host": "127.0.0.1", "port": PORTS["coredns"], "zone": "cluster.local"},
+            "dnsReplicas": [f"{a}:53" for a in DNS_REPLICA_ADDRESSES[: len(DNS_REPLICAS)]]
+            if not PORT_OFFSET
+            else [],
             "serviceCIDR": SERVICE_CIDR,
             "clusterCIDR": CLUSTER_CIDR,
             "advertiseAddress": ADVERTISE_IP,
@@ -337,7 +350,8 @@ def network_up() -> None:
         # a bridge with no ports: this kernel has no dummy interfaces, and a bridge holds a
         # local address just as well
         run_ip("link", "add", HOST_IFACE, "type", "bridge", check=True)
-    run_ip("addr", "replace", f"{ADVERTISE_IP}/32", "dev", HOST_IFACE, check=True)
+    for address in (ADVERTISE_IP, *DNS_REPLICA_ADDRESSES):
+        run_ip("addr", "replace", f"{address}/32", "dev", HOST_IFACE, check=True)
     run_ip("link", "set", HOST_IFACE, "up", check=True)
     for cidr in BLACKHOLES:
         run_ip("route", "replace", "blackhole", cidr)
@@ -747,26 +761,33 @@ COREDNS_RBAC = [
 ]
 
 
-def coredns_binds(state: State) -> list[str]:
-    """Addresses CoreDNS listens on: loopback, plus the real node's bridge when there is one."""
-    binds = ["127.0.0.1"]
-    if state.real_node:
-        from e2e.cluster.node import realnode
-
-        binds.append(realnode.DNS_BIND_ADDRESS)
+def coredns_binds(state: State, replica: str = "coredns") -> list[tuple[str, int]]:
+    """(address, port) a CoreDNS replica listens on: replica 1 on loopback (the tests'
+    --dns-server) and, in the offset-0 cluster, each replica on its address of HOST_IFACE at
+    port 53 (kube-dns's endpoints; pods of the real node reach them through their gateway)."""
+    binds = [("127.0.0.1", PORTS["coredns"])] if replica == "coredns" else []
+    if not PORT_OFFSET:
+        binds.append((DNS_REPLICA_ADDRESSES[DNS_REPLICAS.index(replica)], 53))
     return binds
 
 
-def start_coredns(state: State) -> None:
+def _health_port(replica: str, port: int) -> int:
+    if replica != "coredns":
+        return PORTS[f"{replica}-health"]
+    return PORTS["coredns-health" if port != 53 else "coredns-health-node"]
+
+
+def start_coredns(state: State, replica: str = "coredns") -> None:
+    """One CoreDNS replica (`coredns`, `coredns-2`): its own Corefile, same kubernetes
+    plugin configuration, the cluster's CoreDNS credentials."""
     for path, obj in COREDNS_RBAC:
         apply(state, path, obj)
     kc = state.dir / "kubeconfigs" / "coredns.kubeconfig"
-    corefile = state.dir / "Corefile"
+    corefile = state.dir / ("Corefile" if replica == "coredns" else f"Corefile-{replica}")
     # No `forward`: names outside the cluster zones are never sent anywhere.
     blocks = []
-    for bind in coredns_binds(state):
-        port = PORTS["coredns"] if bind == "127.0.0.1" else 53
-        health = PORTS["coredns-health" if port != 53 else "coredns-health-node"]
+    for bind, port in coredns_binds(state, replica):
+        health = _health_port(replica, port)
         blocks.append(
             f"cluster.local:{port} in-addr.arpa:{port} ip6.arpa:{port} {{\n"
             f"    bind {bind}\n    errors\n    health 127.0.0.1:{health}\n"
@@ -774,22 +795,81 @@ def start_coredns(state: State) -> None:
             f"        kubeconfig {kc} svcaudit-local\n        pods insecure\n        ttl 5\n"
             f"    }}\n    loadbalance\n}}\n"
         )
-    corefile.write_text("\n".join(blocks))
-    start_process(state, "coredns", [str(binary("coredns")), f"-conf={corefile}"])
+    text = "\n".join(blocks)
+    if running_pid(state, replica) and (not corefile.exists() or corefile.read_text() != text):
+        stop_process(state, replica)  # started with another configuration: restart it
+        say(f"restarting {replica}: its Corefile changed")
+    corefile.write_text(text)
+    start_process(state, replica, [str(binary("coredns")), f"-conf={corefile}"])
 
     def serving() -> bool:
-        health = f"http://127.0.0.1:{PORTS['coredns-health']}/health"
+        binds = coredns_binds(state, replica)
+        health = f"http://127.0.0.1:{_health_port(replica, binds[0][1])}/health"
         with urllib.request.urlopen(health, timeout=2) as r:
             if r.status != 200:
                 return False
-        # /health answers once the first server block runs; the others (the real node's
-        # address) may bind a moment later, so every listener is checked on its own.
-        for bind in coredns_binds(state):
-            port = PORTS["coredns"] if bind == "127.0.0.1" else 53
+        # /health answers once the first server block runs; the others may bind a moment
+        # later, so every listener is checked on its own.
+        for bind, port in binds:
             socket.create_connection((bind, port), timeout=2).close()
         return True
 
-    wait_for(state, "coredns", serving, 60, "CoreDNS /health and every DNS listener")
+    wait_for(state, replica, serving, 60, f"{replica}: CoreDNS /health and every DNS listener")
+
+
+def start_coredns_2(state: State) -> None:
+    start_coredns(state, "coredns-2")
+
+
+def apply_cluster_dns(state: State) -> None:
+    """kube-system/kube-dns: ClusterIP 10.96.0.10, selectorless, one hand-written slice
+    listing every replica at port 53 (offset-0 cluster only: the addresses are its own)."""
+    if PORT_OFFSET:
+        return
+    ports = [
+        {"name": "dns", "port": 53, "protocol": "UDP"},
+        {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
+    ]
+    apply(
+        state,
+        "/api/v1/namespaces/kube-system/services/kube-dns",
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": "kube-dns",
+                "namespace": "kube-system",
+                "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"},
+            },
+            "spec": {
+                "clusterIP": CLUSTER_DNS_IP,
+                "ports": [{**p, "targetPort": 53} for p in ports],
+            },
+        },
+    )
+    endpoints = [
+        {"addresses": [a], "conditions": {"ready": True}}
+        for a in DNS_REPLICA_ADDRESSES[: len(DNS_REPLICAS)]
+    ]
+    apply(
+        state,
+        "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices/kube-dns-svcaudit",
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "kube-dns-svcaudit",
+                "namespace": "kube-system",
+                "labels": {
+                    "kubernetes.io/service-name": "kube-dns",
+                    "endpointslice.kubernetes.io/managed-by": "svcaudit-cluster",
+                },
+            },
+            "addressType": "IPv4",
+            "endpoints": endpoints,
+            "ports": ports,
+        },
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -886,6 +966,8 @@ def _up(args: argparse.Namespace) -> int:
             ("kwok", start_kwok),
             ("coredns", start_coredns),
         ]
+        if not PORT_OFFSET:
+            steps += [("coredns-2", start_coredns_2), ("kube-dns", apply_cluster_dns)]
         if state.real_node:
             from e2e.cluster.node import realnode
 
@@ -947,6 +1029,7 @@ def _component_starters() -> dict[str, Callable[[State], None]]:
         "scheduler": start_scheduler,
         "kwok": start_kwok,
         "coredns": start_coredns,
+        "coredns-2": start_coredns_2,
     }
 
 

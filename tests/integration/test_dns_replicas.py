@@ -11,6 +11,7 @@ EndpointSlice may not list a loopback address, and one slice per replica gives e
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -269,3 +270,29 @@ def test_the_operator_names_a_silent_replica_and_recovers(
             )
         finally:
             op.stop()
+
+
+def test_the_local_cluster_runs_two_dns_replicas_and_check_asks_both(
+    cluster: Cluster, namespace: str
+) -> None:
+    """kube-system/kube-dns lists the two CoreDNS processes of the local cluster
+    (cluster.DNS_REPLICA_ADDRESSES, port 53); `svcaudit check` without --dns-server asks
+    both, and a consistent namespace is healthy."""
+    slices = json.loads(
+        cluster.run_kubectl(
+            "get", "endpointslices", "-n", "kube-system",
+            "-l", "kubernetes.io/service-name=kube-dns", "-o", "json",
+        ).stdout
+    )["items"]  # fmt: skip
+    listed = sorted(a for s in slices for e in s["endpoints"] for a in e["addresses"])
+    assert listed == sorted(local.DNS_REPLICA_ADDRESSES)
+    cluster.run_kubectl("apply", "-n", namespace, "-f", "-", input=WORKLOAD)
+    eventually(lambda: pods_running(cluster, namespace), 60, "the pods Running")
+
+    def healthy() -> dict[str, Any] | None:
+        _, doc = check_json(cluster, "-n", namespace, dns=False)
+        web = by_name(doc, namespace).get("web") or {}
+        return doc if web.get("verdicts", {}).get("Healthy", {}).get("status") == "True" else None
+
+    doc = eventually(healthy, 60, "web healthy, both replicas asked")
+    assert doc["dns"]["server"] == ", ".join(f"{a}:53" for a in local.DNS_REPLICA_ADDRESSES)

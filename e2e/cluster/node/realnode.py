@@ -13,8 +13,9 @@ Addresses (none can leave the machine):
   the bridge svcaudit-br0. Pods get routes to the pod, service and 10.201.0.0/24 ranges and NO
   default route, so they cannot even address the outside world; a mangle/POSTROUTING guard
   drops anything from the pod CIDR, or DNAT-ed from a ClusterIP, leaving by another interface.
-- cluster DNS = Service kube-system/kube-dns at 10.96.0.10 (selectorless), with a hand-written
-  EndpointSlice pointing to DNS_BIND_ADDRESS:53.
+- cluster DNS = Service kube-system/kube-dns at 10.96.0.10 (selectorless, made by cluster.py),
+  with a hand-written EndpointSlice listing both CoreDNS replicas at port 53: DNS_BIND_ADDRESS
+  and cluster.DNS_REPLICA_ADDRESSES[1], both on svcaudit0.
 
 Standard library only (`python -m e2e.cluster` runs before any virtualenv exists).
 """
@@ -42,7 +43,7 @@ from e2e.cluster.node import images
 NODE_NAME = "realnode"
 NODE_IP = cluster.ADVERTISE_IP
 DNS_BIND_ADDRESS = NODE_IP
-CLUSTER_DNS_IP = "10.96.0.10"
+CLUSTER_DNS_IP = cluster.CLUSTER_DNS_IP
 CLUSTER_DOMAIN = "cluster.local"
 BRIDGE = "svcaudit-br0"
 CNI_NETWORK = "svcaudit"
@@ -710,50 +711,6 @@ def start_kube_proxy(state: cluster.State, paths: Paths) -> None:
     )
 
 
-def apply_cluster_dns(state: cluster.State) -> None:
-    """kube-system/kube-dns: ClusterIP 10.96.0.10, selectorless, one hand-written slice."""
-    ports = [
-        {"name": "dns", "port": 53, "protocol": "UDP"},
-        {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
-    ]
-    cluster.apply(
-        state,
-        "/api/v1/namespaces/kube-system/services/kube-dns",
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {
-                "name": "kube-dns",
-                "namespace": "kube-system",
-                "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"},
-            },
-            "spec": {
-                "clusterIP": CLUSTER_DNS_IP,
-                "ports": [{**p, "targetPort": 53} for p in ports],
-            },
-        },
-    )
-    cluster.apply(
-        state,
-        "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices/kube-dns-svcaudit",
-        {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": "kube-dns-svcaudit",
-                "namespace": "kube-system",
-                "labels": {
-                    "kubernetes.io/service-name": "kube-dns",
-                    "endpointslice.kubernetes.io/managed-by": "svcaudit-realnode",
-                },
-            },
-            "addressType": "IPv4",
-            "endpoints": [{"addresses": [DNS_BIND_ADDRESS], "conditions": {"ready": True}}],
-            "ports": ports,
-        },
-    )
-
-
 def node_ready(state: cluster.State, since: float = 0.0) -> bool:
     """Ready, as last reported by a kubelet heartbeat at or after `since` (epoch seconds):
     a restarted node's old Ready condition does not count."""
@@ -795,7 +752,7 @@ def up(state: cluster.State) -> None:
     host_network_up(paths)
     start_containerd(state, paths)
     import_images(paths)
-    apply_cluster_dns(state)
+    cluster.apply_cluster_dns(state)  # made by cluster.py already; idempotent
     make_cgroup_root(paths)
     kubelet_started = 0.0 if cluster.running_pid(state, "kubelet") else time.time()
     start_kubelet(state, paths)
@@ -816,7 +773,7 @@ def up(state: cluster.State) -> None:
     say(
         f"node {NODE_NAME} Ready in {time.monotonic() - started:.1f}s: podCIDR {pod_cidr}, "
         f"bridge {BRIDGE}, node IP {NODE_IP}, cluster DNS {CLUSTER_DNS_IP} -> "
-        f"{DNS_BIND_ADDRESS}:53"
+        + ", ".join(f"{a}:53" for a in cluster.DNS_REPLICA_ADDRESSES)
     )
 
 
