@@ -31,6 +31,7 @@ ENDPOINT: dict[str, Any] = {
     "hostname": str,
     "targetRef": dict,
     "ports": list,
+    "hints": (dict, str),  # {forZones, forNodes}, or "unpredicted" (expected side only)
 }
 RECORD = {"name": str, "type": str, "value": str}
 DNS = {"server": str, "error": str, "expected": list, "observed": list, "absent": list}
@@ -42,10 +43,15 @@ def _typed(entry: dict[str, Any], fields: dict[str, Any], what: str) -> None:
         assert isinstance(value, fields[key]), f"{what}.{key}: {value!r}"
 
 
-def _status() -> dict[str, Any]:
-    web = Service.from_api(
-        service("web", selector={"app": "web"}, ports=[port(80, "http", target="http")])
-    )
+def _status(traffic_distribution: str | None = None) -> dict[str, Any]:
+    """`traffic_distribution`: the service asks for hints; web-0's endpoint carries them and
+    web-1 is not ready (its expected hints are "unpredicted")."""
+    body = service("web", selector={"app": "web"}, ports=[port(80, "http", target="http")])
+    published = endpoint("10.244.0.5", "web-0")
+    if traffic_distribution:
+        body["spec"]["trafficDistribution"] = traffic_distribution
+        published["hints"] = {"forZones": [{"name": "zone-a"}], "forNodes": [{"name": "node-1"}]}
+    web = Service.from_api(body)
     pods = [
         Pod.from_api(
             pod(
@@ -53,6 +59,7 @@ def _status() -> dict[str, Any]:
                 labels={"app": "web"},
                 ips=[f"10.244.0.{i + 5}"],
                 containers=[container(ports=[cport(8080, "http")])],
+                ready=not (traffic_distribution and i == 1),
             )
         )
         for i in range(2)
@@ -62,7 +69,7 @@ def _status() -> dict[str, Any]:
             eslice(
                 "web-abc",
                 "web",
-                [endpoint("10.244.0.5", "web-0")],  # web-1 missing: a discrepancy
+                [published],  # web-1 missing: a discrepancy
                 [{"name": "http", "port": 8080, "protocol": "TCP"}],
             )
         )
@@ -104,6 +111,18 @@ def test_endpoints_subtree_has_only_documented_fields() -> None:
     assert endpoints["observed"][0]["slice"] == "web-abc"
     assert status["summary"]["endpointsExpected"] == 2
     assert status["summary"]["endpointsObserved"] == 1
+
+
+def test_endpoint_hints_have_the_slices_shape() -> None:
+    endpoints = _status("PreferSameNode")["endpoints"]
+    for side in ("expected", "observed"):
+        for entry in endpoints[side]:
+            fields = {**ENDPOINT, "slice": str} if side == "observed" else ENDPOINT
+            _typed(entry, fields, f"endpoints.{side}[]")
+    hints = {"forZones": [{"name": "zone-a"}], "forNodes": [{"name": "node-1"}]}
+    by_ip = {e["addresses"][0]: e.get("hints") for e in endpoints["expected"]}
+    assert by_ip == {"10.244.0.5": hints, "10.244.0.6": "unpredicted"}
+    assert [e["hints"] for e in endpoints["observed"]] == [hints]
 
 
 def test_dns_subtree_has_only_documented_fields() -> None:

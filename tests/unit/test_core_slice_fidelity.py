@@ -473,3 +473,21 @@ def test_expect_document_shows_hints() -> None:
     assert sl["hintsPolicy"] == "PreferSameZone"
     assert sl["ports"][0]["appProtocol"] == "http"
     assert sl["endpoints"][0]["hints"] == {"forZones": [{"name": "zone-a"}]}
+
+
+def test_expect_table_shows_hints_column_only_with_a_policy() -> None:
+    from svcaudit.cli.expect import render_table
+
+    body = svc(trafficDistribution="PreferSameNode")
+    body["spec"]["ports"] = [port(80, "http", 8080, appProtocol="kubernetes.io/h2c")]
+    other = service("plain", selector=SEL, cluster_ip="10.96.0.11")
+    late = pod("b", ips=["10.244.0.6"], ready=False)
+    inventory, _ = parse_inventory([body, other, pod("a"), late, node()])
+    table = render_table(expect_document(inventory))
+    web = table.split("SERVICE default/web")[1]
+    assert "HINTS" in web.splitlines()[2]
+    assert "zones=zone-a nodes=node-1" in web and "appProtocol=kubernetes.io/h2c" in web
+    assert " ?" in next(ln for ln in web.splitlines() if "10.244.0.6" in ln)
+    assert "hints: PreferSameNode: each ready endpoint hinted for its zone and node" in web
+    plain = table.split("SERVICE default/plain")[1].split("SERVICE ")[0]
+    assert "HINTS" not in plain and "hints:" not in plain
