@@ -14,7 +14,7 @@ import pytest
 from k8sobjs import endpoint, eslice
 
 from svcaudit.controller import translate
-from svcaudit.controller.dns_probe import DOWN_SECONDS, DnsProber
+from svcaudit.controller.dns_probe import DOWN_SECONDS, DnsProber, chosen
 from svcaudit.controller.dns_server import (
     REREAD_SECONDS,
     DnsServerSource,
@@ -211,3 +211,17 @@ def test_no_replica_answering_is_an_error() -> None:
     result = asyncio.run(run())
     assert result.error is not None and result.error.startswith("no DNS replica answered")
     assert translate.dns_observation(result).error is not None
+
+
+def test_at_most_n_replicas_per_service_the_same_ones_and_all_of_them_covered() -> None:
+    replicas = [Target(f"10.244.0.{i}", 53, f"r{i}") for i in range(1, 11)]
+    keys = [f"shop/svc-{i}" for i in range(200)]
+    picks = {k: chosen(replicas, k, 3) for k in keys}
+    assert all(len(p) == 3 for p in picks.values())
+    assert all(chosen(list(reversed(replicas)), k, 3) == p for k, p in picks.items())
+    assert {t for p in picks.values() for t in p} == set(replicas)  # every replica asked
+    fewer = [r for r in replicas if r.host != "10.244.0.5"]  # one gone: few services move
+    moved = sum(set(chosen(fewer, k, 3)) != set(p) for k, p in picks.items())
+    assert moved == sum(replicas[4] in p for p in picks.values())
+    assert chosen(replicas[:2], "x", 3) == replicas[:2]
+    assert chosen(replicas, "x", 0) == replicas

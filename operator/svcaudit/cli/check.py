@@ -119,6 +119,14 @@ def _add_dns(p: argparse.ArgumentParser) -> None:
         help="the cluster DNS Service (default kube-system/kube-dns): the ready endpoints of "
         "its EndpointSlices are each asked every question, and compared",
     )
+    p.add_argument(
+        "--dns-replicas",
+        type=int,
+        default=3,
+        metavar="N",
+        help="replicas of --dns-service asked per service, the same ones for a service "
+        "(default 3; 0: all)",
+    )
     p.add_argument("--dns-timeout", type=float, default=2.0, help="seconds per DNS question")
     p.add_argument("--dns-concurrency", type=int, default=16)
     p.add_argument("--no-dns", action="store_true", help="do not query DNS (DNS Unknown)")
@@ -270,6 +278,7 @@ async def _probe_all(
         timeout=args.dns_timeout,
         concurrency=args.dns_concurrency,
         on_query=metrics.dns_query,
+        max_replicas=max(0, args.dns_replicas),
     )
     try:
         return await _probe_each(prepared, settings, prober, out, metrics, progress)
@@ -300,7 +309,7 @@ async def _probe_each(
         nonlocal done
         questions = translate.dns_questions(prep, settings)
         result = (
-            await prober.probe(questions)
+            await prober.probe(questions, "/".join(prep.key))
             if questions
             else ProbeResult(frozenset(), None, first.server)
         )

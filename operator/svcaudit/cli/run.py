@@ -141,6 +141,14 @@ def _add_dns(p: argparse.ArgumentParser) -> None:
         "(default kube-system/kube-dns; env SVCAUDIT_DNS_SERVICE)",
     )
     g.add_argument(
+        "--dns-replicas",
+        type=int,
+        default=int(_env("DNS_REPLICAS") or 3),
+        metavar="N",
+        help="replicas of --dns-service asked per audit, the same ones for a service "
+        "(default 3; 0: all; env SVCAUDIT_DNS_REPLICAS)",
+    )
+    g.add_argument(
         "--dns-port",
         type=int,
         default=int(_env("DNS_PORT") or 53),
@@ -254,6 +262,7 @@ def settings_from_args(args: argparse.Namespace) -> ControllerSettings:
         dns_check=not args.no_dns,
         dns_server=host or None,
         dns_service=dns_service,
+        dns_replicas=max(0, args.dns_replicas),
         dns_port=port,
         dns_timeout_seconds=args.dns_timeout,
         dns_concurrency=args.dns_concurrency,
@@ -426,6 +435,7 @@ def _dns_prober(settings: ControllerSettings, kube: Any, metrics: Any) -> Any:
         concurrency=settings.dns_concurrency,
         on_query=metrics.dns_query,
         on_down=lambda _replica: source.invalidate(),
+        max_replicas=settings.dns_replicas,
     )
 
 

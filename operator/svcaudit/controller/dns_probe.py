@@ -5,10 +5,12 @@ decides nothing: NXDOMAIN and NODATA are simply "no records"; a server that does
 (timeout, refused, SERVFAIL) makes the whole observation an error, which the core turns into
 DNSConsistent=Unknown (never False).
 
-It asks what `servers()` gives (dns_server.py): one server, or every replica of the cluster
-DNS, each asked every question (one result per replica, which the core compares). A replica
-that timed out or refused is not asked again for DOWN_SECONDS (its result says so at once):
-otherwise every audit would wait for its timeout while the others answer.
+It asks what `servers()` gives (dns_server.py): one server, or the replicas of the cluster
+DNS, each asked every question (one result per replica, which the core compares): all of
+them, or `max_replicas` of them chosen per probe `key` (a service) by rendezvous hashing, so
+that a service is always asked of the same ones and the services together cover them all.
+A replica that timed out or refused is not asked again for DOWN_SECONDS (its result says so
+at once): otherwise every audit would wait for its timeout while the others answer.
 
 `on_query(seconds, outcome)`, if given, is called once per question sent, with its latency
 (semaphore wait excluded) and outcome "answer" (NOERROR, NODATA included), "nxdomain",
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import hashlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
@@ -143,9 +146,11 @@ class DnsProber:
         on_query: Callable[[float, str], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         on_down: Callable[[Target], None] | None = None,
+        max_replicas: int = 0,
     ) -> None:
         self._servers = servers
         self._on_down = on_down  # a replica just found silent (the source may re-read)
+        self._max_replicas = max_replicas  # replicas asked per probe (0: all)
         self._timeout = timeout
         self._sem = asyncio.Semaphore(concurrency)
         self._on_query = on_query
@@ -188,14 +193,16 @@ class DnsProber:
         channel = self._channels.get((host, port))
         return None if channel is None or channel.broken else channel
 
-    async def probe(self, questions: Iterable[tuple[str, str]]) -> ProbeResult:
+    async def probe(self, questions: Iterable[tuple[str, str]], key: str = "") -> ProbeResult:
         """Every question asked of every server: one server's result, or (replicas) a result
-        holding each replica's, with an error only when none answered."""
-        targets = sorted(set(await self._servers()))
-        if not targets:
+        holding each replica's, with an error only when none answered. `key` (the audited
+        service) chooses the replicas when there are more than `max_replicas`."""
+        known = sorted(set(await self._servers()))
+        if not known:
             return ProbeResult(frozenset(), NO_SERVER, "")
-        for key in set(self._channels) - {(t.host, t.port) for t in targets}:
-            self._close(key)  # a server no longer asked (a replica gone)
+        for gone in set(self._channels) - {(t.host, t.port) for t in known}:
+            self._close(gone)  # a server no longer asked (a replica gone)
+        targets = chosen(known, key, self._max_replicas)
         unique = sorted(set(questions))
         if len(targets) == 1 and targets[0].replica is None:
             return await self._probe_one(targets[0], unique)
@@ -303,6 +310,15 @@ class DnsProber:
     def _record(self, started: float, outcome: str) -> None:
         if self._on_query is not None:
             self._on_query(time.perf_counter() - started, outcome)
+
+
+def chosen(targets: Sequence[Target], key: str, at_most: int) -> list[Target]:
+    """`at_most` of the replicas (all when 0 or enough), the same ones for the same `key`
+    whatever the others (rendezvous hashing: a replica added or gone moves few keys)."""
+    if at_most <= 0 or len(targets) <= at_most or any(t.replica is None for t in targets):
+        return list(targets)
+    ranked = sorted(targets, key=lambda t: hashlib.sha1(f"{key}|{t.address}".encode()).digest())
+    return sorted(ranked[:at_most])
 
 
 def _unreachable(exc: BaseException) -> bool:

@@ -338,7 +338,8 @@ class Reconciler:
         the server asked."""
         if not self.settings.dns_check or self.prober is None:
             return None, ""
-        probe = await self.prober.probe(translate.dns_questions(prepared, self.settings))
+        key = "/".join(prepared.key)
+        probe = await self.prober.probe(translate.dns_questions(prepared, self.settings), key)
         if probe.error and not probe.server and self.metrics is not None:
             self.metrics.dns_failed("unreachable")  # no server known: nothing was asked
         return translate.dns_observation(probe), probe.server

@@ -36,6 +36,7 @@ class ControllerSettings:
     dns_check: bool = True
     dns_server: str | None = None  # None: ask the DNS Service's replicas (or its ClusterIP)
     dns_service: tuple[str, str] = ("kube-system", "kube-dns")  # the cluster DNS Service
+    dns_replicas: int = 3  # replicas of it asked per audit (0: all); see dns_probe.py
     dns_port: int = 53
     dns_timeout_seconds: float = 2.0
     dns_concurrency: int = 16
