@@ -699,7 +699,12 @@ def start_kube_proxy(state: cluster.State, paths: Paths) -> None:
             "tcpCloseWaitTimeout": "0s",
         },
     }
-    paths.proxy_config.write_text(json.dumps(config, indent=2))
+    text = json.dumps(config, indent=2)
+    # kube-proxy exits as soon as its configuration file is written to (even with the same
+    # content): a running one's file is left alone, so an `up` that completes a running
+    # cluster (a component added) does not kill it.
+    if not cluster.running_pid(state, "kube-proxy"):
+        paths.proxy_config.write_text(text)
     cluster.start_process(
         state,
         "kube-proxy",
