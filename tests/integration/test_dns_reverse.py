@@ -291,3 +291,36 @@ def test_check_finds_every_endpoint_ptr_consistent(cluster: Cluster, namespace: 
     for name, (_, want) in expectations(cluster, namespace).items():
         listed = {(r["name"], r["type"], r["data"]) for r in document[name]["dns"]}
         assert {(r.name, r.type, r.data) for r in want.records} == listed, name
+
+
+def test_an_external_name_that_is_an_address_has_no_record(
+    cluster: Cluster, namespace: str
+) -> None:
+    """CoreDNS answers an ExternalName only when it is a name (findServices: a CNAME); an
+    address there answers NXDOMAIN, and the engine expects nothing of it."""
+    cluster.run_kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: by-ip}\n"
+            "spec: {type: ExternalName, externalName: 192.0.2.7}\n"
+            "---\napiVersion: v1\nkind: Service\nmetadata: {name: by-name}\n"
+            "spec: {type: ExternalName, externalName: db.example.invalid}\n"
+        ),
+    )
+    wanted = expectations(cluster, namespace)
+    assert wanted["by-ip"][1].questions == ()
+    base = f"by-ip.{namespace}.svc.cluster.local."
+    deadline = time.monotonic() + 20
+    while True:  # CoreDNS picks the services up from its watch
+        named = ask(cluster, DnsQuestion(f"by-name.{namespace}.svc.cluster.local.", "CNAME"))
+        if named[1] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert named[1] == set(wanted["by-name"][1].records)
+    for rtype in ("CNAME", "A"):
+        rcode, records = ask(cluster, DnsQuestion(base, rtype))
+        assert (rcode, records) == (dns.rcode.NXDOMAIN, set()), rtype

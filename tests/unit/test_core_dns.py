@@ -269,6 +269,13 @@ def test_shared_ptr_answered_by_a_cluster_ip_owner_is_not_judged() -> None:
     assert compare_dns(svc, want, owner) == []
 
 
+def test_external_name_that_is_an_address_has_no_record() -> None:
+    """CoreDNS answers NXDOMAIN there: nothing is expected (nor asked)."""
+    svc = service("web", type_="ExternalName", external_name="192.0.2.7", cluster_ip=None)
+    r = dns_for(svc)
+    assert r.records == frozenset() and r.questions == ()
+
+
 def test_questions_cover_every_record_name_and_type() -> None:
     r = dns_for(service("web", ports=[port(80, "http")]))
     assert {(q.name, q.type) for q in r.questions} == {(x.name, x.type) for x in r.records}

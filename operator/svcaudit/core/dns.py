@@ -172,7 +172,10 @@ def _service_records(
     records: set[DnsRecord] = set()
     nxdomain: set[DnsQuestion] = set()
     if service.is_external_name:
-        records.add(DnsRecord(base, "CNAME", fqdn(service.external_name)))
+        # CoreDNS answers only a name with a CNAME (findServices: HostType() == CNAME); an
+        # address there gives no record at all (NXDOMAIN): nothing to expect, nor to ask
+        if not _is_ip(service.external_name):
+            records.add(DnsRecord(base, "CNAME", fqdn(service.external_name)))
     elif service.has_cluster_ip:
         for ip in service.cluster_ips:
             records.add(DnsRecord(base, address_record_type(ip), canonical_ip(ip)))
