@@ -96,6 +96,26 @@ def test_source_reads_now_and_then_and_again_when_invalidated() -> None:
     assert reads == ["svc", "slices", "svc", "slices"]
 
 
+def test_audits_arriving_together_read_the_dns_service_once() -> None:
+    reads: list[str] = []
+
+    async def service() -> dict[str, Any]:
+        reads.append("svc")
+        await asyncio.sleep(0.01)
+        return KUBE_DNS_SVC
+
+    async def listing() -> list[dict[str, Any]]:
+        return [dns_slice("10.244.0.7")]
+
+    source = DnsServerSource(None, 53, service, listing)
+
+    async def run() -> list[list[Target]]:
+        return list(await asyncio.gather(*(source() for _ in range(8))))
+
+    got = asyncio.run(run())
+    assert reads == ["svc"] and all(g == got[0] for g in got) and len(got[0]) == 1
+
+
 def test_source_falls_back_to_the_cluster_ip_when_slices_cannot_be_read() -> None:
     async def service() -> dict[str, Any]:
         return KUBE_DNS_SVC

@@ -10,6 +10,7 @@ names a replica that answers otherwise. Without readable slices, its ClusterIP i
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -122,6 +123,7 @@ class DnsServerSource:
         self._clock = clock
         self._targets: list[Target] = []
         self._until = -float("inf")
+        self._reading: asyncio.Lock | None = None  # audits arriving together read once
 
     def invalidate(self) -> None:
         """Read the DNS Service's endpoints again at the next call."""
@@ -130,13 +132,18 @@ class DnsServerSource:
     async def __call__(self) -> list[Target]:
         if self._flag:
             return resolve(self._flag, None, self._port)
-        if self._clock() >= self._until:
-            service, slices = await self._read_service(), await self._read_slices()
-            targets = resolve(None, service, self._port, slices, self._service)
-            if targets != self._targets:
-                self._log(targets)
-            self._targets = targets
-            self._until = self._clock() + REREAD_SECONDS
+        if self._clock() < self._until:
+            return self._targets
+        if self._reading is None:
+            self._reading = asyncio.Lock()  # made in the running loop
+        async with self._reading:
+            if self._clock() >= self._until:  # not read meanwhile by another audit
+                service, slices = await self._read_service(), await self._read_slices()
+                targets = resolve(None, service, self._port, slices, self._service)
+                if targets != self._targets:
+                    self._log(targets)
+                self._targets = targets
+                self._until = self._clock() + REREAD_SECONDS
         return self._targets
 
     async def _read_service(self) -> Body | None:
