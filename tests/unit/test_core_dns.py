@@ -337,3 +337,28 @@ def test_pod_ip_labels_read_back_by_corednss_rule() -> None:
     # CoreDNS also reads the unpadded spellings, and nothing from a non-address
     assert pod_ip_from_label("--1") == "::1" and pod_ip_from_label("fd00--") == "fd00::"
     assert pod_ip_from_label("web-0") is None and pod_ip_from_label("1-2-3") is None
+
+
+def test_the_records_a_report_shows_are_those_about_its_service() -> None:
+    """An endpoint address's PTR answer names every service with a ready endpoint there:
+    a report shows only the records naming its own service (another service appearing at
+    the same address must not change it), and none when the address is a ClusterIP."""
+    from svcaudit.core.compare import records_about
+    from svcaudit.core.dns import DnsQuestion, DnsRecord, ExpectedDns
+    from svcaudit.core.model import Service
+
+    web = Service(namespace="ns", name="web", uid="u")
+    ptr = "6.0.244.10.in-addr.arpa."
+    clusterip_ptr = "10.0.96.10.in-addr.arpa."
+    own = DnsRecord(ptr, "PTR", "10-244-0-6.web.ns.svc.cluster.local.")
+    other = DnsRecord(ptr, "PTR", "10-244-0-6.api.ns.svc.cluster.local.")
+    a = DnsRecord("web.ns.svc.cluster.local.", "A", "10.96.0.20")
+    service_name = DnsRecord(clusterip_ptr, "PTR", "kube-dns.kube-system.svc.cluster.local.")
+    expected = ExpectedDns(
+        records=frozenset({own, a}),
+        nxdomain=frozenset(),
+        shared=frozenset({DnsQuestion(ptr, "PTR"), DnsQuestion(clusterip_ptr, "PTR")}),
+    )
+    queried = frozenset({own, other, a, service_name})
+    assert records_about(web, expected, queried) == {own, a}
+    assert records_about(web, expected, queried - {other}) == {own, a}  # same report

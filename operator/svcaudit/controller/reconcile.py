@@ -327,7 +327,10 @@ class Reconciler:
         result = translate.audit(prepared, dns_obs, now, self.settings)
         reported, state = self._settled(key, body, result, now)
         seconds = time.perf_counter() - started  # the audit itself, DNS included
-        outcome = translate.Outcome(prepared, result, reported, state, dns_obs, dns_server, now)
+        outcome = translate.Outcome(
+            prepared, result, reported, state, dns_obs, dns_server, now,
+            self.settings.cluster_domain,
+        )  # fmt: skip
         await self.publisher.publish(key, body, outcome, urgent=self.is_urgent(key))
         log.debug("audited", namespace=key[0], service=key[1], seconds=round(seconds, 4))
         if self.metrics is not None:  # after publishing: the gauges say what the cluster says

@@ -28,6 +28,7 @@ from svcaudit.core.audit import (
     settle,
 )
 from svcaudit.core.codes import Aspect
+from svcaudit.core.compare import records_about
 from svcaudit.core.dns import DnsQuestion, expected_dns_questions, record_from_answer
 from svcaudit.core.dns_replicas import ReplicaAnswers, observe_replicas
 from svcaudit.core.endpoints import (
@@ -83,6 +84,7 @@ class Outcome:
     dns: DnsObservation | None
     dns_server: str
     now: datetime
+    zone: str = "cluster.local"
 
 
 def prepare(store: Store, key: Key, default_kubernetes: Body | None) -> Prepared | None:
@@ -454,7 +456,15 @@ def _dns_section(outcome: Outcome) -> dict[str, Any]:
                 for r in sorted(outcome.result.expected_dns.records)
             ],
             "observed": [
-                {"name": r.name, "type": r.type, "value": r.data} for r in sorted(dns.queried)
+                {"name": r.name, "type": r.type, "value": r.data}
+                for r in sorted(
+                    records_about(
+                        outcome.prepared.service,
+                        outcome.result.expected_dns,
+                        dns.queried,
+                        outcome.zone,
+                    )
+                )
             ]
             if dns is not None
             else [],

@@ -477,6 +477,26 @@ def dns_findings_by_question(
     return out
 
 
+def records_about(
+    service: Service,
+    expected: ExpectedDns,
+    queried: frozenset[DnsRecord],
+    zone: str = DEFAULT_ZONE,
+) -> frozenset[DnsRecord]:
+    """The answers that are about this service, as compare_dns judges them: an answer to a
+    shared question (an endpoint address's PTR) counts only for the records naming this
+    service, and not at all when it names a Service (the address is a ClusterIP). What a
+    report shows as observed: another service sharing the address changes nothing here."""
+    out: set[DnsRecord] = set()
+    for q, got in by_question(queried).items():
+        if q in expected.shared:
+            if any(is_service_name(r.data, zone) for r in got):
+                continue
+            got = {r for r in got if names_service(r.data, service, zone)}
+        out |= got
+    return frozenset(out)
+
+
 def by_question(records: frozenset[DnsRecord]) -> dict[DnsQuestion, set[DnsRecord]]:
     """Records grouped by the question (name, type) they answer."""
     out: dict[DnsQuestion, set[DnsRecord]] = {}
