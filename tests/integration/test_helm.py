@@ -154,6 +154,8 @@ def test_values_reach_the_operator(helm: list[str]) -> None:
         "watchNamespaces={team-a,team-b}",
         "settleSeconds=10",
         "dnsServer=10.0.0.10:53",
+        "dnsService=dns-system/coredns",
+        "dnsReplicas=5",
         "clusterDomain=example.internal",
         "reports={conditions}",
         "image.repository=registry.local/svcaudit",
@@ -169,6 +171,8 @@ def test_values_reach_the_operator(helm: list[str]) -> None:
     assert env["SVCAUDIT_NAMESPACES"] == "team-a,team-b"
     assert env["SVCAUDIT_SETTLE_SECONDS"] == "10"
     assert env["SVCAUDIT_DNS_SERVER"] == "10.0.0.10:53"
+    assert env["SVCAUDIT_DNS_SERVICE"] == "dns-system/coredns"
+    assert env["SVCAUDIT_DNS_REPLICAS"] == "5"
     assert env["SVCAUDIT_CLUSTER_DOMAIN"] == "example.internal"
     assert env["SVCAUDIT_REPORTS"] == "conditions"
     assert env["SVCAUDIT_METRICS_PORT"] == "9191"
