@@ -67,9 +67,6 @@ class Publisher:
         self._written: dict[tuple[str, Key], tuple[tuple[str, str], bytes]] = {}
         self._crd_missing_logged = False
 
-    def published(self, key: Key, body: Mapping[str, Any]) -> dict[str, str]:
-        return self._published(key, body)
-
     def forget(self, key: Key) -> None:
         """The service is gone (or this replica stops leading): drop what we remember."""
         self.reports.drop(key)
@@ -87,7 +84,7 @@ class Publisher:
             self.forget(key)
         self._written.clear()
 
-    def _published(self, key: Key, body: Mapping[str, Any]) -> dict[str, str]:
+    def published(self, key: Key, body: Mapping[str, Any]) -> dict[str, str]:
         """Statuses (by condition type) last published for this incarnation of the service.
 
         Remembered from our own writes; after a restart, read back from the cluster, so that
@@ -243,7 +240,7 @@ class Publisher:
     ) -> None:
         """structlog line + Event per verdict change (per aspect, not the summary's event)."""
         uid = str((body.get("metadata") or {}).get("uid") or "")
-        old = self._published(key, body)
+        old = self.published(key, body)
         new = statuses(conditions)
         self._reported[key] = (uid, new)
         by = by_type(conditions)

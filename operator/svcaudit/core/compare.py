@@ -468,9 +468,10 @@ def dns_findings_by_question(
         want, got = want_by.get(q, set()), got_by.get(q, set())
         shown = answer_text(q, got, observation.nxdomain)
         if q in expected.shared:
-            if any(is_service_name(r.data, zone) for r in got):
+            about = _shared_answer_about(got, service, zone)
+            if about is None:
                 continue
-            got = {r for r in got if names_service(r.data, service, zone)}
+            got = about
         found = _question_findings(svc, q, want, got, shown, expected, observation)
         if found:
             out[q] = found
@@ -490,11 +491,18 @@ def records_about(
     out: set[DnsRecord] = set()
     for q, got in by_question(queried).items():
         if q in expected.shared:
-            if any(is_service_name(r.data, zone) for r in got):
-                continue
-            got = {r for r in got if names_service(r.data, service, zone)}
+            got = _shared_answer_about(got, service, zone) or set()
         out |= got
     return frozenset(out)
+
+
+def _shared_answer_about(got: set[DnsRecord], service: Service, zone: str) -> set[DnsRecord] | None:
+    """The records of a shared answer (an endpoint address's PTR) naming `service`'s
+    endpoints; None when the answer names a Service itself (the address is a ClusterIP,
+    which CoreDNS answers instead of any endpoint): nothing there to judge."""
+    if any(is_service_name(r.data, zone) for r in got):
+        return None
+    return {r for r in got if names_service(r.data, service, zone)}
 
 
 def by_question(records: frozenset[DnsRecord]) -> dict[DnsQuestion, set[DnsRecord]]:
