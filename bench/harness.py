@@ -31,6 +31,7 @@ CLUSTER_DIR = REPO / f".cluster-{_WHICH}"
 PORT_OFFSET = 300 if _WHICH == "soak" else 100
 APISERVER = f"https://127.0.0.1:{16443 + PORT_OFFSET}"
 DNS = f"127.0.0.1:{1053 + PORT_OFFSET}"
+ETCD_METRICS = f"http://127.0.0.1:{12379 + PORT_OFFSET}/metrics"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -84,10 +85,68 @@ def cluster_pids() -> dict[str, int]:
     return out
 
 
+# What the local cluster (e2e/cluster/cluster.py) allows. Each node gets a /24 of
+# --cluster-cidr 10.244.0.0/16 (--node-cidr-mask-size=24): 256 of them, the last of which,
+# 10.244.255.0/24, is also kwok's fallback for a node without one. kwok node InternalIPs are
+# 10.202.0.(10 + i) (NODE_IP_BASE): i < 245. kwok gives a pod an IP from its node's /24 (254
+# hosts; a deleted pod's comes back once kwok has seen it go), and kwok nodes say they hold a
+# million pods, so nothing but NODE_POD_CAP (cap_node_pods) stops the scheduler from putting
+# more than 254 on one node (it balances pods without requests only roughly: 1 point of its
+# score is ~50 such pods on a kwok node).
+PODS_PER_NODE = 150
+NODE_POD_CAP = 240  # under 254: headroom for IPs kwok has not released yet
+MAX_NODES = 245
+
+
 def nodes_for(pods: int) -> int:
-    """kwok nodes for a scenario: kwok gives pods IPs from their node's /24, so each node is
-    kept well under 254 pods."""
-    return max(10, -(-pods // 150))
+    """kwok nodes for a scenario: 150 pods a node; above 245 nodes (36,750 pods: the cluster's
+    node IPs and /24s run out) 245 nodes with more pods each, up to NODE_POD_CAP (58,800 pods,
+    leaving the scheduler no room to spare beyond)."""
+    nodes = max(10, -(-pods // PODS_PER_NODE))
+    if nodes <= MAX_NODES:
+        return nodes
+    if pods > MAX_NODES * NODE_POD_CAP * 0.95:
+        raise ValueError(
+            f"{pods} pods need more than {MAX_NODES} kwok nodes of {NODE_POD_CAP} pods: the "
+            "local cluster has 10.244.0.0/16 in /24s and node IPs 10.202.0.10-254 "
+            "(e2e/cluster/cluster.py)"
+        )
+    return MAX_NODES
+
+
+def cap_node_pods(kube: Kube, cap: int = NODE_POD_CAP) -> int:
+    """Every kwok node's pod capacity (and allocatable) set to `cap`, so that the scheduler
+    never gives a node more pods than its /24 has addresses. kwok keeps a node's capacity once
+    set (its node-initialize stage only fills what is missing). How many nodes."""
+    nodes, _ = kube.list_all("/api/v1/nodes?labelSelector=type%3Dkwok")
+    # kwok's own defaults for the rest (a node it has not initialised yet keeps what we set)
+    pods = {"cpu": "1k", "memory": "1Ti", "pods": str(cap)}
+    for node in nodes:
+        kube.merge_patch(
+            f"/api/v1/nodes/{node['metadata']['name']}/status",
+            {"status": {"capacity": pods, "allocatable": pods}},
+        )
+    return len(nodes)
+
+
+def cluster_footprint() -> dict[str, Any]:
+    """RSS now and peak (MB) and CPU seconds of each cluster component, and etcd's database
+    size (total and in use, MB, from its /metrics): where a larger size would break first."""
+    out: dict[str, Any] = {}
+    for name, pid in sorted(cluster_pids().items()):
+        with contextlib.suppress(OSError, KeyError, ValueError, IndexError):
+            out[name] = {k: round(v, 1) for k, v in proc_stats(pid).items()}
+    with (
+        contextlib.suppress(OSError, ValueError),
+        urllib.request.urlopen(ETCD_METRICS, timeout=10) as r,
+    ):
+        for line in r.read().decode().splitlines():
+            name, _, value = line.partition(" ")
+            if name == "etcd_mvcc_db_total_size_in_bytes":
+                out["etcd_db_mb"] = round(float(value) / 2**20, 1)
+            elif name == "etcd_mvcc_db_total_size_in_use_in_bytes":
+                out["etcd_db_in_use_mb"] = round(float(value) / 2**20, 1)
+    return out
 
 
 def kubectl() -> str:

@@ -4,6 +4,7 @@ bench/results/bench-<stamp>.json"""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,65 @@ def s(st: dict[str, Any] | None, unit: str = "s", digits: int = 2) -> str:
 
 def num(v: Any, fmt: str = "{:.0f}") -> str:
     return "-" if v is None else fmt.format(v)
+
+
+def one_shot(size: dict[str, Any], name: str) -> str:
+    """Wall time and peak RSS of a one-shot, or why it did not run."""
+    if g(size, "one_shot", name) is None:
+        note = g(size, "one_shot", "notes", name.split("_")[0]) or ""
+        limit = re.search(r"--popeye-all-max-pods (\d+)", note)
+        return f"skipped (memory: > {limit[1]} pods)" if limit else "-"
+    return "{} s, {} MB".format(
+        num(g(size, "one_shot", name, "wall_s", "median"), "{:.1f}"),
+        num(g(size, "one_shot", name, "peak_rss_mb", "max"), "{:.0f}"),
+    )
+
+
+def over(size: dict[str, Any], floor_key: str, ratio_key: str) -> str:
+    """An API floor, and the operator's median over it."""
+    fl = g(size, "api_floor", floor_key)
+    if fl is None:
+        return "-"
+    ratio = g(size, "api_floor", ratio_key)
+    return f"{fl:.1f} s" + (f" (operator {ratio:.1f}x)" if ratio else "")
+
+
+def floor_rows(add: Any) -> None:
+    """The API floor (bench/floor.py): what the API server alone takes for the same requests."""
+
+    def row(label: str, fn: Any) -> None:
+        add(label, lambda x: fn(x) if g(x, "api_floor", "list_s") is not None else "-")
+
+    row(
+        "API floor: initial audit (list + conditions, 8 in flight)",
+        lambda x: over(x, "initial_audit_floor_s", "initial_audit_over_floor"),
+    )
+    row(
+        "API floor: every ServiceAudit (+ ServiceAudits, 8 in flight)",
+        lambda x: over(x, "initial_reports_floor_s", "initial_reports_over_floor"),
+    )
+    row(
+        "API floor: list / conditions / ServiceAudits",
+        lambda x: "{} / {} / {} s".format(
+            num(g(x, "api_floor", "list_s"), "{:.1f}"),
+            num(g(x, "api_floor", "conditions_apply_s"), "{:.1f}"),
+            num(g(x, "api_floor", "serviceaudits_apply_s"), "{:.1f}"),
+        ),
+    )
+    row(
+        "API floor: conditions applied/s at 8 / 16 / 32 in flight",
+        lambda x: " / ".join(
+            num(g(x, "api_floor", "conditions_apply_by_concurrency", c, "per_s"))
+            for c in ("8", "16", "32")
+        ),
+    )
+    row(
+        "API floor: `check -A`'s listing, one by one (4 at once)",
+        lambda x: "{} s ({} s)".format(
+            num(g(x, "api_floor", "check_list_s"), "{:.1f}"),
+            num(g(x, "api_floor", "check_list_parallel_s"), "{:.1f}"),
+        ),
+    )
 
 
 def table(data: dict[str, Any]) -> str:
@@ -109,19 +169,18 @@ def table(data: dict[str, Any]) -> str:
             g(x, "initial_audit_api_requests", "write") or 0,
         ),
     )
+    row(
+        "operator CPU by every ServiceAudit written (one core at most)",
+        lambda x: num(g(x, "initial_reports_operator_cpu_s", "median"), "{:.1f} s"),
+    )
+    floor_rows(row)
     for name, label in (
         ("svcaudit_check", "`svcaudit check -A`"),
         ("svcaudit_check_no_dns", "`svcaudit check -A --no-dns`"),
         ("popeye", "Popeye -A (all linters)"),
         ("popeye_svc_po", "Popeye -A -s svc,po"),
     ):
-        row(
-            f"{label}: wall, peak RSS",
-            lambda x, n=name: "{} s, {} MB".format(
-                num(g(x, "one_shot", n, "wall_s", "median"), "{:.1f}"),
-                num(g(x, "one_shot", n, "peak_rss_mb", "max"), "{:.0f}"),
-            ),
-        )
+        row(f"{label}: wall, peak RSS", lambda x, n=name: one_shot(x, n))
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(out)
