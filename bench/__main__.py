@@ -6,6 +6,7 @@ soak: the soak test: `soak DURATION [--pods N] [--churn-rate R] ...`
 chart: redraw the chart of a result: `chart bench/results/bench-<stamp>.json [out.png]`
 report: the Markdown table of a result: `report bench/results/bench-<stamp>.json`
 core: micro-benchmark of the pure core (`core --help`)
+profile: py-spy profile of the operator's initial pass and steady state (`profile --help`)
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ def _core(argv: list[str]) -> int:
     return core_bench.main(argv)
 
 
+def _profile(argv: list[str]) -> int:
+    from bench import profile  # py-spy: the bench extra
+
+    return profile.main(argv)
+
+
 # Imported on demand: each command needs only its own dependencies.
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "run": _run,
@@ -51,6 +58,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "chart": _chart,
     "report": _report,
     "core": _core,
+    "profile": _profile,
 }
 
 
