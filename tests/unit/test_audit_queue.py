@@ -4,7 +4,7 @@ background passes, one audit per service at a time. No task, no sleep."""
 
 from __future__ import annotations
 
-from svcaudit.controller.queue import MAX_WAIT_FACTOR, AuditQueue
+from svcaudit.controller.queue import MAX_WAIT_FACTOR, PROMPT_SECONDS, AuditQueue
 
 A, B, C = ("ns", "a"), ("ns", "b"), ("ns", "c")
 
@@ -113,3 +113,54 @@ def test_mark_wakes_the_loop() -> None:
     assert not q.wake.is_set()
     q.mark([A])
     assert q.wake.is_set()
+
+
+def test_a_slice_change_is_audited_promptly_not_after_the_debounce() -> None:
+    q, clock = queue(debounce=0.5)
+    q.mark([A])  # the pod changed: trailing debounce
+    clock.now += 0.015
+    q.mark([A], prompt=True)  # its EndpointSlice followed: audited PROMPT_SECONDS later
+    assert q.next_due(set()) == clock.now + PROMPT_SECONDS
+    clock.now += PROMPT_SECONDS
+    assert q.take(10, busy=set()) == [(A, True)]
+
+
+def test_a_plain_change_does_not_push_a_prompt_audit_back() -> None:
+    q, clock = queue(debounce=0.5)
+    q.mark([A], prompt=True)
+    due = q.next_due(set())
+    clock.now += 0.01
+    q.mark([A])  # another pod of the same burst
+    assert q.next_due(set()) == due
+
+
+def test_prompt_audits_are_throttled_to_one_per_debounce() -> None:
+    q, clock = queue(debounce=0.5)
+    taken = 0
+    start = clock.now
+    while clock.now < start + 5:  # a slice written every 0.05 s for 5 s
+        q.mark([A], prompt=True)
+        clock.now += 0.05
+        taken += len(q.take(10, busy=set()))
+    assert 9 <= taken <= 11  # one per 0.5 s window, the first at once
+
+
+def test_a_prompt_change_after_a_quiet_spell_goes_at_once_again() -> None:
+    q, clock = queue(debounce=0.5)
+    q.mark([A], prompt=True)
+    clock.now += PROMPT_SECONDS
+    assert keys(q.take(1, busy=set())) == [A]
+    clock.now += 0.2
+    q.mark([A], prompt=True)  # 0.2 s after the last audit: waits out the window
+    assert q.next_due(set()) == clock.now + 0.3
+    clock.now += 1.0
+    assert keys(q.take(1, busy=set())) == [A]
+    clock.now += 1.0
+    q.mark([A], prompt=True)  # quiet for a second: prompt again
+    assert q.next_due(set()) == clock.now + PROMPT_SECONDS
+
+
+def test_with_no_debounce_a_prompt_change_waits_for_nothing() -> None:
+    q, clock = queue(debounce=0.0)
+    q.mark([A], prompt=True)
+    assert q.next_due(set()) == clock.now

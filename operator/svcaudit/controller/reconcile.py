@@ -3,7 +3,8 @@
 Keys come from the indexes (`mark`) into the work queue (controller/queue.py: debounce,
 ranks, timers); each audit reads the store (translate.prepare), asks DNS, runs the core's
 audit and settle, and hands the result to the publisher (controller/publish.py). The loop
-owns the slots, the periodic resync (DNS has no watch), the pauses while the API server is
+owns the slots, the periodic resync (DNS has no watch; controller/resync.py spreads it over
+its period), the pauses while the API server is
 away and while another replica leads.
 
     informer event -> Store.apply_* -> keys -> AuditQueue.mark
@@ -35,6 +36,7 @@ from svcaudit.controller.leader import AlwaysLeader, Leadership
 from svcaudit.controller.publish import ASPECT_OF_TYPE, Publisher, RetryLater
 from svcaudit.controller.queue import AuditQueue
 from svcaudit.controller.reports import PendingReport
+from svcaudit.controller.resync import RollingResync
 from svcaudit.controller.settings import ControllerSettings
 from svcaudit.core.audit import DnsObservation, SettleState, unobservable
 from svcaudit.metrics import Metrics
@@ -103,13 +105,18 @@ class Reconciler:
 
     # ---- scheduling (controller/queue.py) ----------------------------------------------------
     def mark(
-        self, keys: Iterable[Key], delay: float | None = None, *, background: bool = False
+        self,
+        keys: Iterable[Key],
+        delay: float | None = None,
+        *,
+        background: bool = False,
+        prompt: bool = False,
     ) -> None:
-        """Audit these services: after a change (no delay), at a timer, or in a background
-        pass (controller/queue.py says who goes first)."""
+        """Audit these services: after a change (no delay; `prompt`: an EndpointSlice's), at
+        a timer, or in a background pass (controller/queue.py says who goes first)."""
         if not self._watched("default"):
             keys = [k for k in keys if k != ("default", "kubernetes")]
-        self.queue.mark(keys, delay, background=background)
+        self.queue.mark(keys, delay, background=background, prompt=prompt)
 
     def is_urgent(self, key: Key) -> bool:
         """Whether the audit of `key` in flight is for a change or a timer (its report then
@@ -175,21 +182,28 @@ class Reconciler:
 
     async def _loop(self, synced: Callable[[], bool]) -> None:
         await self._warmup(synced)
-        resync_at = self.monotonic()
+        resync = RollingResync(self.settings.resync_seconds, self.monotonic)
+        full_pass = True  # every service at once: at the start, and when leading again
         while True:
             if not self.view.reachable:
                 await self.view.wait_reachable()  # nothing can be read or written meanwhile
                 continue
             if not self.leader.is_leader:
                 await self._stand_by()
-                resync_at = self.monotonic()  # leading now: every service at once
+                full_pass = True
                 continue
-            now = self.monotonic()
-            if now >= resync_at:
-                self.mark(self.store.all_service_keys(), delay=0, background=True)
-                resync_at = now + self.settings.resync_seconds
+            if full_pass:
+                everyone = self.store.all_service_keys()
+                self.mark(everyone, delay=0, background=True)
+                resync.restart(everyone)
+                full_pass = False
                 await self._refresh_cluster_singletons()
                 continue
+            released, new_period = resync.due(self.store.all_service_keys)
+            self.mark(released, delay=0, background=True)
+            if new_period:
+                await self._refresh_cluster_singletons()
+            now = self.monotonic()
             free = self.settings.audit_concurrency - len(self._inflight) - len(self._writing)
             started = self._start_work(free, now)
             if self.metrics is not None:
@@ -199,7 +213,8 @@ class Reconciler:
             if started:
                 await asyncio.sleep(0)  # let the new tasks start before choosing again
                 continue
-            await self._sleep_until(min(self.queue.next_due(self._inflight), resync_at), free)
+            next_due = self.queue.next_due(self._inflight)
+            await self._sleep_until(min(next_due, resync.next_at()), free)
 
     def _start_work(self, free: int, now: float) -> int:
         """Fill the free slots: pressing reports, then due audits (changes, timers, then

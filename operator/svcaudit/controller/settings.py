@@ -17,6 +17,19 @@ EVENT_COMPONENT = "svcaudit"
 # so a DNS answer can legitimately lag a Service change by ~35 s.
 DEFAULT_SETTLE_SECONDS = 45.0
 
+# Why 300 s: the resync only re-asks DNS (every change is audited when it happens), and it is
+# spread over the period (controller/resync.py), so a DNS failure shows in the first services
+# re-audited within seconds. Every 60 s it was 2,000 audits a minute at 10k pods, most of the
+# operator's quiet CPU (bench/).
+DEFAULT_RESYNC_SECONDS = 300.0
+
+# Leader election (controller/leader.py); here so that `svcaudit --help` and `check` do not
+# import the operator's HTTP stack to print them.
+DEFAULT_LEASE_NAME = "svcaudit-leader"
+DEFAULT_LEASE_SECONDS = 15.0
+DEFAULT_RENEW_DEADLINE = 10.0
+DEFAULT_RETRY_PERIOD = 2.0
+
 
 @dataclasses.dataclass(frozen=True)
 class ControllerSettings:
@@ -25,7 +38,7 @@ class ControllerSettings:
     namespaces: tuple[str, ...] = ()  # empty: all namespaces
     settle_seconds: float = DEFAULT_SETTLE_SECONDS
     debounce_seconds: float = 0.5
-    resync_seconds: float = 60.0
+    resync_seconds: float = DEFAULT_RESYNC_SECONDS
     warmup_seconds: float = 0.0
     audit_concurrency: int = 8  # services audited at once (each one by one task at a time)
     # A ServiceAudit report waits while audits wait for a slot (controller/reports.py), but
