@@ -23,6 +23,7 @@ import asyncio
 import dataclasses
 import functools
 import hashlib
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
@@ -64,13 +65,31 @@ _HEADER = 12  # bytes of a DNS message header
 _QR = 0x80  # "this is a response", in the header's third byte
 
 
+_LABEL = re.compile(r"[A-Za-z0-9_-]{1,63}")
+_QUERY_HEADER = bytes.fromhex("000001000001000000000000")  # id 0, RD, one question
+_IN = b"\x00\x01"
+
+
 @functools.lru_cache(maxsize=32768)
 def _query_wire(name: str, rtype: str) -> bytes:
-    """A question's message (id 0), built by dnspython once per (name, type): the same
-    questions come back every pass, and building them was a fifth of the prober's CPU."""
+    """A question's message (id 0, recursion desired, no EDNS: what dnspython's make_query
+    builds). The names asked are Kubernetes DNS names, plain letters, digits, '-' and '_',
+    encoded here directly: dnspython's builder cost ~60 us a question, a third of check's DNS
+    time at 10k pods. Any other name is built by dnspython. Cached: the operator asks the
+    same questions every pass."""
+    labels = name.rstrip(".").split(".")
+    if len(name) <= 253 and all(_LABEL.fullmatch(label) for label in labels):
+        qname = b"".join(len(label).to_bytes(1, "big") + label.encode() for label in labels)
+        rdtype = int(dns.rdatatype.from_text(rtype))
+        return _QUERY_HEADER + qname + b"\x00" + rdtype.to_bytes(2, "big") + _IN
     query = dns.message.make_query(name if name.endswith(".") else name + ".", rtype)
     query.id = 0
     return query.to_wire()
+
+
+def _expire(future: _Answer, timeout: float) -> None:
+    if not future.done():
+        future.set_exception(dns.exception.Timeout(timeout=timeout))  # type: ignore[no-untyped-call]
 
 
 class _Channel(asyncio.DatagramProtocol):
@@ -296,15 +315,17 @@ class DnsProber:
         qid = dns.entropy.random_16()
         while qid in channel.waiting:
             qid = dns.entropy.random_16()
-        future: _Answer = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: _Answer = loop.create_future()
         channel.waiting[qid] = (wire[_HEADER:], future)
+        # A timer on the future, not asyncio.wait_for (a task per question in Python 3.11).
+        expiry = loop.call_later(self._timeout, _expire, future, self._timeout)
         try:
             assert channel.transport is not None
             channel.transport.sendto(qid.to_bytes(2, "big") + wire[2:])
-            return await asyncio.wait_for(future, self._timeout)
-        except TimeoutError as exc:
-            raise dns.exception.Timeout(timeout=self._timeout) from exc  # type: ignore[no-untyped-call]
+            return await future
         finally:
+            expiry.cancel()
             channel.waiting.pop(qid, None)
 
     def _record(self, started: float, outcome: str) -> None:
