@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from svcaudit.controller.informer import Informer
-from svcaudit.controller.transport import Transport
+from svcaudit.controller.transport import Credentials, Transport
 from tests.fixtures import Cluster
 from tests.integration.op_helpers import apply
 
@@ -26,7 +26,7 @@ def _configmap(name: str, value: str) -> str:
 
 
 def _informer(cluster: Cluster, namespace: str, seen: Seen, listed: list[Any]) -> Informer:
-    transport = Transport(cluster.api_client().configuration)
+    transport = Transport(Credentials.from_configuration(cluster.api_client().configuration))
     return Informer(
         transport,
         "configmaps",

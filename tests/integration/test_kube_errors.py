@@ -11,7 +11,7 @@ import pytest
 
 from svcaudit.controller.kube import ApiStatus, Kube, object_not_found
 from svcaudit.controller.leader import KubeLeaseApi, LeaderElector
-from svcaudit.controller.transport import Transport
+from svcaudit.controller.transport import Credentials, Transport
 from tests.fixtures import Cluster
 from tests.integration.op_helpers import ensure_crd
 
@@ -36,7 +36,10 @@ def test_a_missing_serviceaudit_is_applied_whole_and_told_apart_from_a_missing_c
     cluster: Cluster, namespace: str
 ) -> None:
     ensure_crd(cluster)
-    kube = Kube(Transport(cluster.api_client().configuration), "svcaudit-test")
+    kube = Kube(
+        Transport(Credentials.from_configuration(cluster.api_client().configuration)),
+        "svcaudit-test",
+    )
     status = {"summary": {"healthy": "True"}}
 
     async def apply() -> dict | None:
@@ -80,7 +83,7 @@ def test_lease_calls_race_on_the_real_api_server(cluster: Cluster, namespace: st
     """The elector's Lease calls go over the operator's one aiohttp transport: a 404 and a
     409 are answers (not failures), and of two electors racing for an absent Lease exactly
     one wins, the other being refused by the API server itself."""
-    transport = Transport(cluster.api_client().configuration)
+    transport = Transport(Credentials.from_configuration(cluster.api_client().configuration))
     failures: list[tuple[str, str, int]] = []
 
     def api(name: str) -> KubeLeaseApi:

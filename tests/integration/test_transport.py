@@ -9,7 +9,7 @@ import copy
 
 import pytest
 
-from svcaudit.controller.transport import ApiStatus, Transport
+from svcaudit.controller.transport import ApiStatus, Credentials, Transport
 from tests.fixtures import Cluster
 
 pytestmark = pytest.mark.cluster
@@ -22,7 +22,7 @@ def test_a_401_drops_the_reused_token(cluster: Cluster) -> None:
     good = cfg.api_key.get("BearerToken")
     assert good, "the admin kubeconfig authenticates with a bearer token"
     cfg.api_key["BearerToken"] = "Bearer not-a-valid-token"
-    transport = Transport(cfg)
+    transport = Transport(Credentials.from_configuration(cfg))
 
     async def main() -> tuple[int, str, str]:
         try:

@@ -184,7 +184,7 @@ def audit_pass(
 ) -> Pass:
     """List, fill the operator's store with the listing, and audit every Service from it
     exactly as the operator does (translate.prepare), DNS included."""
-    from svcaudit.cli.listing import list_all
+    from svcaudit.cli.listing import list_all, run_returning
     from svcaudit.controller import translate
     from svcaudit.controller.dns_server import parse_service, resolve
     from svcaudit.controller.indexes import Store
@@ -222,7 +222,7 @@ def audit_pass(
             out.types[key] = str((prep.body.get("spec") or {}).get("type") or "ClusterIP")
 
     observations = (
-        asyncio.run(_probe_all(prepared, settings, servers, args, out, metrics, progress))
+        run_returning(_probe_all(prepared, settings, servers, args, out, metrics, progress))
         if not args.no_dns
         else {}
     )

@@ -11,7 +11,11 @@ import sys
 from typing import Any
 
 from svcaudit.controller.dns_server import KUBE_DNS, parse_server, parse_service
-from svcaudit.controller.settings import DEFAULT_SETTLE_SECONDS, ControllerSettings
+from svcaudit.controller.settings import (
+    DEFAULT_RESYNC_SECONDS,
+    DEFAULT_SETTLE_SECONDS,
+    ControllerSettings,
+)
 
 REPORTS = ("conditions", "serviceaudits", "events")
 
@@ -98,8 +102,9 @@ def _add_timing(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--resync-seconds",
         type=float,
-        default=_env_float("RESYNC_SECONDS", 60.0),
-        help="re-audit every service this often, for DNS (default 60)",
+        default=_env_float("RESYNC_SECONDS", DEFAULT_RESYNC_SECONDS),
+        help="re-audit every service once per period, spread over it, for DNS "
+        f"(default {DEFAULT_RESYNC_SECONDS:g})",
     )
     g.add_argument(
         "--warmup-seconds",
@@ -185,7 +190,7 @@ def _truthy(raw: str | None) -> bool:
 
 def _add_leader_election(p: argparse.ArgumentParser) -> None:
     """High availability: several replicas, one leader (controller/leader.py)."""
-    from svcaudit.controller import leader
+    from svcaudit.controller import settings as leader  # the defaults, not the elector
 
     g = p.add_argument_group("leader election (docs/operator.md#high-availability)")
     g.add_argument(
@@ -358,12 +363,16 @@ def run(args: argparse.Namespace) -> int:
 
     tune_garbage_collector()
 
-    import kopf
+    from svcaudit.controller.login import credentials, without_client_libraries
+
+    with without_client_libraries():  # kopf would import them for nothing (login.py)
+        import kopf
+
+        from svcaudit.controller.handlers import build_registry, kopf_settings
     import structlog
 
-    from svcaudit.controller.handlers import build_registry, kopf_settings
     from svcaudit.controller.indexes import Store
-    from svcaudit.controller.kube import Kube, load_client
+    from svcaudit.controller.kube import Kube
     from svcaudit.controller.publish import Publisher
     from svcaudit.controller.reconcile import Reconciler
     from svcaudit.controller.transport import Transport
@@ -375,7 +384,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = Metrics()
     if args.metrics_port:
         metrics.serve(args.metrics_port)
-    transport = Transport(load_client(settings.kubeconfig).configuration)  # every call of ours
+    transport = Transport(credentials(settings.kubeconfig))  # every call of ours
     instance = os.environ.get("POD_NAME") or socket.gethostname()
     elector = _leader_elector(args, transport, instance, metrics)
     kube = Kube(

@@ -20,6 +20,7 @@ import structlog
 from svcaudit.controller.indexes import Key, Store, slim
 from svcaudit.controller.informer import Informer, collection_paths
 from svcaudit.controller.leader import LeaderElector
+from svcaudit.controller.login import login as kopf_login
 from svcaudit.controller.reconcile import Reconciler
 from svcaudit.controller.settings import ControllerSettings
 
@@ -53,12 +54,9 @@ def build_registry(
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        """The same credentials as our own client: --kubeconfig/KUBECONFIG, else in-cluster."""
-        if controller.kubeconfig is None:
-            info = kopf.login_with_service_account(**kwargs)
-            if info is not None:
-                return info
-        return kopf.login_with_kubeconfig(**kwargs)
+        """The same credentials as our transport's (login.py): in-cluster, else the
+        kubeconfig (--kubeconfig/KUBECONFIG)."""
+        return kopf_login(controller.kubeconfig, **kwargs)
 
     async def log_identity() -> None:
         user = await reconciler.kube.whoami()
@@ -131,13 +129,14 @@ def _deliverer(
     """A watch event of `kind` into the store; the services it affects are marked for an
     audit once the reconciler is ready (before, its first pass audits every service)."""
     apply = store.applier(kind)
+    prompt = kind == "endpointslices"  # the control plane's answer: audited at once (queue.py)
 
     def deliver(etype: str | None, obj: dict[str, Any]) -> None:
         obj = slim(obj)
         store.touch(kind, etype, obj, time.monotonic())
         affected = apply(etype, obj)
         if affected and reconciler.ready:  # before: the first pass audits every service
-            reconciler.mark(affected)
+            reconciler.mark(affected, prompt=prompt)
 
     return deliver
 

@@ -1,9 +1,9 @@
 """The Kubernetes API calls the shell makes besides watching (controller/informer.py).
 
 All writes are server-side apply with our own field manager, or Event creation. Every call
-goes over the shared aiohttp session (controller/transport.py), from the event loop. The
-kubernetes client only loads the credentials: its API classes and their models took ~1.5 s
-to import at start-up, and its calls a worker thread each.
+goes over the shared aiohttp session (controller/transport.py), from the event loop, with
+kopf's login (controller/login.py): the operator never loads the kubernetes client (its API
+classes and models took ~1.5 s to import and 20 MB, and its calls a worker thread each).
 
 Hooks (the metrics): `on_write(kind)` per successful write, `on_error(resource, verb, status)`
 per failed call (HTTP status, 0 when no response came back), 404s included even where the
@@ -22,12 +22,11 @@ from typing import Any
 
 import orjson
 import structlog
-from kubernetes import client, config
 
 from svcaudit.controller.settings import CRD_GROUP, CRD_KIND, CRD_PLURAL, CRD_VERSION
 from svcaudit.controller.transport import ApiStatus, Transport
 
-__all__ = ["ApiStatus", "Kube", "NotLeader", "load_client", "object_not_found"]
+__all__ = ["ApiStatus", "Kube", "NotLeader", "object_not_found"]
 
 APPLY = "application/apply-patch+yaml"
 JSON = "application/json"
@@ -36,20 +35,6 @@ log = structlog.get_logger("svcaudit.kube")
 
 class NotLeader(Exception):
     """A write refused before it was sent: this replica does not hold the leader Lease."""
-
-
-def load_client(kubeconfig: str | None) -> client.ApiClient:
-    """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG)."""
-    if kubeconfig is None:
-        try:
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
-            return client.ApiClient()
-        except config.ConfigException:
-            pass
-    api: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
-        config_file=kubeconfig
-    )
-    return api
 
 
 class Kube:

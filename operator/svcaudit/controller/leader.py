@@ -34,14 +34,15 @@ from typing import Any, Protocol
 
 import structlog
 
+from svcaudit.controller.settings import (  # defined there: the CLI prints them
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_RENEW_DEADLINE,
+    DEFAULT_RETRY_PERIOD,
+)
 from svcaudit.controller.transport import ApiStatus, Transport
 
 log = structlog.get_logger("svcaudit.leader")
 
-DEFAULT_LEASE_NAME = "svcaudit-leader"
-DEFAULT_LEASE_SECONDS = 15.0
-DEFAULT_RENEW_DEADLINE = 10.0
-DEFAULT_RETRY_PERIOD = 2.0
 SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 

@@ -8,14 +8,14 @@ event loop for the GIL; at 10k pods that was a quarter of the operator's samples
 
 from __future__ import annotations
 
+import dataclasses
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
 import orjson
-from kubernetes import client
 
 
 class ApiStatus(Exception):
@@ -30,44 +30,66 @@ class ApiStatus(Exception):
         self.body = body
 
 
-# How long the Authorization header is reused before the client is asked again. Asking runs
-# the kubernetes client's token refresh hook (it re-reads the kubeconfig or the token file),
-# ~0.5 ms per request: 4,000 writes per pass at 10k pods. Tokens live for minutes at least.
+# How long the Authorization header is reused before it is asked for again. Asking re-reads
+# the kubeconfig or the token file (~0.5 ms): 4,000 writes per pass at 10k pods. Tokens live
+# for minutes at least.
 AUTH_REUSE_SECONDS = 10.0
 
 
-class Transport:
-    """aiohttp with the credentials of our Kubernetes client (kubeconfig or in-cluster),
-    asked for the Authorization header again every AUTH_REUSE_SECONDS, and at once after a
-    401, so that refreshed tokens are used."""
+@dataclasses.dataclass(frozen=True)
+class Credentials:
+    """Where the API server is and how to authenticate to it: from kopf's login (the
+    operator, controller/login.py) or from the kubernetes client's configuration (`check`,
+    which supports every kubeconfig form, exec plugins included)."""
 
-    def __init__(self, configuration: client.Configuration) -> None:
-        self._cfg = configuration
-        self.base = str(configuration.host).rstrip("/")
-        self._ssl = self._context(configuration)
+    server: str
+    ssl: ssl.SSLContext | bool  # False: plain http
+    authorization: Callable[[], str | None]  # the Authorization header, asked again at times
+    server_hostname: str | None = None  # TLS name when it differs from the server's host
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)  # sent every time
+
+    @classmethod
+    def from_configuration(cls, cfg: Any, headers: Mapping[str, str] | None = None) -> Credentials:
+        """From a kubernetes.client.Configuration (its token refresh hook runs when asked)."""
+        context: ssl.SSLContext | bool = False
+        if str(cfg.host).startswith("https"):
+            context = ssl.create_default_context(cafile=cfg.ssl_ca_cert or None)
+            if not cfg.verify_ssl:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            if cfg.cert_file:
+                context.load_cert_chain(cfg.cert_file, cfg.key_file or None)
+
+        def authorization() -> str | None:
+            auth = cfg.auth_settings().get("BearerToken")
+            return str(auth["value"]) if auth and auth.get("value") else None
+
+        extra = {k: v for k, v in (headers or {}).items() if k != "User-Agent"}
+        return cls(str(cfg.host), context, authorization, cfg.tls_server_name or None, extra)
+
+
+class Transport:
+    """aiohttp with the given credentials, whose Authorization header is asked for again
+    every AUTH_REUSE_SECONDS, and at once after a 401, so that refreshed tokens are used."""
+
+    def __init__(self, credentials: Credentials) -> None:
+        self._credentials = credentials
+        self.base = credentials.server.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
         self._auth: tuple[float, dict[str, str]] | None = None  # (asked at, headers)
-
-    @staticmethod
-    def _context(cfg: client.Configuration) -> ssl.SSLContext | bool:
-        if not str(cfg.host).startswith("https"):
-            return False
-        ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert or None)
-        if not cfg.verify_ssl:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        if cfg.cert_file:
-            ctx.load_cert_chain(cfg.cert_file, cfg.key_file or None)
-        return ctx
 
     def _headers(self) -> dict[str, str]:
         now = time.monotonic()
         if self._auth is not None and now - self._auth[0] < AUTH_REUSE_SECONDS:
             return self._auth[1]
-        headers = {"Accept": "application/json", "User-Agent": "svcaudit"}
-        auth = self._cfg.auth_settings().get("BearerToken")
-        if auth and auth.get("value"):
-            headers["Authorization"] = str(auth["value"])
+        headers = {
+            "Accept": "application/json",
+            "User-Agent": "svcaudit",
+            **self._credentials.headers,
+        }
+        authorization = self._credentials.authorization()
+        if authorization:
+            headers["Authorization"] = authorization
         self._auth = (now, headers)
         return headers
 
@@ -80,7 +102,7 @@ class Transport:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=64),
+                connector=aiohttp.TCPConnector(ssl=self._credentials.ssl, limit=64),
                 trust_env=False,  # a proxy from the environment must not apply to the cluster
             )
         return self._session
@@ -91,8 +113,8 @@ class Transport:
 
     def _request_kwargs(self, extra: Mapping[str, str] | None = None) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"headers": {**self._headers(), **(extra or {})}}
-        if self._cfg.tls_server_name:
-            kwargs["server_hostname"] = self._cfg.tls_server_name
+        if self._credentials.server_hostname:
+            kwargs["server_hostname"] = self._credentials.server_hostname
         return kwargs
 
     async def get_json(self, path: str, params: Mapping[str, str], timeout: float) -> Any:
