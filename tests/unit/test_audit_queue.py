@@ -164,3 +164,30 @@ def test_with_no_debounce_a_prompt_change_waits_for_nothing() -> None:
     q, clock = queue(debounce=0.0)
     q.mark([A], prompt=True)
     assert q.next_due(set()) == clock.now
+
+
+def test_next_due_is_the_earliest_waiting_audit_whatever_the_history() -> None:
+    import random
+
+    rng = random.Random(20)
+    q, clock = queue(debounce=0.3)
+    names = [("ns", f"s{i}") for i in range(30)]
+    busy: set[tuple[str, str]] = set()
+    for _ in range(3000):
+        action = rng.random()
+        key = rng.choice(names)
+        if action < 0.4:
+            q.mark([key], prompt=rng.random() < 0.3)
+        elif action < 0.6:
+            q.mark([key], delay=rng.uniform(0, 2), background=rng.random() < 0.5)
+        elif action < 0.8:
+            for k, _ in q.take(rng.randint(1, 3), busy):
+                if rng.random() < 0.5:
+                    busy.add(k)
+        elif busy:
+            done = rng.choice(sorted(busy))
+            busy.discard(done)
+            q.done(done)
+        clock.now += rng.uniform(0, 0.2)
+        expected = min((t for k, t in q._due.items() if k not in busy), default=float("inf"))
+        assert q.next_due(busy) == expected
