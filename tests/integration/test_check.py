@@ -419,3 +419,64 @@ def test_kubectl_plugin(cluster: Cluster, namespace: str) -> None:
     assert set(by_name(doc, namespace)) == {"web", "named"}
     assert doc["cluster"]["context"], "KUBECONFIG from the environment, as kubectl passes it"
     assert shutil.which("kubectl-svcaudit", path=env["PATH"])
+
+
+def _many_services(count: int) -> str:
+    items = [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": f"extra-{i:03d}"},
+            "spec": {"ports": [{"name": "http", "port": 80}], "selector": {"app": "web"}},
+        }
+        for i in range(count)
+    ]
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+
+
+def _dns_questions(metrics: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("svcaudit_dns_query_duration_seconds_count")
+    )
+
+
+def test_dns_asked_from_two_processes_gives_the_same_report(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """From 200 services, check forks a second process for half of the DNS questions
+    (cli/halves.py): the report and the metrics are those of one process, and a silent DNS
+    server costs one timeout, not two."""
+    make_workload(cluster, namespace)
+    cluster.run_kubectl("apply", "-n", namespace, "-f", "-", input=_many_services(220))
+    settled_workload(cluster, namespace)
+    reports, questions = [], []
+    for processes in ("1", "2"):
+        path = tmp_path / f"p{processes}.prom"
+        _, doc = check_json(
+            cluster, "-n", namespace, "--dns-processes", processes, "--metrics-file", str(path)
+        )
+        assert doc["summary"]["services"] == 222
+        reports.append(_stable(doc))
+        questions.append(_dns_questions(path.read_text()))
+    assert reports[0] == reports[1]
+    assert questions[0] > 222
+    assert questions[1] == questions[0] + 1  # the second process's own reachability question
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        started = time.monotonic()
+        _, doc = check_json(
+            cluster,
+            "-n",
+            namespace,
+            "--dns-server",
+            f"127.0.0.1:{silent.getsockname()[1]}",
+            "--dns-timeout",
+            "1",
+            dns=False,
+        )
+        elapsed = time.monotonic() - started
+    assert {s["verdicts"]["DNS"]["status"] for s in doc["services"]} == {"Unknown"}
+    assert "timeout" in doc["dns"]["error"]
+    assert elapsed < 15

@@ -129,6 +129,14 @@ def _add_dns(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--dns-timeout", type=float, default=2.0, help="seconds per DNS question")
     p.add_argument("--dns-concurrency", type=int, default=16)
+    p.add_argument(
+        "--dns-processes",
+        type=int,
+        default=2,
+        choices=(1, 2),
+        help="processes asking DNS: 2 (the default) forks a second one for half of the "
+        f"services, on Linux with several cores and from {FORK_FROM} services; 1: never",
+    )
     p.add_argument("--no-dns", action="store_true", help="do not query DNS (DNS Unknown)")
     p.add_argument("--cluster-domain", default="cluster.local", help="DNS zone of the cluster")
 
@@ -184,7 +192,7 @@ def audit_pass(
 ) -> Pass:
     """List, fill the operator's store with the listing, and audit every Service from it
     exactly as the operator does (translate.prepare), DNS included."""
-    from svcaudit.cli.listing import list_all, run_returning
+    from svcaudit.cli.listing import list_all
     from svcaudit.controller import translate
     from svcaudit.controller.dns_server import parse_service, resolve
     from svcaudit.controller.indexes import Store
@@ -222,9 +230,7 @@ def audit_pass(
             out.types[key] = str((prep.body.get("spec") or {}).get("type") or "ClusterIP")
 
     observations = (
-        run_returning(_probe_all(prepared, settings, servers, args, out, metrics, progress))
-        if not args.no_dns
-        else {}
+        {} if args.no_dns else _probe_dns(prepared, settings, servers, args, out, metrics, progress)
     )
     total = len(prepared)
     for i, prep in enumerate(prepared, 1):
@@ -257,7 +263,10 @@ def _described(unparsed: Any) -> dict[str, str]:
     }
 
 
-async def _probe_all(
+FORK_FROM = 200  # services: from this many, DNS is asked from two processes (cli/halves.py)
+
+
+def _probe_dns(  # shape: _probe_all's parameters, passed through
     prepared: Sequence[Any],
     settings: Any,
     servers: Sequence[Any],
@@ -265,6 +274,39 @@ async def _probe_all(
     out: Pass,
     metrics: Any,
     progress: Progress,
+) -> dict[Any, Any]:
+    """DNS observations per service key, asked by this process and, with enough services
+    and cores, a forked one (each half of the services)."""
+    from svcaudit.cli.halves import Recorder, can_fork, in_two, replay
+    from svcaudit.cli.listing import run_returning
+
+    if args.dns_processes < 2 or len(prepared) < FORK_FROM or not can_fork():
+        return run_returning(_probe_all(prepared, settings, servers, args, out, metrics, progress))
+
+    def half(items: Sequence[Any], in_child: bool) -> tuple[dict[Any, Any], str | None, Any]:
+        part, recorder = Pass(), Recorder()
+        shown = _silent if in_child else progress
+        found = run_returning(_probe_all(items, settings, servers, args, part, recorder, shown))
+        return found, part.dns_error, recorder.calls
+
+    (mine, my_error, my_calls), (theirs, their_error, their_calls) = in_two(half, prepared)
+    replay([*my_calls, *their_calls], metrics)
+    out.dns_error = my_error or their_error
+    return {**mine, **theirs}
+
+
+def _silent(text: str, force: bool = True) -> None:
+    """Progress of the forked half: not shown (the parent's line stands for both)."""
+
+
+async def _probe_all(
+    prepared: Sequence[Any],
+    settings: Any,
+    servers: Sequence[Any],
+    args: argparse.Namespace,
+    out: Pass,
+    metrics: Any,
+    progress: Callable[[str, bool], None],
 ) -> dict[Any, Any]:
     """DNS observations per service key. One reachability question first, so that an
     unreachable server costs one timeout, not one per question."""
@@ -292,7 +334,7 @@ async def _probe_each(
     prober: Any,
     out: Pass,
     metrics: Any,
-    progress: Progress,
+    progress: Callable[[str, bool], None],
 ) -> dict[Any, Any]:
     from svcaudit.controller import translate
     from svcaudit.controller.dns_probe import ProbeResult
@@ -314,7 +356,7 @@ async def _probe_each(
             else ProbeResult(frozenset(), None, first.server)
         )
         done += 1
-        progress(f"querying DNS {done}/{len(prepared)} services", force=False)
+        progress(f"querying DNS {done}/{len(prepared)} services", False)
         return prep.key, translate.dns_observation(result)
 
     pairs = await asyncio.gather(*(one(p) for p in prepared))
