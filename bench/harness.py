@@ -309,7 +309,7 @@ class Operator:
         *,
         settle: float,
         debounce: float = 0.5,
-        resync: float = 60,
+        resync: float | None = None,  # None: the operator's default
         extra: tuple[str, ...] = (),
     ):
         self.metrics_port = free_port()
@@ -326,8 +326,7 @@ class Operator:
             str(settle),
             "--debounce-seconds",
             str(debounce),
-            "--resync-seconds",
-            str(resync),
+            *(("--resync-seconds", str(resync)) if resync is not None else ()),
             "--dns-server",
             DNS,
             "--metrics-port",
