@@ -15,16 +15,19 @@ a minimal aiohttp client with the operator's ServiceAccount token:
                         audit concurrency);
   serviceaudits_apply   each ServiceAudit, whole (the CRD has no status subresource), same
                         content, ownerReferences included, 8 in flight;
-  conditions_apply_cN   the conditions again at 16 and 32 in flight (stripped before, untimed):
-                        whether the API server gets more done with more requests in flight;
+  conditions_apply_cN_R the conditions again at 8, 16 and 32 in flight (stripped before,
+                        untimed), in 2 interleaved rounds: whether the API server gets more
+                        done with more requests in flight, and how much a run varies;
   check_list            `svcaudit check -A`'s listing alone (admin token, services, pods,
                         endpointslices, nodes one after the other, 500 a page), and
   check_list_parallel   the same four at once.
 
 Each phase records its wall time, requests and requests/s, the API server's own time for them
-(apiserver_request_duration_seconds, by verb and resource), and the CPU seconds the cluster's
-components, this client and the bench spent meanwhile. The last apply of each kind writes the
-snapshot back, so the cluster ends as the operator left it (checked on the watches).
+(apiserver_request_duration_seconds, by verb and resource), the CPU seconds the cluster's
+components, this client and the bench spent meanwhile, what else kept the machine busy
+(other_cpu_s: another cluster, a build), and the floor the API server's and etcd's CPU alone
+set (their CPU seconds over every core). The last apply of each kind writes the snapshot back,
+so the cluster ends as the operator left it (checked on the watches).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import json
 import os
 import re
 import ssl
+import statistics
 import subprocess
 import sys
 import time
@@ -56,7 +60,10 @@ from bench.kubeapi import Kube, Obj, Watch
 
 PAGE_SIZE = 500  # operator/svcaudit/controller/informer.py (Informer.page_size), check's default
 CONCURRENCY = 8  # the operator's audit concurrency (ControllerSettings.audit_concurrency)
-MORE_CONCURRENCY = (16, 32)
+# The conditions again at each, after the rest, in ROUNDS interleaved rounds: on a shared
+# machine one run of each varies by a third or more.
+SWEEP = (8, 16, 32)
+ROUNDS = 2
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 APPLY_PARAMS = {"fieldManager": "svcaudit", "force": "true"}  # as controller/kube.py applies
@@ -197,12 +204,20 @@ def summarize(phases: dict[str, Any], snap: dict[str, Any], back: bool) -> dict[
     def wall(name: str) -> float:
         return float(phases[name]["wall_s"])
 
-    by_conc = {
-        str(c): {k: phases[name][k] for k in ("wall_s", "per_s", "errors")}
-        for c, name in [(CONCURRENCY, "conditions_apply")]
-        + [(c, f"conditions_apply_c{c}") for c in MORE_CONCURRENCY]
-        if name in phases
-    }
+    def cpu(name: str) -> float:
+        return float(phases[name]["api_cpu_floor_s"])
+
+    by_conc: dict[str, Any] = {}
+    for name, ph in phases.items():
+        if name.startswith("conditions_apply_c"):
+            c = name.removeprefix("conditions_apply_c").split("_")[0]
+            row = by_conc.setdefault(c, {"per_s": [], "wall_s": [], "errors": 0})
+            row["per_s"].append(ph["per_s"])
+            row["wall_s"].append(ph["wall_s"])
+            row["errors"] += ph["errors"]
+    for row in by_conc.values():
+        row["best_per_s"] = max(row["per_s"])
+        row["median_per_s"] = round(statistics.median(row["per_s"]), 1)
     main = ("list", "conditions_apply", "serviceaudits_apply")
     return {
         "list_s": wall("list"),
@@ -216,6 +231,13 @@ def summarize(phases: dict[str, Any], snap: dict[str, Any], back: bool) -> dict[
         "initial_reports_floor_s": round(
             wall("list") + wall("conditions_apply") + wall("serviceaudits_apply"), 3
         ),
+        # the same by the API server's and etcd's CPU alone, over every core: the floor on an
+        # otherwise idle machine (the walls above include whatever else ran: other_cpu_s)
+        "initial_audit_cpu_floor_s": round(cpu("list") + cpu("conditions_apply"), 3),
+        "initial_reports_cpu_floor_s": round(
+            cpu("list") + cpu("conditions_apply") + cpu("serviceaudits_apply"), 3
+        ),
+        "other_cpu_s": {n: phases[n]["other_cpu_s"] for n in main},
         "check_list_s": wall("check_list"),
         "check_list_parallel_s": wall("check_list_parallel"),
         "conditions_apply_by_concurrency": by_conc,
@@ -352,6 +374,26 @@ def cpu_now() -> dict[str, float]:
     return out
 
 
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (every core: /proc/stat, idle and iowait
+    excluded): against the processes above, what else ran meanwhile."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / harness.CLK_TCK
+
+
+def cpu_breakdown(c0: dict[str, float], c1: dict[str, float], busy: float, wall: float) -> Any:
+    """A phase's CPU: by process, what else ran on the machine, and the floor the API server
+    and etcd set by CPU alone (their CPU seconds spread over every core)."""
+    cpu = {k: round(c1[k] - c0[k], 2) for k in c1 if k in c0}
+    api = cpu.get("apiserver", 0.0) + cpu.get("etcd", 0.0)
+    return {
+        "cpu_s": cpu,
+        "other_cpu_s": round(max(0.0, busy - sum(cpu.values())), 2),
+        "machine_busy_cores": round(busy / wall, 2) if wall else None,
+        "api_cpu_floor_s": round(api / (os.cpu_count() or 1), 3),
+    }
+
+
 class Phases:
     """Times each phase, with the API server's own time and every component's CPU."""
 
@@ -369,10 +411,10 @@ class Phases:
         """`body` returns (requests, failed)."""
         verb, resources, sub = SELECT[select]
         s0 = server_times(await self.metrics(), verb, resources, sub)
-        c0, t0 = cpu_now(), time.monotonic()
+        c0, m0, t0 = cpu_now(), machine_busy(), time.monotonic()
         requests, failed = await body()
         wall = time.monotonic() - t0
-        c1 = cpu_now()
+        c1, m1 = cpu_now(), machine_busy()
         s1 = server_times(await self.metrics(), verb, resources, sub)
         served = s1[1] - s0[1]
         res = {
@@ -383,8 +425,11 @@ class Phases:
             "server_s_sum": round(s1[0] - s0[0], 3),
             "server_mean_ms": round(1000 * (s1[0] - s0[0]) / served, 2) if served else None,
             "server_requests": int(served),
-            "cpu_s": {k: round(c1[k] - c0[k], 2) for k in c1 if k in c0},
+            **cpu_breakdown(c0, c1, m1 - m0, wall),
         }
+        api_cpu = res["cpu_s"].get("apiserver")
+        if api_cpu is not None and requests:
+            res["apiserver_cpu_ms_per_request"] = round(1000 * api_cpu / requests, 2)
         self.results[name] = res
         print(f"{name}: {json.dumps(res)}", flush=True)
         return res
@@ -440,10 +485,10 @@ async def replay(args: argparse.Namespace) -> dict[str, Any]:
         await phases.run("conditions_apply", "conditions_apply", _applier(op, services))
         audits = _audit_bodies(snap)
         await phases.run("serviceaudits_apply", "serviceaudits_apply", _applier(op, audits))
-        for c in args.more:
+        for r, c in ((r, c) for r in range(args.rounds) for c in args.sweep):
             await _strip(op, snap)
             await phases.run(
-                f"conditions_apply_c{c}", "conditions_apply", _applier(op, services, c)
+                f"conditions_apply_c{c}_{r}", "conditions_apply", _applier(op, services, c)
             )
         await phases.run(
             "check_list", "check_list", lambda: _lists(admin, CHECK_LISTS, together=False)
@@ -502,11 +547,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kubeconfig", required=True, help="the operator's (its ServiceAccount)")
     p.add_argument("--admin-kubeconfig", dest="admin", default=harness.admin_kubeconfig())
     p.add_argument(
-        "--more",
+        "--sweep",
         type=lambda v: [int(x) for x in v.split(",") if x],
-        default=list(MORE_CONCURRENCY),
-        help="other concurrencies for the conditions (comma-separated; empty: none)",
+        default=list(SWEEP),
+        help="concurrencies to apply the conditions at again (comma-separated; empty: none)",
     )
+    p.add_argument("--rounds", type=int, default=ROUNDS, help="rounds of the sweep")
     args = p.parse_args(argv)
     results = asyncio.run(replay(args))
     args.out.write_text(json.dumps(results, indent=1))
