@@ -220,9 +220,14 @@ async def _list_all(  # shape: list_all's parameters, passed through
 
     progress("listing services, pods, endpointslices and nodes")
     try:
-        out.services, out.pods, out.slices, out.nodes = await asyncio.gather(
-            many("services"), many("pods"), many("endpointslices"), nodes()
-        )
+        found = await asyncio.gather(
+            many("services"), many("pods"), many("endpointslices"), nodes(),
+            return_exceptions=True,
+        )  # fmt: skip
+        for result in found:  # the first failed kind in this order, whichever failed first
+            if isinstance(result, BaseException):
+                raise result
+        out.services, out.pods, out.slices, out.nodes = found  # type: ignore[assignment]
         await _singletons(out, transport, namespaces, dns_service, on_error)
     finally:
         await transport.close()
