@@ -113,3 +113,48 @@ def test_lease_calls_race_on_the_real_api_server(cluster: Cluster, namespace: st
 
     asyncio.run(run())
     assert failures == []
+
+
+def test_a_serviceaudit_status_is_one_field_for_server_side_apply(
+    cluster: Cluster, namespace: str
+) -> None:
+    """The CRD makes status atomic (x-kubernetes-map-type): our field manager owns it as one
+    field, not leaf by leaf (a third less API server CPU per write, bench/sa_cost.py), and a
+    second apply replaces the whole status (a condition dropped from it is gone)."""
+    ensure_crd(cluster)
+    kube = Kube(
+        Transport(Credentials.from_configuration(cluster.api_client().configuration)),
+        "svcaudit-test",
+    )
+    first = {
+        "summary": {"healthy": "False", "discrepancies": 1},
+        "conditions": [
+            {
+                "type": t,
+                "status": "True",
+                "reason": "Consistent",
+                "message": "m",
+                "lastTransitionTime": "2026-12-06T00:00:00Z",
+            }
+            for t in ("svcaudit.dev/EndpointsConsistent", "svcaudit.dev/DNSConsistent")
+        ],
+        "endpoints": {"managed": True, "expected": [{"addresses": ["10.0.0.1"]}]},
+    }
+    second = {
+        "summary": {"healthy": "True", "discrepancies": 0},
+        "conditions": first["conditions"][:1],
+    }
+
+    async def apply_twice() -> tuple[dict | None, dict | None]:
+        try:
+            one = await kube.apply_audit(namespace, "atomic", "uid-1", {}, first)
+            two = await kube.apply_audit(namespace, "atomic", "uid-1", {}, second)
+            return one, two
+        finally:
+            await kube.transport.close()
+
+    one, two = asyncio.run(apply_twice())
+    assert one is not None and two is not None
+    ours = [m for m in two["metadata"]["managedFields"] if m["manager"] == "svcaudit-test"]
+    assert len(ours) == 1 and ours[0]["fieldsV1"]["f:status"] == {}
+    assert two["status"] == second  # replaced whole: no leftover endpoints, one condition
