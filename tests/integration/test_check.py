@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.fixtures import REPO, Cluster
+from tests.fixtures import REPO, Cluster, eventually
 from tests.integration.test_check_helpers import (
     VENV_BIN,
     by_name,
@@ -451,6 +451,12 @@ def test_dns_asked_from_two_processes_gives_the_same_report(
     make_workload(cluster, namespace)
     cluster.run_kubectl("apply", "-n", namespace, "-f", "-", input=_many_services(220))
     settled_workload(cluster, namespace)
+
+    def every_service_sliced() -> bool:  # the controller takes a while over 220 services
+        _, doc = check_json(cluster, "-n", namespace, "--no-dns", dns=False)
+        return not any("SVA-EP-001" in codes(s) for s in doc["services"])
+
+    eventually(every_service_sliced, 120, "an EndpointSlice for every service")
     reports, questions = [], []
     for processes in ("1", "2"):
         path = tmp_path / f"p{processes}.prom"
