@@ -9,7 +9,8 @@ recognise its model objects, which the operator never hands it, and that import 
 kopf while kopf is imported (kopf's documented path when the libraries are absent).
 
 What kopf's kubeconfig login reads: token, client certificate and key (files or data), CA,
-basic auth, insecure-skip-tls-verify. Not exec plugins: kopf's own API calls never had them.
+basic auth, insecure-skip-tls-verify. A kubeconfig with none of these (an exec plugin) is
+read by the kubernetes client instead (`credentials`), for our transport.
 """
 
 from __future__ import annotations
@@ -76,8 +77,14 @@ def in_cluster_server(default: str | None) -> str:
 
 def credentials(kubeconfig: str | None) -> Credentials:
     """The transport's credentials; the Authorization header is read again (the token file,
-    the kubeconfig) each time the transport asks, so rotated tokens are used."""
+    the kubeconfig) each time the transport asks, so rotated tokens are used.
+
+    A kubeconfig whose user kopf's login cannot read (an exec plugin, an auth provider
+    without a token: no token, certificate or password) is read by the kubernetes client
+    instead, as before, at the cost of its import."""
     info = login(kubeconfig)
+    if not (info.token or info.certificate_path or info.certificate_data or info.username):
+        return _client_credentials(kubeconfig)
     server = str(info.server or "")
 
     def authorization() -> str | None:
@@ -85,3 +92,10 @@ def credentials(kubeconfig: str | None) -> Credentials:
 
     context = info.as_ssl_context() if server.startswith("https") else False
     return Credentials(server, context, authorization)
+
+
+def _client_credentials(kubeconfig: str | None) -> Credentials:
+    from kubernetes import config  # only for kubeconfigs kopf's login cannot read
+
+    api = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+    return Credentials.from_configuration(api.configuration)
