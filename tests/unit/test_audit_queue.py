@@ -4,7 +4,7 @@ background passes, one audit per service at a time. No task, no sleep."""
 
 from __future__ import annotations
 
-from svcaudit.controller.queue import MAX_WAIT_FACTOR, PROMPT_SECONDS, AuditQueue
+from svcaudit.controller.queue import ECHO_SECONDS, MAX_WAIT_FACTOR, PROMPT_SECONDS, AuditQueue
 
 A, B, C = ("ns", "a"), ("ns", "b"), ("ns", "c")
 
@@ -191,3 +191,30 @@ def test_next_due_is_the_earliest_waiting_audit_whatever_the_history() -> None:
         clock.now += rng.uniform(0, 0.2)
         expected = min((t for k, t in q._due.items() if k not in busy), default=float("inf"))
         assert q.next_due(busy) == expected
+
+
+def test_the_pod_event_after_its_slice_is_audited_promptly_once() -> None:
+    """Watches race: the slice's event may come before the pod's. The prompt audit then saw
+    only the slice; the pod's event, just after, is audited promptly too, but only once."""
+    q, clock = queue(debounce=0.5)
+    q.mark([A], prompt=True)  # the slice first
+    clock.now += PROMPT_SECONDS
+    assert keys(q.take(1, busy=set())) == [A]
+    clock.now += 0.03
+    q.mark([A])  # the pod's own event, late
+    assert q.next_due(set()) == clock.now + PROMPT_SECONDS
+    clock.now += PROMPT_SECONDS
+    assert keys(q.take(1, busy=set())) == [A]
+    clock.now += 0.01
+    q.mark([A])  # a third change: the ordinary debounce again
+    assert q.next_due(set()) == clock.now + 0.5
+
+
+def test_a_plain_change_long_after_a_prompt_audit_is_debounced() -> None:
+    q, clock = queue(debounce=0.5)
+    q.mark([A], prompt=True)
+    clock.now += PROMPT_SECONDS
+    assert keys(q.take(1, busy=set())) == [A]
+    clock.now += ECHO_SECONDS + 0.01
+    q.mark([A])
+    assert q.next_due(set()) == clock.now + 0.5

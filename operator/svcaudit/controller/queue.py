@@ -11,7 +11,9 @@ Keys come in by `mark`; the reconciler takes the due ones as it has free slots. 
   milliseconds of the control plane (bench/: the debounce was ~0.5 s of the detection
   latency). Throttled: no sooner than `debounce` after the service's last audit started, so a
   burst still costs one audit per window. Once prompt, a later plain change of the burst
-  does not push it back;
+  does not push it back; and a plain change within ECHO_SECONDS after a prompt audit (the
+  pod or Service event of the same change, whose watch lagged the slice's) is prompt too,
+  once;
 - a timer (an explicit delay: a settle deadline, a retry) only ever brings an audit forward;
 - a background pass (every service: a resync, the API server back) goes after changes and
   timers, so that a change queued behind a whole pass is not seen a pass late (bench/: 12 s
@@ -33,6 +35,7 @@ from svcaudit.controller.indexes import Key
 
 MAX_WAIT_FACTOR = 5.0
 PROMPT_SECONDS = 0.02  # a prompt change's wait (at most the debounce)
+ECHO_SECONDS = 0.3  # a plain change this soon after a prompt audit is its other half
 CHANGE, TIMER, BACKGROUND = 0, 1, 2  # ranks: who goes first among due audits
 
 
@@ -46,6 +49,8 @@ class AuditQueue:
         self._background: set[Key] = set()
         self._prompt: set[Key] = set()  # due for a prompt change: never pushed back
         self._taken_at: dict[Key, float] = {}  # when each service's last audit was taken
+        self._prompt_taken: dict[Key, float] = {}  # ... if it was a prompt one, not yet echoed
+        self._echoes: set[Key] = set()  # due promptly as the echo of a prompt audit
         self._prune_above = 4096  # entries of _taken_at before the old ones are dropped
         self._fresh: set[Key] = set()  # marked since the plan was made: to slot into it
         self._plan: list[tuple[int, float, Key]] = []  # due audits, a heap of (rank, due, key)
@@ -91,10 +96,18 @@ class AuditQueue:
             due = current  # prompt already: a plain change of the burst rides along
         else:
             due = min(now + self.debounce, first + MAX_WAIT_FACTOR * self.debounce)
+        lead = now + min(PROMPT_SECONDS, self.debounce)
         if prompt:
             soonest = self._taken_at.get(key, -math.inf) + self.debounce
-            due = min(due, max(now + min(PROMPT_SECONDS, self.debounce), soonest))
+            due = min(due, max(lead, soonest))
             self._prompt.add(key)
+        elif now - self._prompt_taken.pop(key, -math.inf) <= ECHO_SECONDS:
+            # The other half of the change that made the slice: the pod or Service event
+            # came after the slice's (their watches race), and the prompt audit saw only the
+            # slice. Once per prompt audit, so a burst still costs few audits.
+            due = min(due, lead)
+            self._prompt.add(key)
+            self._echoes.add(key)  # its audit arms no further echo
         self._set_due(key, due)
         self._background.discard(key)
 
@@ -118,10 +131,16 @@ class AuditQueue:
             self._due.pop(key, None)
             self._burst_start.pop(key, None)
             self._background.discard(key)
+            if key in self._prompt and key not in self._echoes:
+                self._prompt_taken[key] = now
             self._prompt.discard(key)
+            self._echoes.discard(key)
             self._taken_at[key] = now
         if len(self._taken_at) > self._prune_above:  # services deleted long ago
             self._taken_at = {k: t for k, t in self._taken_at.items() if t > now - self.debounce}
+            self._prompt_taken = {
+                k: t for k, t in self._prompt_taken.items() if t > now - ECHO_SECONDS
+            }
             self._prune_above = max(4096, 2 * len(self._taken_at))
         return out
 
