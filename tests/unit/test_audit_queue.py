@@ -218,3 +218,13 @@ def test_a_plain_change_long_after_a_prompt_audit_is_debounced() -> None:
     clock.now += ECHO_SECONDS + 0.01
     q.mark([A])
     assert q.next_due(set()) == clock.now + 0.5
+
+
+def test_a_plain_audit_just_before_does_not_hold_a_slice_change_back() -> None:
+    q, clock = queue(debounce=0.5)
+    q.mark([A])  # a pod of the namespace came and went: the trailing debounce
+    clock.now += 0.5
+    assert keys(q.take(1, busy=set())) == [A]
+    clock.now += 0.1
+    q.mark([A], prompt=True)  # 0.1 s after that audit, this service's own slice changes
+    assert q.next_due(set()) == clock.now + PROMPT_SECONDS

@@ -9,8 +9,9 @@ Keys come in by `mark`; the reconciler takes the due ones as it has free slots. 
   service change, which the audit waits for) is audited PROMPT_SECONDS later (coalescing
   the slices written together), not a debounce: a single change is then seen within tens of
   milliseconds of the control plane (bench/: the debounce was ~0.5 s of the detection
-  latency). Throttled: no sooner than `debounce` after the service's last audit started, so a
-  burst still costs one audit per window. Once prompt, a later plain change of the burst
+  latency). Throttled: no sooner than `debounce` after the service's last prompt audit
+  started (a plain or background audit just before does not hold it back), so a burst still
+  costs one prompt audit per window. Once prompt, a later plain change of the burst
   does not push it back; and a plain change within ECHO_SECONDS after a prompt audit (the
   pod or Service event of the same change, whose watch lagged the slice's) is prompt too,
   once;
@@ -48,7 +49,7 @@ class AuditQueue:
         self._burst_start: dict[Key, float] = {}
         self._background: set[Key] = set()
         self._prompt: set[Key] = set()  # due for a prompt change: never pushed back
-        self._taken_at: dict[Key, float] = {}  # when each service's last audit was taken
+        self._taken_at: dict[Key, float] = {}  # when each service's last prompt audit was taken
         self._prompt_taken: dict[Key, float] = {}  # ... if it was a prompt one, not yet echoed
         self._echoes: set[Key] = set()  # due promptly as the echo of a prompt audit
         self._prune_above = 4096  # entries of _taken_at before the old ones are dropped
@@ -131,11 +132,12 @@ class AuditQueue:
             self._due.pop(key, None)
             self._burst_start.pop(key, None)
             self._background.discard(key)
-            if key in self._prompt and key not in self._echoes:
-                self._prompt_taken[key] = now
+            if key in self._prompt:
+                self._taken_at[key] = now  # the throttle counts prompt audits only
+                if key not in self._echoes:
+                    self._prompt_taken[key] = now
             self._prompt.discard(key)
             self._echoes.discard(key)
-            self._taken_at[key] = now
         if len(self._taken_at) > self._prune_above:  # services deleted long ago
             self._taken_at = {k: t for k, t in self._taken_at.items() if t > now - self.debounce}
             self._prompt_taken = {
