@@ -9,10 +9,10 @@ Keys come in by `mark`; the reconciler takes the due ones as it has free slots. 
   service change, which the audit waits for) is audited PROMPT_SECONDS later (coalescing
   the slices written together), not a debounce: a single change is then seen within tens of
   milliseconds of the control plane (bench/: the debounce was ~0.5 s of the detection
-  latency). Throttled: no sooner than `debounce` after the service's last prompt audit
-  started (a plain or background audit just before does not hold it back), so a burst still
-  costs one prompt audit per window. Once prompt, a later plain change of the burst
-  does not push it back; and a plain change within ECHO_SECONDS after a prompt audit (the
+  latency). Throttled: at most PROMPT_BURST prompt audits of a service per `debounce` (the
+  controller may write a change's slices in two steps; a plain or background audit just
+  before does not count), so a burst still costs few audits per window. Once prompt, a later
+  plain change of the burst does not push it back; and a plain change within ECHO_SECONDS after a prompt audit (the
   pod or Service event of the same change, whose watch lagged the slice's) is prompt too,
   once;
 - a timer (an explicit delay: a settle deadline, a retry) only ever brings an audit forward;
@@ -36,6 +36,7 @@ from svcaudit.controller.indexes import Key
 
 MAX_WAIT_FACTOR = 5.0
 PROMPT_SECONDS = 0.02  # a prompt change's wait (at most the debounce)
+PROMPT_BURST = 2  # prompt audits of a service within one debounce before it is throttled
 ECHO_SECONDS = 0.3  # a plain change this soon after a prompt audit is its other half
 CHANGE, TIMER, BACKGROUND = 0, 1, 2  # ranks: who goes first among due audits
 
@@ -49,7 +50,8 @@ class AuditQueue:
         self._burst_start: dict[Key, float] = {}
         self._background: set[Key] = set()
         self._prompt: set[Key] = set()  # due for a prompt change: never pushed back
-        self._taken_at: dict[Key, float] = {}  # when each service's last prompt audit was taken
+        # when each service's last PROMPT_BURST prompt audits were taken, oldest first
+        self._taken_at: dict[Key, tuple[float, ...]] = {}
         self._prompt_taken: dict[Key, float] = {}  # ... if it was a prompt one, not yet echoed
         self._echoes: set[Key] = set()  # due promptly as the echo of a prompt audit
         self._prune_above = 4096  # entries of _taken_at before the old ones are dropped
@@ -99,7 +101,8 @@ class AuditQueue:
             due = min(now + self.debounce, first + MAX_WAIT_FACTOR * self.debounce)
         lead = now + min(PROMPT_SECONDS, self.debounce)
         if prompt:
-            soonest = self._taken_at.get(key, -math.inf) + self.debounce
+            recent = self._taken_at.get(key, ())
+            soonest = recent[0] + self.debounce if len(recent) >= PROMPT_BURST else -math.inf
             due = min(due, max(lead, soonest))
             self._prompt.add(key)
         elif now - self._prompt_taken.pop(key, -math.inf) <= ECHO_SECONDS:
@@ -132,14 +135,16 @@ class AuditQueue:
             self._due.pop(key, None)
             self._burst_start.pop(key, None)
             self._background.discard(key)
-            if key in self._prompt:
-                self._taken_at[key] = now  # the throttle counts prompt audits only
+            if key in self._prompt:  # the throttle counts prompt audits only
+                self._taken_at[key] = (*self._taken_at.get(key, ())[-(PROMPT_BURST - 1) :], now)
                 if key not in self._echoes:
                     self._prompt_taken[key] = now
             self._prompt.discard(key)
             self._echoes.discard(key)
         if len(self._taken_at) > self._prune_above:  # services deleted long ago
-            self._taken_at = {k: t for k, t in self._taken_at.items() if t > now - self.debounce}
+            self._taken_at = {
+                k: t for k, t in self._taken_at.items() if t[-1] > now - self.debounce
+            }
             self._prompt_taken = {
                 k: t for k, t in self._prompt_taken.items() if t > now - ECHO_SECONDS
             }
