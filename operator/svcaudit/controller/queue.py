@@ -11,10 +11,10 @@ Keys come in by `mark`; the reconciler takes the due ones as it has free slots. 
   milliseconds of the control plane (bench/: the debounce was ~0.5 s of the detection
   latency). Throttled: at most PROMPT_BURST prompt audits of a service per `debounce` (the
   controller may write a change's slices in two steps; a plain or background audit just
-  before does not count), so a burst still costs few audits per window. Once prompt, a later
-  plain change of the burst does not push it back; and a plain change within ECHO_SECONDS after a prompt audit (the
-  pod or Service event of the same change, whose watch lagged the slice's) is prompt too,
-  once;
+  before does not count), so a burst still costs few audits per window. Once prompt, a
+  later plain change of the burst does not push it back; and a plain change within
+  ECHO_SECONDS after a prompt audit (the pod or Service event of the same change, whose
+  watch lagged the slice's) is prompt too, once;
 - a timer (an explicit delay: a settle deadline, a retry) only ever brings an audit forward;
 - a background pass (every service: a resync, the API server back) goes after changes and
   timers, so that a change queued behind a whole pass is not seen a pass late (bench/: 12 s
