@@ -130,6 +130,15 @@ async def _paged(
             return items, calls
 
 
+# A LIST that got no usable answer: no connection, a timeout, or a body that is not JSON.
+NO_ANSWER = (aiohttp.ClientError, OSError, ValueError)
+
+
+def _status(exc: Exception) -> int:
+    """The HTTP status of a failed LIST for the metrics (0: no answer came back)."""
+    return exc.status if isinstance(exc, ApiStatus) else 0
+
+
 def _path(kind: str, namespace: str | None = None) -> str:
     group, plural = PATHS[kind]
     return f"{group}/namespaces/{namespace}/{plural}" if namespace else f"{group}/{plural}"
@@ -204,7 +213,7 @@ async def _list_all(  # shape: list_all's parameters, passed through
         except ApiStatus as exc:
             on_error(kind, "list", exc.status)
             raise ClusterError(_describe(exc, kind)) from exc
-        except (aiohttp.ClientError, OSError, ValueError) as exc:  # no answer, or not JSON
+        except NO_ANSWER as exc:
             on_error(kind, "list", 0)
             raise ClusterError(_describe(exc, kind)) from exc
 
@@ -260,8 +269,8 @@ async def _singletons(
             )
             out.calls += calls
             setattr(out, attr, items[0] if items else None)
-        except (ApiStatus, aiohttp.ClientError, OSError, ValueError) as exc:
-            on_error("services", "list", exc.status if isinstance(exc, ApiStatus) else 0)
+        except (ApiStatus, *NO_ANSWER) as exc:
+            on_error("services", "list", _status(exc))
             out.warnings.append(_describe(exc, f"service {ns}/{name}"))
     await _dns_slices(out, transport, namespaces, dns_service, on_error)
 
@@ -288,8 +297,8 @@ async def _dns_slices(
         )
         out.calls += calls
         out.kube_dns_slices = items
-    except (ApiStatus, aiohttp.ClientError, OSError, ValueError) as exc:
-        on_error("endpointslices", "list", exc.status if isinstance(exc, ApiStatus) else 0)
+    except (ApiStatus, *NO_ANSWER) as exc:
+        on_error("endpointslices", "list", _status(exc))
         out.warnings.append(
             _describe(exc, f"the EndpointSlices of {ns}/{name}") + ": its ClusterIP is asked"
         )
