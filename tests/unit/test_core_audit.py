@@ -593,3 +593,44 @@ def test_settle_is_pure_and_does_not_change_its_inputs() -> None:
     b = settle(r, state, NOW + timedelta(seconds=3), 30)
     assert a == b
     assert (dict(state.first_seen), dict(state.published), state.next_due) == before
+
+
+def test_a_failed_dns_query_is_retried_with_a_backoff_until_it_answers() -> None:
+    """DNS Unknown because the query failed: no cluster event will bring the audit back, so
+    settle() schedules the retry itself: 2 s, then doubling with the failure's age, at most
+    60 s; an answer ends it."""
+    failed = audit(dns=DnsObservation(frozenset(), error="timeout"))
+    assert failed.transient == frozenset({Aspect.DNS})
+    at, state = NOW, None
+    delays = []
+    for _ in range(9):
+        reported, state = settle(failed, state, at, 30)
+        assert reported.verdicts[Aspect.DNS].status == "Unknown"
+        assert state.next_due is not None
+        delays.append((state.next_due - at).total_seconds())
+        at = state.next_due
+    assert delays == [2, 2, 4, 8, 16, 32, 60, 60, 60]
+    answered, after = settle(audit(), state, at, 30)
+    assert answered.verdicts[Aspect.DNS].status == "True"
+    assert after.next_due is None and not after.failing_since
+
+
+def test_an_unknown_nobody_can_answer_by_asking_again_is_not_retried() -> None:
+    """DNS not queried, or EndpointSlices not provided: the next event audits again; a retry
+    would only cost."""
+    web = Service.from_api(service("web", selector=SEL))
+    not_asked = audit_service(AuditInputs(web, [], [], {}, []), None, NOW)
+    no_slices = audit(no_slices=True)
+    for r in (not_asked, no_slices):
+        assert r.transient == frozenset()
+        _, state = settle(r, None, NOW, 30)
+        assert not state.failing_since
+        assert state.next_due in (None, NOW + timedelta(seconds=30))  # a pending finding's
+
+
+def test_a_retry_does_not_postpone_a_pending_deadline() -> None:
+    failing_and_pending = audit(slices=[], dns=DnsObservation(frozenset(), error="timeout"))
+    _, state = settle(failing_and_pending, None, NOW, 1)
+    assert state.next_due == NOW + timedelta(seconds=1)  # the settle deadline comes first
+    _, state = settle(failing_and_pending, None, NOW, 30)
+    assert state.next_due == NOW + timedelta(seconds=2)  # the retry comes first

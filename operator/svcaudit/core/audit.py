@@ -161,6 +161,9 @@ class ServiceAudit:
     # aspect -> verdict reason when it is not the aspect's default (e.g. "Uninterpretable")
     unknown_reasons: Mapping[Aspect, str] = field(default_factory=dict)
     pending: tuple[Discrepancy, ...] = ()  # reportable, but not yet settled (see settle)
+    # aspects Unknown because an observation failed (a DNS query): asking again may answer,
+    # and no cluster event would bring the audit back, so settle() schedules a retry
+    transient: frozenset[Aspect] = frozenset()
 
     def to_status_detail(self) -> dict[str, object]:
         """JSON-ready detail for the ServiceAudit status (sorted, deterministic)."""
@@ -387,6 +390,7 @@ def audit_service(
         env_findings=tuple(d for d in all_found if d.aspect is Aspect.ENVIRONMENT),
         unknown=unknown,
         unknown_reasons=reasons,
+        transient=frozenset(a for a, phase in phases.items() if phase.transient),
     )
 
 
@@ -396,6 +400,7 @@ class _Phase(NamedTuple):
 
     found: list[Discrepancy]
     unknown: str | None = None
+    transient: bool = False  # unknown because an observation failed: worth asking again
 
 
 def _endpoints_phase(
@@ -459,7 +464,7 @@ def _dns_phase(
     if dns is None:
         return _Phase(found, "DNS was not queried")
     if dns.error:
-        return _Phase(found, f"DNS query failed: {dns.error}")
+        return _Phase(found, f"DNS query failed: {dns.error}", transient=True)
     if not blind and dns.replicas:
         found += compare_replicas(service, exp_dns, dns.replicas, zone)
     elif not blind:
@@ -653,13 +658,16 @@ class SettleState:
     `first_seen`: when each discrepancy (Discrepancy.key) was first seen.
     `published`: the verdict status per aspect that the last settle() returned (what the
     caller published); an aspect whose only findings are pending keeps it (hysteresis).
-    `next_due`: when the earliest pending discrepancy becomes reportable (audit again then),
-    None when nothing is pending.
+    `next_due`: when to audit again: the earliest pending discrepancy becomes reportable, or
+    a failed observation is retried; None when nothing waits.
+    `failing_since`: since when each aspect in ServiceAudit.transient has been failing (the
+    retry backs off with it).
     """
 
     first_seen: Mapping[tuple[str, str], datetime] = field(default_factory=dict)
     published: Mapping[Aspect, Status] = field(default_factory=dict)
     next_due: datetime | None = None
+    failing_since: Mapping[Aspect, datetime] = field(default_factory=dict)
 
     @classmethod
     def resume(cls, published: Mapping[Aspect, str] | Mapping[str, str]) -> SettleState:
@@ -690,7 +698,9 @@ def settle(
     last published (True stays True, False stays False: churn never flaps a condition); with
     no previous verdict (first audit) it is Unknown("Settling"). Missing inputs still make an
     aspect Unknown and lasting findings False. The returned state records the returned
-    verdicts as published, and `next_due`. Pure: `now` is passed in.
+    verdicts as published, and `next_due`: a pending discrepancy's deadline, or the retry of
+    an aspect Unknown because its observation failed (`result.transient`, retry_delay).
+    Pure: `now` is passed in.
     """
     before = previous.first_seen if previous is not None else {}
     first_seen: dict[tuple[str, str], datetime] = {}
@@ -722,7 +732,26 @@ def settle(
         pending=tuple(pending),
     )
     published = {a: verdicts[a].status for a in ASPECTS}
-    return reported, SettleState(first_seen, published, next_due)
+    failing_since = {
+        a: (previous.failing_since.get(a, now) if previous is not None else now)
+        for a in result.transient
+    }
+    for since in failing_since.values():
+        due = now + retry_delay(now - since)
+        next_due = due if next_due is None else min(next_due, due)
+    return reported, SettleState(first_seen, published, next_due, failing_since)
+
+
+RETRY_FIRST = timedelta(seconds=2)
+RETRY_MAX = timedelta(seconds=60)
+
+
+def retry_delay(failing_for: timedelta) -> timedelta:
+    """How long to wait before asking again an observation that has failed for
+    `failing_for`: 2 s at first, then as long as it has failed (doubling), at most 60 s.
+    A DNS answer that comes late (a CoreDNS that has not yet seen a new endpoint forwards
+    its PTR upstream) recovers within seconds; a DNS outage costs one retry a minute."""
+    return min(RETRY_MAX, max(RETRY_FIRST, failing_for))
 
 
 def unobservable(namespace: str, name: str, reason: str, message: str) -> ServiceAudit:
