@@ -131,10 +131,13 @@ def test_source_falls_back_to_the_cluster_ip_when_slices_cannot_be_read() -> Non
 
 
 class _Answering(asyncio.DatagramProtocol):
-    """Answers every A question with `address` (or NXDOMAIN when None)."""
+    """Answers every A question with `address` (or NXDOMAIN when None); a question for a
+    name starting with `unanswered` gets no answer (a CoreDNS forwarding it upstream, which
+    an offline cluster never answers)."""
 
-    def __init__(self, address: str | None) -> None:
+    def __init__(self, address: str | None, unanswered: str | None = None) -> None:
         self.address = address
+        self.unanswered = unanswered
         self.questions = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -143,6 +146,8 @@ class _Answering(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Any) -> None:
         query = dns.message.from_wire(data)
         self.questions += 1
+        if self.unanswered and str(query.question[0].name).startswith(self.unanswered):
+            return
         reply = dns.message.make_response(query)
         if self.address is None:
             reply.set_rcode(dns.rcode.NXDOMAIN)
@@ -152,9 +157,11 @@ class _Answering(asyncio.DatagramProtocol):
         self.transport.sendto(reply.to_wire(), addr)  # type: ignore[attr-defined]
 
 
-async def serve(address: str | None) -> tuple[asyncio.DatagramTransport, _Answering, int]:
+async def serve(
+    address: str | None, unanswered: str | None = None
+) -> tuple[asyncio.DatagramTransport, _Answering, int]:
     transport, proto = await asyncio.get_running_loop().create_datagram_endpoint(
-        lambda: _Answering(address), local_addr=("127.0.0.1", 0)
+        lambda: _Answering(address, unanswered), local_addr=("127.0.0.1", 0)
     )
     return transport, proto, transport.get_extra_info("sockname")[1]
 
@@ -213,6 +220,37 @@ def test_every_replica_is_asked_and_a_silent_one_is_left_alone_for_a_while() -> 
     obs = translate.dns_observation(first)
     assert len(obs.replicas) == 3 and obs.error is None
     assert sum(r.error is not None for r in obs.replicas) == 1
+
+
+def test_a_replica_that_answers_but_not_every_question_is_asked_again_at_once() -> None:
+    """CoreDNS forwards a PTR its kubernetes plugin does not know yet (a new endpoint) upstream;
+    offline, that question times out while the others are answered. The replica is up: that
+    probe fails, and the next one asks it again (it is not left alone for DOWN_SECONDS, which
+    would make every other service's DNS Unknown meanwhile)."""
+    known, late = "web.shop.svc.cluster.local.", "9.0.244.10.in-addr.arpa."
+    downs: list[Target] = []
+
+    async def run() -> tuple[Any, Any, int]:
+        transport, proto, port = await serve("10.96.0.20", unanswered="9.0.244")
+        target = Target("127.0.0.1", port, f"127.0.0.1:{port} (pod kube-system/coredns-a)")
+
+        async def servers() -> list[Target]:
+            return [target]
+
+        prober = DnsProber(servers, timeout=0.3, on_down=downs.append)
+        try:
+            first = await prober.probe([(known, "A"), (late, "PTR")])
+            second = await prober.probe([(known, "A")])
+        finally:
+            await prober.aclose()
+            transport.close()
+        return first, second, proto.questions
+
+    first, second, asked = asyncio.run(run())
+    assert first.error is not None and "timeout" in first.error
+    assert late.rstrip(".") in first.error
+    assert second.error is None and {a.text for a in second.replicas[0].answers} == {"10.96.0.20"}
+    assert asked == 3 and downs == []
 
 
 def test_no_replica_answering_is_an_error() -> None:

@@ -9,8 +9,12 @@ It asks what `servers()` gives (dns_server.py): one server, or the replicas of t
 DNS, each asked every question (one result per replica, which the core compares): all of
 them, or `max_replicas` of them chosen per probe `key` (a service) by rendezvous hashing, so
 that a service is always asked of the same ones and the services together cover them all.
-A replica that timed out or refused is not asked again for DOWN_SECONDS (its result says so
-at once): otherwise every audit would wait for its timeout while the others answer.
+A replica that timed out or refused, answering none of a probe's questions, is not asked
+again for DOWN_SECONDS (its result says so at once): otherwise every audit would wait for its
+timeout while the others answer. A replica that answered some questions is up: a question
+it left unanswered (CoreDNS forwards a name its kubernetes plugin does not know yet, such as
+a new endpoint's PTR, upstream, which an offline cluster never answers) fails that probe
+only.
 
 `on_query(seconds, outcome)`, if given, is called once per question sent, with its latency
 (semaphore wait excluded) and outcome "answer" (NOERROR, NODATA included), "nxdomain",
@@ -146,7 +150,7 @@ class _Channel(asyncio.DatagramProtocol):
                 future.set_exception(exc)
 
 
-DOWN_SECONDS = 10.0  # a replica that timed out or refused is asked again after this
+DOWN_SECONDS = 10.0  # a replica that answered nothing (timeouts, refusals): asked again after
 NO_SERVER = "no cluster DNS server known (kube-system/kube-dns not found and --dns-server not set)"
 Servers = Callable[[], Awaitable[Sequence[Target]]]
 
@@ -262,7 +266,12 @@ class DnsProber:
             error = f"DNS server {where} unreachable or failing: " + "; ".join(
                 f"{q}: {_describe(e)}" for q, e in errors[:3]
             )
-            if target.replica is not None and any(_unreachable(e) for _, e in errors):
+            answered = len(unique) - len(errors)
+            if (
+                target.replica is not None
+                and not answered
+                and any(_unreachable(e) for _, e in errors)
+            ):
                 why = _describe(errors[0][1])
                 self._down[(host, port)] = (self._monotonic() + DOWN_SECONDS, why)
                 if self._on_down is not None:
