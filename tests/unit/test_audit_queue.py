@@ -233,3 +233,38 @@ def test_a_plain_audit_just_before_does_not_hold_a_slice_change_back() -> None:
     clock.now += 0.1
     q.mark([A], prompt=True)  # 0.1 s after that audit, this service's own slice changes
     assert q.next_due(set()) == clock.now + PROMPT_SECONDS
+
+
+def test_a_ripple_is_debounced_like_a_change_but_goes_after_changes_and_timers() -> None:
+    """A Service created among many: its siblings' re-audits (their namespace's environment
+    changed) come after its own audit and after due timers, whatever was marked first."""
+    q, clock = queue(debounce=0.5)
+    q.mark([B, C], ripple=True)
+    clock.now += 0.1
+    q.mark([A], prompt=True)  # the new Service's slice
+    clock.now += PROMPT_SECONDS
+    assert q.take(10, busy=set()) == [(A, True)]
+    assert q.take(10, busy=set()) == []  # the ripple waits for its debounce
+    clock.now += 0.5
+    assert keys(q.take(10, busy=set())) == [B, C]  # urgent: their verdicts may change
+    q.mark([B], ripple=True)  # marked first...
+    clock.now += 0.1
+    q.mark([C], delay=0.4)  # ... then a timer
+    q.mark([A])  # ... then a change
+    clock.now += 0.5
+    assert q.take(10, busy=set()) == [(A, True), (C, True), (B, True)]
+
+
+def test_a_change_of_its_own_makes_a_ripple_a_change_and_a_ripple_never_delays_one() -> None:
+    q, clock = queue(debounce=0.5)
+    q.mark([A], ripple=True)
+    assert q.rank(A) == 2
+    q.mark([A])  # its own change: a change again
+    assert q.rank(A) == 0
+    q.mark([B], prompt=True)
+    q.mark([B], ripple=True)  # rides along the prompt audit
+    assert q.rank(B) == 0 and q.next_due(set()) == clock.now + PROMPT_SECONDS
+    q.mark([C], delay=0.1)  # a settle deadline
+    q.mark([C], ripple=True)
+    clock.now += 0.1
+    assert C in keys(q.take(10, busy=set()))  # not pushed back to the debounce

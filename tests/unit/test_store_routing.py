@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from svcaudit.controller.indexes import Store
+from svcaudit.controller.indexes import Affected, Store
 from svcaudit.core.endpoints import selects
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -101,3 +101,26 @@ def test_a_slice_rewritten_reordered_audits_nothing_again_but_a_change_does() ->
     assert store.apply_slice("MODIFIED", _slice(["10.0.0.2"], ready=False)) == {("ns", "s1")}
     assert store.apply_slice("DELETED", _slice(["10.0.0.2"], ready=False)) == {("ns", "s1")}
     assert store.slice_views_of(("ns", "s1")) == []
+
+
+def test_a_service_or_pod_coming_or_going_ripples_to_its_namespace_only_as_a_ripple() -> None:
+    """Every service of the namespace is re-audited (the pods' variables changed), but only
+    the object's own services are direct: the rest is `ripple`, audited after them."""
+    store = Store()
+    for name in ("s1", "s2", "s3"):
+        store.apply_service(None, _service("ns", name, {"app": name}))
+    store.apply_service(None, _service("other", "s1", {"app": "s1"}))
+    added = store.apply_service("ADDED", _service("ns", "s4", {"app": "s4"}))
+    assert isinstance(added, Affected)
+    assert added == {("ns", "s1"), ("ns", "s2"), ("ns", "s3"), ("ns", "s4")}
+    assert added.ripple == {("ns", "s1"), ("ns", "s2"), ("ns", "s3")}
+    gone = store.apply_service("DELETED", _service("ns", "s4", {"app": "s4"}))
+    assert isinstance(gone, Affected) and gone - gone.ripple == {("ns", "s4")}
+    started = store.apply_pod("ADDED", _pod("ns", "p1", {"app": "s2"}))
+    assert isinstance(started, Affected) and started - started.ripple == {("ns", "s2")}
+    assert started.ripple == {("ns", "s1"), ("ns", "s3")}
+    relabelled = store.apply_pod("MODIFIED", _pod("ns", "p1", {"app": "s3"}))
+    assert relabelled == {("ns", "s2"), ("ns", "s3")}  # its routes: both direct
+    assert getattr(relabelled, "ripple", frozenset()) == frozenset()
+    stopped = store.apply_pod("DELETED", _pod("ns", "p1", {"app": "s3"}))
+    assert isinstance(stopped, Affected) and stopped - stopped.ripple == {("ns", "s3")}

@@ -17,7 +17,7 @@ from typing import Any
 import kopf
 import structlog
 
-from svcaudit.controller.indexes import Key, Store, slim
+from svcaudit.controller.indexes import Affected, Key, Store, slim
 from svcaudit.controller.informer import Informer, collection_paths
 from svcaudit.controller.leader import LeaderElector
 from svcaudit.controller.login import login as kopf_login
@@ -136,7 +136,10 @@ def _deliverer(
         store.touch(kind, etype, obj, time.monotonic())
         affected = apply(etype, obj)
         if affected and reconciler.ready:  # before: the first pass audits every service
-            reconciler.mark(affected, prompt=prompt)
+            ripple = affected.ripple if isinstance(affected, Affected) else frozenset()
+            reconciler.mark(affected - ripple if ripple else affected, prompt=prompt)
+            if ripple:
+                reconciler.mark(ripple, ripple=True)
 
     return deliver
 

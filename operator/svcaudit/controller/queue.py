@@ -15,6 +15,11 @@ Keys come in by `mark`; the reconciler takes the due ones as it has free slots. 
   later plain change of the burst does not push it back; and a plain change within
   ECHO_SECONDS after a prompt audit (the pod or Service event of the same change, whose
   watch lagged the slice's) is prompt too, once;
+- a ripple (a service whose namespace's environment changed, a Service or pod added or
+  gone, while nothing of its own did) is debounced like a change but goes after changes
+  and timers: a Service created among 40 is audited before the 40 re-audits it causes
+  (bench/: a recreated Service's detection waited behind earlier trials' ripples, 0.96 s);
+  a change of its own makes it a change again;
 - a timer (an explicit delay: a settle deadline, a retry) only ever brings an audit forward;
 - a background pass (every service: a resync, the API server back) goes after changes and
   timers, so that a change queued behind a whole pass is not seen a pass late (bench/: 12 s
@@ -38,7 +43,7 @@ MAX_WAIT_FACTOR = 5.0
 PROMPT_SECONDS = 0.02  # a prompt change's wait (at most the debounce)
 PROMPT_BURST = 2  # prompt audits of a service within one debounce before it is throttled
 ECHO_SECONDS = 0.3  # a plain change this soon after a prompt audit is its other half
-CHANGE, TIMER, BACKGROUND = 0, 1, 2  # ranks: who goes first among due audits
+CHANGE, TIMER, RIPPLE, BACKGROUND = 0, 1, 2, 3  # ranks: who goes first among due audits
 
 
 class AuditQueue:
@@ -54,6 +59,7 @@ class AuditQueue:
         self._taken_at: dict[Key, tuple[float, ...]] = {}
         self._prompt_taken: dict[Key, float] = {}  # ... if it was a prompt one, not yet echoed
         self._echoes: set[Key] = set()  # due promptly as the echo of a prompt audit
+        self._ripple: set[Key] = set()  # due for a ripple only (no change of its own)
         self._prune_above = 4096  # entries of _taken_at before the old ones are dropped
         self._fresh: set[Key] = set()  # marked since the plan was made: to slot into it
         self._plan: list[tuple[int, float, Key]] = []  # due audits, a heap of (rank, due, key)
@@ -75,13 +81,17 @@ class AuditQueue:
         *,
         background: bool = False,
         prompt: bool = False,
+        ripple: bool = False,
     ) -> None:
-        """A change (delay None; `prompt`: an EndpointSlice's), a timer (delay seconds), or a
-        background pass."""
+        """A change (delay None; `prompt`: an EndpointSlice's; `ripple`: its namespace's
+        environment's only), a timer (delay seconds), or a background pass."""
         now = self.clock()
         for key in keys:
             current = self._due.get(key)
-            if delay is None:
+            if delay is None and ripple:
+                self._ripple_change(key, now, current)
+            elif delay is None:
+                self._ripple.discard(key)  # a change of its own: ranked as one
                 self._change(key, now, current, prompt)
             elif current is None or now + delay < current:
                 self._set_due(key, now + delay)
@@ -115,9 +125,21 @@ class AuditQueue:
         self._set_due(key, due)
         self._background.discard(key)
 
+    def _ripple_change(self, key: Key, now: float, current: float | None) -> None:
+        if key in self._burst_start and key not in self._ripple:
+            return  # a change of its own is due: the ripple rides along
+        timer = current if key not in self._burst_start else None  # a deadline, a pass
+        first = self._burst_start.setdefault(key, now)
+        due = min(now + self.debounce, first + MAX_WAIT_FACTOR * self.debounce)
+        if timer is not None:
+            due = min(due, timer)  # a ripple never postpones an audit already due
+        self._ripple.add(key)
+        self._set_due(key, due)
+        self._background.discard(key)
+
     def rank(self, key: Key) -> int:
         if key in self._burst_start:
-            return CHANGE
+            return RIPPLE if key in self._ripple else CHANGE
         return BACKGROUND if key in self._background else TIMER
 
     def take(self, free: int, busy: Container[Key]) -> list[tuple[Key, bool]]:
@@ -141,6 +163,7 @@ class AuditQueue:
                     self._prompt_taken[key] = now
             self._prompt.discard(key)
             self._echoes.discard(key)
+            self._ripple.discard(key)
         if len(self._taken_at) > self._prune_above:  # services deleted long ago
             self._taken_at = {
                 k: t for k, t in self._taken_at.items() if t[-1] > now - self.debounce

@@ -111,12 +111,14 @@ class Reconciler:
         *,
         background: bool = False,
         prompt: bool = False,
+        ripple: bool = False,
     ) -> None:
-        """Audit these services: after a change (no delay; `prompt`: an EndpointSlice's), at
-        a timer, or in a background pass (controller/queue.py says who goes first)."""
+        """Audit these services: after a change (no delay; `prompt`: an EndpointSlice's;
+        `ripple`: a change of their namespace's environment only), at a timer, or in a
+        background pass (controller/queue.py says who goes first)."""
         if not self._watched("default"):
             keys = [k for k in keys if k != ("default", "kubernetes")]
-        self.queue.mark(keys, delay, background=background, prompt=prompt)
+        self.queue.mark(keys, delay, background=background, prompt=prompt, ripple=ripple)
 
     def is_urgent(self, key: Key) -> bool:
         """Whether the audit of `key` in flight is for a change or a timer (its report then
