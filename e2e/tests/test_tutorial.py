@@ -48,6 +48,13 @@ pytestmark = pytest.mark.realnode
 # The core does not judge container starts this close to a service's creation (clock skew,
 # kubelet informer lag); a person following the tutorial is slower than that anyway.
 ENV_GRACE_SECONDS = 5.0
+# a condition's type (without the prefix) -> its key in the ServiceAudit's status.summary
+SUMMARY_KEY = {
+    "EndpointsConsistent": "endpoints",
+    "EnvironmentConsistent": "environment",
+    "DNSConsistent": "dns",
+    "DiscoveryHealthy": "healthy",
+}
 
 
 def container(**kwargs: Any) -> dict[str, Any]:
@@ -132,7 +139,9 @@ class Tutorial:
     def wait_statuses(
         self, name: str, want: dict[str, str], ns: str | None = None, timeout: float = 60
     ) -> dict[str, str]:
-        """Wait for the conditions; a discrepancy shows once it has lasted the settle time."""
+        """Wait for the conditions, then for the ServiceAudit to say the same (its report is
+        written just after the conditions: controller/reports.py); a discrepancy shows once it
+        has lasted the settle time."""
         timeout += self.operator.settle
         seen: dict[str, Any] = {}
 
@@ -141,12 +150,22 @@ class Tutorial:
             seen["last"] = got
             return got if all(got.get(k) == v for k, v in want.items()) else None
 
+        def reported() -> bool:
+            summary = ((audit(self.cluster, ns or self.ns, name) or {}).get("status") or {}).get(
+                "summary"
+            ) or {}
+            seen["summary"] = summary
+            return all(summary.get(SUMMARY_KEY[k]) == v for k, v in want.items())
+
         try:
-            return eventually(check, timeout, f"{name} conditions {want}")  # type: ignore[no-any-return]
+            got = eventually(check, timeout, f"{name} conditions {want}")
+            eventually(reported, 30, f"{name}'s ServiceAudit to follow its conditions {want}")
+            return got  # type: ignore[no-any-return]
         except pytest.fail.Exception:
             detail = (audit(self.cluster, ns or self.ns, name) or {}).get("status") or {}
             pytest.fail(
                 f"{name}: wanted {want}, last seen {seen.get('last')}; summary "
+                f"{seen.get('summary')} then "
                 f"{detail.get('summary')}; discrepancies "
                 f"{[(d['code'], d['subject']) for d in detail.get('discrepancies') or []]}"
                 f"\noperator log tail:\n{self.operator.logs_text()[-1500:]}"
