@@ -103,12 +103,16 @@ class AuditQueue:
         if self._fresh:
             self.wake.set()
 
-    def _change(self, key: Key, now: float, current: float | None, prompt: bool) -> None:
+    def _debounced(self, key: Key, now: float) -> float:
+        """The trailing debounce of a burst: `debounce` after this change, but no later than
+        MAX_WAIT_FACTOR debounces after the burst's first one (which this may be)."""
         first = self._burst_start.setdefault(key, now)
+        return min(now + self.debounce, first + MAX_WAIT_FACTOR * self.debounce)
+
+    def _change(self, key: Key, now: float, current: float | None, prompt: bool) -> None:
+        due = self._debounced(key, now)
         if current is not None and key in self._prompt:
             due = current  # prompt already: a plain change of the burst rides along
-        else:
-            due = min(now + self.debounce, first + MAX_WAIT_FACTOR * self.debounce)
         lead = now + min(PROMPT_SECONDS, self.debounce)
         if prompt:
             recent = self._taken_at.get(key, ())
@@ -129,8 +133,7 @@ class AuditQueue:
         if key in self._burst_start and key not in self._ripple:
             return  # a change of its own is due: the ripple rides along
         timer = current if key not in self._burst_start else None  # a deadline, a pass
-        first = self._burst_start.setdefault(key, now)
-        due = min(now + self.debounce, first + MAX_WAIT_FACTOR * self.debounce)
+        due = self._debounced(key, now)
         if timer is not None:
             due = min(due, timer)  # a ripple never postpones an audit already due
         self._ripple.add(key)
